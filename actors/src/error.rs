@@ -1,0 +1,59 @@
+//! The one error type of the domain layer.
+//!
+//! Actors and stores speak in these variants; they know nothing of HTTP. The binary maps each
+//! variant to a status and a problem `code` in exactly one place (`http::error`).
+
+use thiserror::Error;
+
+/// What can go wrong in a domain operation, as a caller needs to tell it apart.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DomainError {
+    /// Signup with an email that already has an account.
+    #[error("email already registered")]
+    EmailTaken,
+    /// Wrong password, or no such account: deliberately the same variant.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// The user is not a member of the requested organization (or it does not exist).
+    #[error("not a member of that organization")]
+    NotAMember,
+    /// Unknown, expired or revoked refresh token.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// A used refresh token presented outside the grace replay: the family is now revoked.
+    #[error("refresh token reused; session revoked")]
+    RefreshTokenReused,
+    /// An actor did not answer in time, died, or a dependency is overloaded. Retry later.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// A fault that is not the caller's: storage failure, corrupt row, crypto failure.
+    /// The text is for logs only, never for a response body.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Storage failures, as the storage adapters report them.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// A uniqueness constraint refused the write; the payload names it.
+    #[error("conflict on {0}")]
+    Conflict(&'static str),
+    /// The database is busy, locked or unreachable right now.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug, a corrupt row, a failed migration.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<StoreError> for DomainError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => {
+                DomainError::Internal(format!("unexpected conflict on {what}"))
+            }
+            StoreError::Unavailable(m) => DomainError::Unavailable(m),
+            StoreError::Other(m) => DomainError::Internal(m),
+        }
+    }
+}

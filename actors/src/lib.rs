@@ -1,0 +1,61 @@
+//! The supervised actors of edge-idp, their messages, and the storage traits they need.
+//!
+//! # Layout
+//! - [`supervisor`]: the root supervisor, restart policy and the [`Handles`] callers use.
+//! - [`keys`]: the KeyManager and the [`KeySet`] snapshot that signing reads without a mailbox.
+//! - [`users`]: account writes (signup, login bookkeeping), sharded by email.
+//! - [`refresh`]: refresh-token families: rotation, grace replay, reuse detection.
+//! - [`store`]: the storage traits; the binary implements them on libSQL.
+//! - [`crypto`], [`secret`], [`clock`]: sealing at rest, redacted secrets, time as a parameter.
+//! - [`error`]: [`DomainError`], the one error of this layer.
+//!
+//! Actors own state and ordering, not throughput: hot paths (signing, verification, rate
+//! limits) never wait on a mailbox. Every request to an actor goes through [`ask`], which has a
+//! timeout, so a stalled or dead actor turns into `Unavailable` rather than a hang.
+//!
+//! This crate knows nothing of HTTP.
+
+pub mod clock;
+pub mod crypto;
+pub mod error;
+pub mod keys;
+pub mod refresh;
+pub mod secret;
+pub mod store;
+pub mod supervisor;
+pub mod users;
+
+pub use clock::Clock;
+pub use error::{DomainError, StoreError};
+pub use keys::{KeyHandle, KeySet};
+pub use secret::SecretString;
+pub use supervisor::{ActorKind, Handles, RootArgs, RootSupervisor};
+
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, Message, RpcReplyPort};
+use std::time::Duration;
+
+/// Sends a request to `actor` and waits at most `timeout` for its answer.
+///
+/// A missing actor (between a crash and its restart), a full stop, a dropped reply port (the
+/// actor panicked while handling this request) and a timeout all become
+/// [`DomainError::Unavailable`].
+pub async fn ask<M, T>(
+    actor: Option<ActorRef<M>>,
+    build: impl FnOnce(RpcReplyPort<Result<T, DomainError>>) -> M,
+    timeout: Duration,
+) -> Result<T, DomainError>
+where
+    M: Message,
+    T: Send + 'static,
+{
+    let actor = actor.ok_or_else(|| DomainError::Unavailable("actor restarting".into()))?;
+    match actor.call(build, Some(timeout)).await {
+        Ok(CallResult::Success(r)) => r,
+        Ok(CallResult::Timeout) => Err(DomainError::Unavailable("actor timed out".into())),
+        Ok(CallResult::SenderError) => Err(DomainError::Unavailable(
+            "actor failed while handling the request".into(),
+        )),
+        Err(_) => Err(DomainError::Unavailable("actor not running".into())),
+    }
+}

@@ -1,0 +1,274 @@
+//! The RefreshFamilies actor: rotation, grace replay and reuse detection.
+//!
+//! Refresh-token reuse is the attack this service exists to catch, and several tabs refreshing
+//! at once is what its users do most; both must be right. Each family is handled by one shard
+//! (chosen by session id), so rotations of one family are serialised in process. Across
+//! processes sharing the database the guarantee comes from [`SessionStore::rotate`]: a
+//! conditional `UPDATE … WHERE used_at IS NULL` inside one immediate transaction, so exactly one
+//! rotation wins; a loser re-reads and sees a used token, which is a grace replay or reuse.
+//!
+//! - **Rotation**: an unused, unexpired token becomes used; a successor is issued.
+//! - **Grace replay**: within `grace` seconds after its rotation, presenting the token again
+//!   returns the *same* successor (kept sealed for the window only), provided the successor has
+//!   not been rotated itself.
+//! - **Reuse**: any other presentation of a used token revokes the whole family.
+
+use crate::crypto::{b64url, random_bytes, sha256, Sealer};
+use crate::error::DomainError;
+use crate::secret::SecretString;
+use crate::store::{NewSession, Rotation, SessionStore};
+use crate::Clock;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use uuid::Uuid;
+
+/// Reply channel of a RefreshFamilies request.
+pub type Reply<T> = RpcReplyPort<Result<T, DomainError>>;
+
+/// Lifetimes that govern a family.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshPolicy {
+    /// Lifetime of each refresh token from its issue (`REFRESH_TOKEN_TTL`).
+    pub token_ttl: i64,
+    /// Hard limit on a session's life (`SESSION_MAX_TTL`).
+    pub session_max_ttl: i64,
+    /// Grace replay window (`REFRESH_REUSE_GRACE_SECS`); 0 is strict.
+    pub grace: i64,
+}
+
+/// What starting a session needs.
+#[derive(Debug, Clone)]
+pub struct StartSession {
+    /// Owner.
+    pub user_id: Uuid,
+    /// Organization the session works in.
+    pub org_id: Uuid,
+    /// Authentication methods.
+    pub amr: Vec<String>,
+    /// `User-Agent` of the login.
+    pub user_agent: Option<String>,
+    /// Client IP of the login.
+    pub ip: Option<String>,
+}
+
+/// A refresh token handed to the client.
+#[derive(Debug)]
+pub struct Issued {
+    /// The family.
+    pub session_id: Uuid,
+    /// The opaque token: 256 random bits, base64url.
+    pub refresh_token: SecretString,
+    /// When it expires, Unix seconds.
+    pub expires_at: i64,
+    /// `true` when this is a grace replay of an earlier rotation.
+    pub replayed: bool,
+}
+
+/// Messages of the RefreshFamilies actor.
+pub enum RefreshMsg {
+    /// Starts a family with its first token.
+    Start(StartSession, Reply<Issued>),
+    /// Rotates the token whose SHA-256 is given.
+    Rotate([u8; 32], Reply<Issued>),
+    /// Revokes one family.
+    Revoke(Uuid, &'static str, Reply<bool>),
+    /// Revokes every family of a user.
+    RevokeAll(Uuid, &'static str, Reply<u64>),
+    /// Test hook: panics inside the handler, to exercise supervision.
+    Crash,
+}
+
+/// Start-up arguments of a RefreshFamilies shard.
+#[derive(Clone)]
+pub struct RefreshArgs<S> {
+    /// Session storage.
+    pub store: S,
+    /// Seals successors for the grace window.
+    pub sealer: Sealer,
+    /// Lifetimes.
+    pub policy: RefreshPolicy,
+    /// Now.
+    pub clock: Clock,
+}
+
+/// One shard of refresh-token families.
+pub struct RefreshFamilies<S>(std::marker::PhantomData<S>);
+
+impl<S> Default for RefreshFamilies<S> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+/// The hash under which a refresh token is stored.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    sha256(token.as_bytes())
+}
+
+fn new_token() -> Result<(SecretString, [u8; 32]), DomainError> {
+    let raw = random_bytes::<32>().map_err(|e| DomainError::Internal(e.to_string()))?;
+    let token = b64url(&raw);
+    let hash = token_hash(&token);
+    Ok((SecretString::new(token), hash))
+}
+
+/// Associated data of a sealed successor: it opens only in its own row.
+fn successor_aad(session_id: Uuid, predecessor: &[u8; 32]) -> Vec<u8> {
+    let mut aad = session_id.as_bytes().to_vec();
+    aad.extend_from_slice(predecessor);
+    aad
+}
+
+impl<S: SessionStore> RefreshArgs<S> {
+    async fn start(&self, req: StartSession) -> Result<Issued, DomainError> {
+        let now = self.clock.now();
+        let (token, hash) = new_token()?;
+        let id = Uuid::now_v7();
+        let expires_at = now + self.policy.session_max_ttl;
+        let token_expires_at = (now + self.policy.token_ttl).min(expires_at);
+        self.store
+            .start_session(NewSession {
+                id,
+                user_id: req.user_id,
+                active_org_id: req.org_id,
+                amr: req.amr,
+                user_agent: req.user_agent,
+                ip: req.ip,
+                created_at: now,
+                expires_at,
+                token_hash: hash,
+                token_expires_at,
+            })
+            .await?;
+        Ok(Issued {
+            session_id: id,
+            refresh_token: token,
+            expires_at: token_expires_at,
+            replayed: false,
+        })
+    }
+
+    async fn rotate(&self, presented: [u8; 32]) -> Result<Issued, DomainError> {
+        // Two passes at most: a lost race against another process is re-read once, and then the
+        // token is used, which the second pass answers without writing a rotation.
+        for _ in 0..2 {
+            let Some(v) = self.store.refresh_view(presented).await? else {
+                return Err(DomainError::InvalidRefreshToken);
+            };
+            let now = self.clock.now();
+            if v.session_revoked || now >= v.session_expires_at {
+                return Err(DomainError::InvalidRefreshToken);
+            }
+            let Some(used_at) = v.used_at else {
+                if now >= v.expires_at {
+                    return Err(DomainError::InvalidRefreshToken);
+                }
+                let (token, hash) = new_token()?;
+                let sealed = if self.policy.grace > 0 {
+                    let aad = successor_aad(v.session_id, &presented);
+                    Some(
+                        self.sealer
+                            .seal(token.expose().as_bytes(), &aad)
+                            .map_err(|e| DomainError::Internal(e.to_string()))?,
+                    )
+                } else {
+                    None
+                };
+                let expires_at = (now + self.policy.token_ttl).min(v.session_expires_at);
+                let won = self
+                    .store
+                    .rotate(Rotation {
+                        session_id: v.session_id,
+                        token_hash: presented,
+                        successor_hash: hash,
+                        successor_sealed: sealed,
+                        successor_generation: v.generation + 1,
+                        successor_expires_at: expires_at,
+                        now,
+                    })
+                    .await?;
+                if won {
+                    return Ok(Issued {
+                        session_id: v.session_id,
+                        refresh_token: token,
+                        expires_at,
+                        replayed: false,
+                    });
+                }
+                continue;
+            };
+            let in_grace =
+                self.policy.grace > 0 && now < used_at + self.policy.grace && !v.successor_used;
+            if let (true, Some(sealed), Some(expires_at)) =
+                (in_grace, &v.successor_sealed, v.successor_expires_at)
+            {
+                let aad = successor_aad(v.session_id, &presented);
+                let plain = self
+                    .sealer
+                    .open(sealed, &aad)
+                    .map_err(|e| DomainError::Internal(e.to_string()))?;
+                let token = String::from_utf8(plain.to_vec())
+                    .map_err(|e| DomainError::Internal(e.to_string()))?;
+                return Ok(Issued {
+                    session_id: v.session_id,
+                    refresh_token: SecretString::new(token),
+                    expires_at,
+                    replayed: true,
+                });
+            }
+            self.store
+                .revoke_session(v.session_id, now, "refresh_token_reused")
+                .await?;
+            tracing::warn!(target: "audit", event = "refresh_token_reused", session_id = %v.session_id, "refresh token reuse detected; family revoked");
+            return Err(DomainError::RefreshTokenReused);
+        }
+        Err(DomainError::Unavailable(
+            "refresh rotation contention".into(),
+        ))
+    }
+}
+
+impl<S: SessionStore> Actor for RefreshFamilies<S> {
+    type Msg = RefreshMsg;
+    type State = RefreshArgs<S>;
+    type Arguments = RefreshArgs<S>;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RefreshMsg::Start(req, reply) => {
+                let _ = reply.send(st.start(req).await);
+            }
+            RefreshMsg::Rotate(hash, reply) => {
+                let _ = reply.send(st.rotate(hash).await);
+            }
+            RefreshMsg::Revoke(session_id, reason, reply) => {
+                let r = st
+                    .store
+                    .revoke_session(session_id, st.clock.now(), reason)
+                    .await;
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            RefreshMsg::RevokeAll(user_id, reason, reply) => {
+                let r = st
+                    .store
+                    .revoke_user_sessions(user_id, st.clock.now(), reason)
+                    .await;
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            RefreshMsg::Crash => panic!("injected fault: RefreshFamilies"),
+        }
+        Ok(())
+    }
+}

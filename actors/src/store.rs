@@ -1,0 +1,287 @@
+//! What the actors need from storage, as traits the binary's libSQL adapter implements.
+//!
+//! Keeping SQL out of this crate lets the actors be read as pure ordering logic, and lets the
+//! storage guarantees that must hold across processes (a refresh token rotated once, unique
+//! emails, one first signing key) be stated here, on the method that provides them.
+
+use crate::error::StoreError;
+use std::future::Future;
+use uuid::Uuid;
+
+/// Result of a storage call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Roles in an organization, most powerful first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Full control, including removing other owners.
+    Owner,
+    /// Manages members.
+    Admin,
+    /// Belongs, nothing more.
+    Member,
+}
+
+impl Role {
+    /// The stored and serialized spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+/// A new account with its personal organization, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// User id (UUID v7).
+    pub id: Uuid,
+    /// Normalised (trimmed, lower-cased) email.
+    pub email: String,
+    /// Display name, if given.
+    pub name: Option<String>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Personal organization id.
+    pub org_id: Uuid,
+    /// Personal organization name.
+    pub org_name: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// An account as login needs it.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    /// User id.
+    pub id: Uuid,
+    /// Normalised email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Argon2id PHC string. Not a secret in itself, but never returned.
+    pub password_hash: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Whether TOTP is on.
+    pub mfa_enabled: bool,
+    /// The personal organization created at signup.
+    pub default_org_id: Uuid,
+}
+
+/// A membership: the organization a token is issued for, and the role in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Organization id.
+    pub org_id: Uuid,
+    /// Organization name.
+    pub org_name: String,
+    /// Role of the user there.
+    pub role: Role,
+}
+
+/// A new session (token family) with its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Session id = family id = the `sid` claim.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Organization the session works in.
+    pub active_org_id: Uuid,
+    /// Authentication methods, e.g. `["pwd"]`.
+    pub amr: Vec<String>,
+    /// `User-Agent` of the login.
+    pub user_agent: Option<String>,
+    /// Client IP of the login.
+    pub ip: Option<String>,
+    /// Now.
+    pub created_at: i64,
+    /// Hard end of the session (`SESSION_MAX_TTL`).
+    pub expires_at: i64,
+    /// SHA-256 of the first refresh token.
+    pub token_hash: [u8; 32],
+    /// Expiry of the first refresh token.
+    pub token_expires_at: i64,
+}
+
+/// A refresh token row joined with its session, as rotation reads it.
+#[derive(Debug, Clone)]
+pub struct RefreshView {
+    /// Family.
+    pub session_id: Uuid,
+    /// Position in the family, 0 for the token issued at login.
+    pub generation: i64,
+    /// Expiry of this token.
+    pub expires_at: i64,
+    /// When it was rotated, if it was.
+    pub used_at: Option<i64>,
+    /// The successor sealed for grace replay, while the window lasts.
+    pub successor_sealed: Option<Vec<u8>>,
+    /// Whether the successor has itself been rotated already.
+    pub successor_used: bool,
+    /// Expiry of the successor.
+    pub successor_expires_at: Option<i64>,
+    /// Whether the session is revoked.
+    pub session_revoked: bool,
+    /// Hard end of the session.
+    pub session_expires_at: i64,
+}
+
+/// One rotation, applied only if the presented token is still unused.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// Family.
+    pub session_id: Uuid,
+    /// Hash of the presented token.
+    pub token_hash: [u8; 32],
+    /// Hash of the successor.
+    pub successor_hash: [u8; 32],
+    /// The successor sealed for grace replay; `None` when the grace window is 0.
+    pub successor_sealed: Option<Vec<u8>>,
+    /// Generation of the successor.
+    pub successor_generation: i64,
+    /// Expiry of the successor.
+    pub successor_expires_at: i64,
+    /// Now.
+    pub now: i64,
+}
+
+/// Who a session's access token is for.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// `sub`.
+    pub user_id: Uuid,
+    /// `email`.
+    pub email: String,
+    /// `org_id` and `role`.
+    pub membership: Membership,
+    /// `amr`.
+    pub amr: Vec<String>,
+}
+
+/// A signing key as stored: the private part sealed.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// PKCS#8 DER of the private key, sealed under the signing-keys sealer with the kid as AAD.
+    pub private_sealed: Vec<u8>,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it starts signing.
+    pub activates_at: i64,
+    /// When it leaves JWKS, if decided.
+    pub retires_at: Option<i64>,
+}
+
+/// Counts of what a prune pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Sealed successors erased because their grace window ended.
+    pub successors_erased: u64,
+    /// Expired refresh-token rows deleted.
+    pub tokens_deleted: u64,
+    /// Expired or long-revoked sessions deleted.
+    pub sessions_deleted: u64,
+}
+
+/// Accounts and memberships.
+pub trait UserStore: Clone + Send + Sync + 'static {
+    /// Creates the user, the personal organization and the owner membership atomically.
+    /// A taken email is `Conflict("email")`, also when another process wins the race.
+    fn create_user(&self, new: NewUser) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Looks an account up by normalised email.
+    fn user_by_email(
+        &self,
+        email: &str,
+    ) -> impl Future<Output = StoreResult<Option<UserRecord>>> + Send;
+    /// The user's membership in `org_id` (any string: an unknown id is simply no membership).
+    fn membership(
+        &self,
+        user_id: Uuid,
+        org_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<Membership>>> + Send;
+    /// Bookkeeping after a wrong password.
+    fn record_login_failure(
+        &self,
+        user_id: Uuid,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Bookkeeping after a right password; replaces the hash only if it is still `old_hash`
+    /// (a concurrent password change wins).
+    fn record_login_success(
+        &self,
+        user_id: Uuid,
+        now: i64,
+        rehash: Option<(String, String)>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Sessions and refresh-token families.
+pub trait SessionStore: Clone + Send + Sync + 'static {
+    /// Inserts the session and its first token in one transaction.
+    fn start_session(&self, s: NewSession) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Reads a token and its session.
+    fn refresh_view(
+        &self,
+        token_hash: [u8; 32],
+    ) -> impl Future<Output = StoreResult<Option<RefreshView>>> + Send;
+    /// Applies a rotation with a conditional update: returns `false`, changing nothing, when the
+    /// token was already used or the session revoked, also by another process.
+    fn rotate(&self, r: Rotation) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The session a token belongs to, used or not (logout accepts any token of the family).
+    fn session_of_token(
+        &self,
+        token_hash: [u8; 32],
+    ) -> impl Future<Output = StoreResult<Option<(Uuid, Uuid)>>> + Send;
+    /// Revokes one session; `false` if it was unknown or already revoked.
+    fn revoke_session(
+        &self,
+        session_id: Uuid,
+        now: i64,
+        reason: &'static str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Revokes every live session of a user; returns how many.
+    fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        now: i64,
+        reason: &'static str,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Who the session's next access token is for: its active organization while the user is a
+    /// member there, else the default organization.
+    fn principal(
+        &self,
+        session_id: Uuid,
+    ) -> impl Future<Output = StoreResult<Option<Principal>>> + Send;
+    /// Erases sealed successors older than `grace` and deletes what has expired.
+    fn prune(&self, now: i64, grace: i64) -> impl Future<Output = StoreResult<Pruned>> + Send;
+}
+
+/// Signing keys.
+pub trait KeyStore: Clone + Send + Sync + 'static {
+    /// Every stored key.
+    fn keys(&self) -> impl Future<Output = StoreResult<Vec<StoredKey>>> + Send;
+    /// Inserts `key` only if no key exists yet; `false` when another instance was first.
+    fn insert_first_key(&self, key: StoredKey) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Inserts `key` unless a key with its kid exists.
+    fn insert_key(&self, key: StoredKey) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Everything the actors need, as one bound.
+pub trait Store: UserStore + SessionStore + KeyStore {}
+impl<T: UserStore + SessionStore + KeyStore> Store for T {}

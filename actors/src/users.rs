@@ -1,0 +1,95 @@
+//! The Users actor: account writes in order.
+//!
+//! Signup and login bookkeeping for one account are serialised through one shard (chosen by the
+//! normalised email), so a signup and a failed-login counter never interleave. Uniqueness of
+//! emails across processes is the database's job (a unique index); the actor only turns the
+//! conflict into [`DomainError::EmailTaken`]. Password hashes arrive computed: Argon2 runs on
+//! the blocking pool before the message is sent, never inside the actor.
+
+use crate::error::{DomainError, StoreError};
+use crate::store::{NewUser, UserStore};
+use crate::Clock;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use uuid::Uuid;
+
+/// Reply channel of a Users request.
+pub type Reply<T> = RpcReplyPort<Result<T, DomainError>>;
+
+/// Messages of the Users actor.
+pub enum UsersMsg {
+    /// Creates the account, its personal organization and the owner membership.
+    Signup(NewUser, Reply<()>),
+    /// A wrong password for this account.
+    LoginFailed(Uuid, Reply<()>),
+    /// A right password; optionally replaces the hash computed with outdated Argon2 costs
+    /// (`(old, new)`: replaced only if the stored hash is still `old`).
+    LoginSucceeded(Uuid, Option<(String, String)>, Reply<()>),
+    /// Test hook: panics inside the handler, to exercise supervision.
+    Crash,
+}
+
+/// Start-up arguments of a Users shard.
+#[derive(Clone)]
+pub struct UsersArgs<S> {
+    /// Account storage.
+    pub store: S,
+    /// Now.
+    pub clock: Clock,
+}
+
+/// One shard of account writes.
+pub struct Users<S>(std::marker::PhantomData<S>);
+
+impl<S> Default for Users<S> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<S: UserStore> Actor for Users<S> {
+    type Msg = UsersMsg;
+    type State = UsersArgs<S>;
+    type Arguments = UsersArgs<S>;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            UsersMsg::Signup(new, reply) => {
+                let r = st.store.create_user(new).await.map_err(|e| match e {
+                    StoreError::Conflict("email") => DomainError::EmailTaken,
+                    other => other.into(),
+                });
+                let _ = reply.send(r);
+            }
+            UsersMsg::LoginFailed(user_id, reply) => {
+                let _ = reply.send(
+                    st.store
+                        .record_login_failure(user_id, st.clock.now())
+                        .await
+                        .map_err(Into::into),
+                );
+            }
+            UsersMsg::LoginSucceeded(user_id, rehash, reply) => {
+                let r = st
+                    .store
+                    .record_login_success(user_id, st.clock.now(), rehash)
+                    .await;
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            UsersMsg::Crash => panic!("injected fault: Users"),
+        }
+        Ok(())
+    }
+}

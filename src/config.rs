@@ -1,0 +1,456 @@
+//! Configuration: every variable of API.md from the environment, each overridable by a CLI flag
+//! of the same name in kebab-case.
+//!
+//! Parsing is where bad settings are caught: an invalid value stops the start with one line that
+//! names the variable, and `APP_ENV=production` refuses the settings that are only acceptable on
+//! a laptop. Everything downstream receives already-validated [`Settings`].
+
+use crate::ratelimit::Quota;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use edge_idp_actors::crypto::MasterKey;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `edge-idp [serve] [FLAGS]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "edge-idp",
+    version,
+    about = "An identity provider: signup, login, MFA, RS256 access tokens, rotating refresh tokens."
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings for the default `serve`.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the HTTP server (the default).
+    Serve(Config),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON lines, one event per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Deployment mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AppEnv {
+    /// Laptop defaults: generated secrets under `DATA_DIR`.
+    Development,
+    /// Refuses unsafe settings.
+    Production,
+}
+
+/// Raw settings as given by environment and flags.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Bind address.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
+    pub listen_addr: SocketAddr,
+    /// Where development mode keeps what it generates (the MFA key, the default database).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// libSQL database; default `file:<DATA_DIR>/edge-idp.db`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Auth token for a remote libSQL database.
+    #[arg(long, env = "DATABASE_AUTH_TOKEN", hide_env_values = true)]
+    pub database_auth_token: Option<String>,
+    /// Primary URL for an embedded replica.
+    #[arg(long, env = "DATABASE_SYNC_URL")]
+    pub database_sync_url: Option<String>,
+    /// Redis-compatible rate-limit backend.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// `iss` claim and base of discovery URLs.
+    #[arg(long, env = "ISSUER", default_value = "http://localhost:8000")]
+    pub issuer: String,
+    /// `aud` claim; default the issuer.
+    #[arg(long, env = "AUDIENCE")]
+    pub audience: Option<String>,
+    /// Access-token lifetime, seconds.
+    #[arg(long, env = "ACCESS_TOKEN_TTL", default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub access_token_ttl: u32,
+    /// Refresh-token lifetime from its issue, seconds.
+    #[arg(long, env = "REFRESH_TOKEN_TTL", default_value_t = 1_209_600, value_parser = clap::value_parser!(u32).range(1..))]
+    pub refresh_token_ttl: u32,
+    /// Hard limit on a session's life, seconds.
+    #[arg(long, env = "SESSION_MAX_TTL", default_value_t = 7_776_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub session_max_ttl: u32,
+    /// Grace replay window after a rotation, seconds (0 = strict).
+    #[arg(long, env = "REFRESH_REUSE_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=300))]
+    pub refresh_reuse_grace_secs: u32,
+    /// 32 bytes URL-safe base64; generated into DATA_DIR in development mode.
+    #[arg(long, env = "MFA_ENCRYPTION_KEY", hide_env_values = true)]
+    pub mfa_encryption_key: Option<String>,
+    /// Operator-supplied RSA private key (PEM) to import as the signing key.
+    #[arg(long, env = "PRIVATE_KEY_PATH", requires = "public_key_path")]
+    pub private_key_path: Option<PathBuf>,
+    /// The matching public key (PEM).
+    #[arg(long, env = "PUBLIC_KEY_PATH", requires = "private_key_path")]
+    pub public_key_path: Option<PathBuf>,
+    /// Signing-key rotation period in days (0 = off).
+    #[arg(long, env = "KEY_ROTATION_DAYS", default_value_t = 30)]
+    pub key_rotation_days: u32,
+    /// Argon2id memory cost, KiB.
+    #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456, value_parser = clap::value_parser!(u32).range(8..=4_194_304))]
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    #[arg(long, env = "ARGON2_ITERATIONS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub argon2_iterations: u32,
+    /// Argon2id parallelism.
+    #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub argon2_parallelism: u32,
+    /// Trusted header holding the client IP (e.g. `Fly-Client-IP`).
+    #[arg(long, env = "CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+    /// `count/seconds` for login and MFA verify, per IP and per account.
+    #[arg(long, env = "RATE_LIMIT_LOGIN", default_value = "10/60")]
+    pub rate_limit_login: Quota,
+    /// `count/seconds` for signup per IP.
+    #[arg(long, env = "RATE_LIMIT_SIGNUP", default_value = "10/3600")]
+    pub rate_limit_signup: Quota,
+    /// `count/seconds` for refresh per IP.
+    #[arg(long, env = "RATE_LIMIT_REFRESH", default_value = "60/60")]
+    pub rate_limit_refresh: Quota,
+    /// `json` or `pretty`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// `development` or `production`.
+    #[arg(long, env = "APP_ENV", value_enum, default_value = "development")]
+    pub app_env: AppEnv,
+    /// Requests handled at once; beyond it new requests get 503 at once.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Password hashes computed at once; default the number of cores.
+    #[arg(long, env = "HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub hash_concurrency: Option<u32>,
+    /// How long a request waits for an actor or a hashing slot, milliseconds.
+    #[arg(long, env = "ACTOR_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub actor_timeout_ms: u64,
+}
+
+/// A setting that cannot be used, with the variable it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    /// A local libSQL file.
+    File(PathBuf),
+}
+
+/// Validated settings, in the units the code uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bind address.
+    pub listen_addr: SocketAddr,
+    /// Development-mode data folder.
+    pub data_dir: PathBuf,
+    /// Database.
+    pub database: DatabaseLocation,
+    /// `iss`, without a trailing slash.
+    pub issuer: String,
+    /// `aud`.
+    pub audience: String,
+    /// Seconds.
+    pub access_token_ttl: i64,
+    /// Seconds.
+    pub refresh_token_ttl: i64,
+    /// Seconds.
+    pub session_max_ttl: i64,
+    /// Seconds.
+    pub refresh_grace: i64,
+    /// The master key (explicit, or generated in development mode).
+    pub master_key: MasterKey,
+    /// Key import paths.
+    pub key_import: Option<edge_idp_actors::keys::KeyImport>,
+    /// Argon2id cost.
+    pub argon2: argon2::Params,
+    /// Trusted client-IP header, lower-cased.
+    pub client_ip_header: Option<http::HeaderName>,
+    /// Rate limits.
+    pub limits: Limits,
+    /// Requests handled at once.
+    pub max_in_flight: usize,
+    /// Hashes at once.
+    pub hash_concurrency: usize,
+    /// Actor and hashing-slot wait.
+    pub ask_timeout: Duration,
+    /// Mode.
+    pub app_env: AppEnv,
+}
+
+/// The three rate-limit quotas of API.md.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Login and MFA verify, per IP and per account.
+    pub login: Quota,
+    /// Signup per IP.
+    pub signup: Quota,
+    /// Refresh per IP.
+    pub refresh: Quota,
+}
+
+/// The OWASP Argon2id floor that production refuses to go below.
+const MIN_ARGON2: (u32, u32) = (19_456, 2);
+
+impl Config {
+    /// Checks the settings and resolves defaults; `master_key` is resolved by the caller
+    /// (development mode may generate it on disk).
+    pub fn validate(&self, master_key: MasterKey) -> Result<Settings, ConfigError> {
+        let issuer = self.issuer.trim_end_matches('/').to_owned();
+        let is_http = issuer.starts_with("http://");
+        if !(is_http || issuer.starts_with("https://"))
+            || issuer.len() < 10
+            || issuer.contains(char::is_whitespace)
+        {
+            return Err(bad("ISSUER", "must be an absolute http(s) URL"));
+        }
+        let production = self.app_env == AppEnv::Production;
+        if production && is_http {
+            return Err(bad("ISSUER", "must be https:// when APP_ENV=production"));
+        }
+        if production
+            && (self.argon2_memory_kib < MIN_ARGON2.0 || self.argon2_iterations < MIN_ARGON2.1)
+        {
+            return Err(bad(
+                "ARGON2_MEMORY_KIB",
+                format!("Argon2id costs below {} KiB / {} iterations are refused when APP_ENV=production", MIN_ARGON2.0, MIN_ARGON2.1),
+            ));
+        }
+        let database = match self.database_url.as_deref() {
+            None => DatabaseLocation::File(self.data_dir.join("edge-idp.db")),
+            Some(url)
+                if url.starts_with("libsql://")
+                    || url.starts_with("https://")
+                    || url.starts_with("http://") =>
+            {
+                return Err(bad(
+                    "DATABASE_URL",
+                    "remote libSQL databases are not supported by this build yet; use a local file",
+                ));
+            }
+            Some(url) => {
+                let path = url.strip_prefix("file:").unwrap_or(url);
+                if path.is_empty() {
+                    return Err(bad("DATABASE_URL", "empty file path"));
+                }
+                DatabaseLocation::File(PathBuf::from(path))
+            }
+        };
+        if self.database_sync_url.is_some() {
+            return Err(bad(
+                "DATABASE_SYNC_URL",
+                "embedded replicas are not supported by this build yet",
+            ));
+        }
+        let argon2 = argon2::Params::new(
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| bad("ARGON2_MEMORY_KIB", e.to_string()))?;
+        let client_ip_header = match &self.client_ip_header {
+            None => None,
+            Some(h) => Some(
+                http::HeaderName::try_from(h.trim())
+                    .map_err(|_| bad("CLIENT_IP_HEADER", "not a valid header name"))?,
+            ),
+        };
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Ok(Settings {
+            listen_addr: self.listen_addr,
+            data_dir: self.data_dir.clone(),
+            database,
+            audience: self.audience.clone().unwrap_or_else(|| issuer.clone()),
+            issuer,
+            access_token_ttl: self.access_token_ttl.into(),
+            refresh_token_ttl: self.refresh_token_ttl.into(),
+            session_max_ttl: self.session_max_ttl.into(),
+            refresh_grace: self.refresh_reuse_grace_secs.into(),
+            master_key,
+            key_import: match (&self.private_key_path, &self.public_key_path) {
+                (Some(p), Some(q)) => Some(edge_idp_actors::keys::KeyImport {
+                    private_path: p.clone(),
+                    public_path: q.clone(),
+                }),
+                _ => None,
+            },
+            argon2,
+            client_ip_header,
+            limits: Limits {
+                login: self.rate_limit_login,
+                signup: self.rate_limit_signup,
+                refresh: self.rate_limit_refresh,
+            },
+            max_in_flight: self.max_in_flight as usize,
+            hash_concurrency: self.hash_concurrency.map(|n| n as usize).unwrap_or(cores),
+            ask_timeout: Duration::from_millis(self.actor_timeout_ms),
+            app_env: self.app_env,
+        })
+    }
+
+    /// The master key: `MFA_ENCRYPTION_KEY`, or in development mode the key generated once
+    /// into `DATA_DIR/mfa_encryption.key` (created with mode 0600, atomically, so instances
+    /// sharing the folder agree on it).
+    pub fn resolve_master_key(&self) -> Result<(MasterKey, bool), ConfigError> {
+        if let Some(k) = &self.mfa_encryption_key {
+            return MasterKey::parse(k)
+                .map(|k| (k, false))
+                .map_err(|e| bad("MFA_ENCRYPTION_KEY", e.to_string()));
+        }
+        if self.app_env == AppEnv::Production {
+            return Err(bad(
+                "MFA_ENCRYPTION_KEY",
+                "required when APP_ENV=production",
+            ));
+        }
+        let path = self.data_dir.join("mfa_encryption.key");
+        let io = |e: std::io::Error| bad("DATA_DIR", format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(&self.data_dir).map_err(io)?;
+        if !path.exists() {
+            let key =
+                MasterKey::generate().map_err(|e| bad("MFA_ENCRYPTION_KEY", e.to_string()))?;
+            let tmp = self
+                .data_dir
+                .join(format!(".mfa_encryption.key.{}", std::process::id()));
+            write_private(&tmp, key.encode().as_bytes()).map_err(io)?;
+            // hard_link refuses to overwrite: if another instance won the race, its key stays.
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => return Ok((key, true)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(io)?);
+        MasterKey::parse(&text).map(|k| (k, false)).map_err(|e| {
+            bad(
+                "MFA_ENCRYPTION_KEY",
+                format!("{} is unusable: {e}", path.display()),
+            )
+        })
+    }
+}
+
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut argv = vec!["edge-idp"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("parses").config
+    }
+
+    #[test]
+    fn production_refuses_http_issuer_and_weak_argon2() {
+        let key = MasterKey::generate().unwrap();
+        let c = parse(&[
+            "--app-env",
+            "production",
+            "--issuer",
+            "http://idp.example.com",
+        ]);
+        assert_eq!(c.validate(key.clone()).unwrap_err().var, "ISSUER");
+        let c = parse(&[
+            "--app-env",
+            "production",
+            "--issuer",
+            "https://idp.example.com",
+            "--argon2-memory-kib",
+            "1024",
+        ]);
+        assert_eq!(
+            c.validate(key.clone()).unwrap_err().var,
+            "ARGON2_MEMORY_KIB"
+        );
+        let c = parse(&[
+            "--app-env",
+            "production",
+            "--issuer",
+            "https://idp.example.com",
+        ]);
+        assert!(c.validate(key).is_ok());
+        assert_eq!(
+            c.resolve_master_key().unwrap_err().var,
+            "MFA_ENCRYPTION_KEY"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        let err = Cli::try_parse_from(["edge-idp", "--access-token-ttl", "abc"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ACCESS_TOKEN_TTL"), "{err}");
+        let err = Cli::try_parse_from(["edge-idp", "--rate-limit-login", "10"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RATE_LIMIT_LOGIN"), "{err}");
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = parse(&[]).validate(MasterKey::generate().unwrap()).unwrap();
+        assert_eq!(s.issuer, "http://localhost:8000");
+        assert_eq!(s.audience, s.issuer);
+        assert_eq!(
+            (
+                s.access_token_ttl,
+                s.refresh_token_ttl,
+                s.session_max_ttl,
+                s.refresh_grace
+            ),
+            (900, 1_209_600, 7_776_000, 10)
+        );
+        assert_eq!(
+            s.database,
+            DatabaseLocation::File(PathBuf::from("data/edge-idp.db"))
+        );
+        assert_eq!((s.limits.login.count, s.limits.login.period_secs), (10, 60));
+    }
+}

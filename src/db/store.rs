@@ -1,0 +1,417 @@
+//! The actors' storage traits on libSQL.
+//!
+//! The cross-process guarantees live in the SQL here: the unique index on `users.email`, the
+//! conditional `UPDATE … WHERE used_at IS NULL` of a rotation inside an immediate transaction,
+//! and `insert_first_key`'s check-then-insert under the write lock.
+
+use super::{is_unique_violation, map_err, Db};
+use edge_idp_actors::store::{
+    KeyStore, Membership, NewSession, NewUser, Principal, Pruned, RefreshView, Role, Rotation,
+    SessionStore, StoreResult, StoredKey, UserRecord, UserStore,
+};
+use edge_idp_actors::StoreError;
+use libsql::{params, Connection, Row, TransactionBehavior, Value};
+use uuid::Uuid;
+
+/// How long revoked and expired rows are kept before pruning (for audit and reuse detection).
+const KEEP_AFTER_END: i64 = 7 * 24 * 3600;
+/// Rows deleted per prune statement, so a prune never holds the write lock for long.
+const PRUNE_BATCH: i64 = 5_000;
+
+fn uuid(row: &Row, i: i32) -> Result<Uuid, StoreError> {
+    let s: String = row.get(i).map_err(map_err)?;
+    Uuid::parse_str(&s).map_err(|e| StoreError::Other(format!("corrupt id {s:?}: {e}")))
+}
+
+fn opt_uuid(row: &Row, i: i32) -> Result<Option<Uuid>, StoreError> {
+    let s: Option<String> = row.get(i).map_err(map_err)?;
+    s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Other(format!("corrupt id {s:?}: {e}"))))
+        .transpose()
+}
+
+fn role(s: &str) -> Result<Role, StoreError> {
+    Role::parse(s).ok_or_else(|| StoreError::Other(format!("corrupt role {s:?}")))
+}
+
+async fn first_row(
+    c: &Connection,
+    sql: &str,
+    p: impl libsql::params::IntoParams,
+) -> Result<Option<Row>, StoreError> {
+    let mut rows = c.query(sql, p).await.map_err(map_err)?;
+    rows.next().await.map_err(map_err)
+}
+
+fn blob(b: &[u8]) -> Value {
+    Value::Blob(b.to_vec())
+}
+
+impl UserStore for Db {
+    async fn create_user(&self, u: NewUser) -> StoreResult<()> {
+        self.run(move |c| async move {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
+            let (id, org) = (u.id.to_string(), u.org_id.to_string());
+            tx.execute("INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)", params![org.clone(), u.org_name, u.created_at])
+                .await
+                .map_err(map_err)?;
+            match tx
+                .execute(
+                    "INSERT INTO users (id, email, name, password_hash, created_at, updated_at, default_org_id) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+                    params![id.clone(), u.email, u.name, u.password_hash, u.created_at, org.clone()],
+                )
+                .await
+            {
+                Err(e) if is_unique_violation(&e) => {
+                    tx.rollback().await.map_err(map_err)?;
+                    return Err(StoreError::Conflict("email"));
+                }
+                other => other.map_err(map_err)?,
+            };
+            tx.execute("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)", params![org, id, u.created_at])
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)
+        })
+        .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        let email = email.to_owned();
+        self.run(move |c| async move {
+            let Some(r) = first_row(
+                &c,
+                "SELECT id, email, name, password_hash, created_at, mfa_enabled, default_org_id FROM users WHERE email = ?1",
+                [email],
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(UserRecord {
+                id: uuid(&r, 0)?,
+                email: r.get(1).map_err(map_err)?,
+                name: r.get(2).map_err(map_err)?,
+                password_hash: r.get(3).map_err(map_err)?,
+                created_at: r.get(4).map_err(map_err)?,
+                mfa_enabled: r.get::<i64>(5).map_err(map_err)? != 0,
+                default_org_id: uuid(&r, 6)?,
+            }))
+        })
+        .await
+    }
+
+    async fn membership(&self, user_id: Uuid, org_id: &str) -> StoreResult<Option<Membership>> {
+        let org_id = org_id.to_owned();
+        self.run(move |c| async move {
+            let Some(r) = first_row(
+                &c,
+                "SELECT m.org_id, o.name, m.role FROM memberships m JOIN organizations o ON o.id = m.org_id WHERE m.user_id = ?1 AND m.org_id = ?2",
+                params![user_id.to_string(), org_id],
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(Membership { org_id: uuid(&r, 0)?, org_name: r.get(1).map_err(map_err)?, role: role(&r.get::<String>(2).map_err(map_err)?)? }))
+        })
+        .await
+    }
+
+    async fn record_login_failure(&self, user_id: Uuid, now: i64) -> StoreResult<()> {
+        self.run(move |c| async move {
+            c.execute("UPDATE users SET failed_logins = failed_logins + 1, last_failed_at = ?2 WHERE id = ?1", params![user_id.to_string(), now])
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_login_success(
+        &self,
+        user_id: Uuid,
+        now: i64,
+        rehash: Option<(String, String)>,
+    ) -> StoreResult<()> {
+        self.run(move |c| async move {
+            let id = user_id.to_string();
+            c.execute("UPDATE users SET failed_logins = 0, last_login_at = ?2 WHERE id = ?1", params![id.clone(), now]).await.map_err(map_err)?;
+            if let Some((old, new)) = rehash {
+                c.execute(
+                    "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE id = ?1 AND password_hash = ?2",
+                    params![id, old, new, now],
+                )
+                .await
+                .map_err(map_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl SessionStore for Db {
+    async fn start_session(&self, s: NewSession) -> StoreResult<()> {
+        self.run(move |c| async move {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO sessions (id, user_id, active_org_id, amr, user_agent, ip, created_at, last_used_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+                params![s.id.to_string(), s.user_id.to_string(), s.active_org_id.to_string(), s.amr.join(","), s.user_agent, s.ip, s.created_at, s.expires_at],
+            )
+            .await
+            .map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) VALUES (?1, ?2, 0, ?3, ?4)",
+                params![blob(&s.token_hash), s.id.to_string(), s.created_at, s.token_expires_at],
+            )
+            .await
+            .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)
+        })
+        .await
+    }
+
+    async fn refresh_view(&self, token_hash: [u8; 32]) -> StoreResult<Option<RefreshView>> {
+        self.run(move |c| async move {
+            let Some(r) = first_row(
+                &c,
+                "SELECT r.session_id, r.generation, r.expires_at, r.used_at, r.successor_sealed, \
+                        n.used_at IS NOT NULL, n.expires_at, s.revoked_at IS NOT NULL, s.expires_at \
+                 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+                 LEFT JOIN refresh_tokens n ON n.token_hash = r.successor_hash \
+                 WHERE r.token_hash = ?1",
+                [blob(&token_hash)],
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(RefreshView {
+                session_id: uuid(&r, 0)?,
+                generation: r.get(1).map_err(map_err)?,
+                expires_at: r.get(2).map_err(map_err)?,
+                used_at: r.get(3).map_err(map_err)?,
+                successor_sealed: r.get(4).map_err(map_err)?,
+                successor_used: r.get::<i64>(5).map_err(map_err)? != 0,
+                successor_expires_at: r.get(6).map_err(map_err)?,
+                session_revoked: r.get::<i64>(7).map_err(map_err)? != 0,
+                session_expires_at: r.get(8).map_err(map_err)?,
+            }))
+        })
+        .await
+    }
+
+    async fn rotate(&self, rot: Rotation) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
+            let sid = rot.session_id.to_string();
+            let sealed = rot.successor_sealed.map(Value::Blob).unwrap_or(Value::Null);
+            let changed = tx
+                .execute(
+                    "UPDATE refresh_tokens SET used_at = ?2, successor_hash = ?3, successor_sealed = ?4 \
+                     WHERE token_hash = ?1 AND used_at IS NULL \
+                       AND EXISTS (SELECT 1 FROM sessions WHERE id = ?5 AND revoked_at IS NULL)",
+                    params![blob(&rot.token_hash), rot.now, blob(&rot.successor_hash), sealed, sid.clone()],
+                )
+                .await
+                .map_err(map_err)?;
+            if changed == 0 {
+                tx.rollback().await.map_err(map_err)?;
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![blob(&rot.successor_hash), sid.clone(), rot.successor_generation, rot.now, rot.successor_expires_at],
+            )
+            .await
+            .map_err(map_err)?;
+            // The presented token's own predecessor can no longer be replayed: erase its copy.
+            tx.execute("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_hash = ?1", [blob(&rot.token_hash)])
+                .await
+                .map_err(map_err)?;
+            tx.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![sid, rot.now]).await.map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn session_of_token(&self, token_hash: [u8; 32]) -> StoreResult<Option<(Uuid, Uuid)>> {
+        self.run(move |c| async move {
+            let r = first_row(
+                &c,
+                "SELECT r.session_id, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = ?1",
+                [blob(&token_hash)],
+            )
+            .await?;
+            r.map(|r| Ok((uuid(&r, 0)?, uuid(&r, 1)?))).transpose()
+        })
+        .await
+    }
+
+    async fn revoke_session(
+        &self,
+        session_id: Uuid,
+        now: i64,
+        reason: &'static str,
+    ) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
+            let sid = session_id.to_string();
+            let n = tx
+                .execute("UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL", params![sid.clone(), now, reason])
+                .await
+                .map_err(map_err)?;
+            tx.execute("UPDATE refresh_tokens SET successor_sealed = NULL WHERE session_id = ?1 AND successor_sealed IS NOT NULL", [sid])
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        now: i64,
+        reason: &'static str,
+    ) -> StoreResult<u64> {
+        self.run(move |c| async move {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
+            let uid = user_id.to_string();
+            let n = tx
+                .execute("UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE user_id = ?1 AND revoked_at IS NULL", params![uid.clone(), now, reason])
+                .await
+                .map_err(map_err)?;
+            tx.execute(
+                "UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL \
+                 AND session_id IN (SELECT id FROM sessions WHERE user_id = ?1)",
+                [uid],
+            )
+            .await
+            .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn principal(&self, session_id: Uuid) -> StoreResult<Option<Principal>> {
+        self.run(move |c| async move {
+            let Some(r) = first_row(
+                &c,
+                "SELECT u.id, u.email, s.amr, ma.org_id, oa.name, ma.role, md.org_id, od.name, md.role \
+                 FROM sessions s JOIN users u ON u.id = s.user_id \
+                 LEFT JOIN memberships ma ON ma.org_id = s.active_org_id AND ma.user_id = u.id \
+                 LEFT JOIN organizations oa ON oa.id = ma.org_id \
+                 LEFT JOIN memberships md ON md.org_id = u.default_org_id AND md.user_id = u.id \
+                 LEFT JOIN organizations od ON od.id = md.org_id \
+                 WHERE s.id = ?1",
+                [session_id.to_string()],
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            let membership = match (opt_uuid(&r, 3)?, opt_uuid(&r, 6)?) {
+                (Some(org_id), _) => Membership { org_id, org_name: r.get(4).map_err(map_err)?, role: role(&r.get::<String>(5).map_err(map_err)?)? },
+                (None, Some(org_id)) => Membership { org_id, org_name: r.get(7).map_err(map_err)?, role: role(&r.get::<String>(8).map_err(map_err)?)? },
+                (None, None) => return Ok(None),
+            };
+            let amr: String = r.get(2).map_err(map_err)?;
+            Ok(Some(Principal {
+                user_id: uuid(&r, 0)?,
+                email: r.get(1).map_err(map_err)?,
+                membership,
+                amr: amr.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn prune(&self, now: i64, grace: i64) -> StoreResult<Pruned> {
+        self.run(move |c| async move {
+            let successors_erased = c
+                .execute("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL AND used_at <= ?1", [now - grace])
+                .await
+                .map_err(map_err)?;
+            let tokens_deleted = c
+                .execute(
+                    "DELETE FROM refresh_tokens WHERE rowid IN (SELECT rowid FROM refresh_tokens WHERE expires_at <= ?1 LIMIT ?2)",
+                    params![now - KEEP_AFTER_END, PRUNE_BATCH],
+                )
+                .await
+                .map_err(map_err)?;
+            let sessions_deleted = c
+                .execute(
+                    "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions WHERE expires_at <= ?1 OR revoked_at <= ?1 LIMIT ?2)",
+                    params![now - KEEP_AFTER_END, PRUNE_BATCH],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(Pruned { successors_erased, tokens_deleted, sessions_deleted })
+        })
+        .await
+    }
+}
+
+fn stored_key(r: &Row) -> Result<StoredKey, StoreError> {
+    Ok(StoredKey {
+        kid: r.get(0).map_err(map_err)?,
+        private_sealed: r.get(1).map_err(map_err)?,
+        created_at: r.get(2).map_err(map_err)?,
+        activates_at: r.get(3).map_err(map_err)?,
+        retires_at: r.get(4).map_err(map_err)?,
+    })
+}
+
+impl KeyStore for Db {
+    async fn keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.run(|c| async move {
+            let mut rows = c
+                .query("SELECT kid, private_sealed, created_at, activates_at, retires_at FROM signing_keys ORDER BY activates_at", ())
+                .await
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().await.map_err(map_err)? {
+                out.push(stored_key(&r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn insert_first_key(&self, k: StoredKey) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
+            if first_row(&tx, "SELECT 1 FROM signing_keys LIMIT 1", ()).await?.is_some() {
+                tx.rollback().await.map_err(map_err)?;
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO signing_keys (kid, private_sealed, created_at, activates_at, retires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![k.kid, blob(&k.private_sealed), k.created_at, k.activates_at, k.retires_at],
+            )
+            .await
+            .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn insert_key(&self, k: StoredKey) -> StoreResult<()> {
+        self.run(move |c| async move {
+            c.execute(
+                "INSERT OR IGNORE INTO signing_keys (kid, private_sealed, created_at, activates_at, retires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![k.kid, blob(&k.private_sealed), k.created_at, k.activates_at, k.retires_at],
+            )
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+}

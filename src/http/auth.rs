@@ -1,0 +1,358 @@
+//! `/auth/*` handlers: signup, login, refresh, logout.
+//!
+//! The login path, route to row: [`login`] parses and validates the body, checks the rate
+//! limits, reads the account (`db::store`, `user_by_email`), verifies the password on the
+//! blocking pool (`passwords`), records the outcome through the Users actor, starts a session
+//! through a RefreshFamilies shard (`refresh_tokens` row), and signs the access token
+//! (`tokens`).
+
+use super::error::{rate_limit_headers, ApiError, FieldError};
+use super::extract::{self, Client};
+use crate::passwords::{check_policy, PolicyError};
+use crate::ratelimit::{account_key, Decision, Policy};
+use crate::state::SharedState;
+use bytes::Bytes;
+use edge_idp_actors::refresh::{token_hash, Issued, RefreshMsg, StartSession};
+use edge_idp_actors::store::{Membership, NewUser, Principal, Role, SessionStore, UserStore};
+use edge_idp_actors::users::UsersMsg;
+use edge_idp_actors::{ask, DomainError, SecretString};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use tracing::instrument;
+use uuid::Uuid;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+type Body = Result<Bytes, ApiError>;
+
+/// `POST /auth/signup`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// Email; trimmed and lower-cased.
+    pub email: String,
+    /// Password; checked against the policy.
+    pub password: SecretString,
+    /// Display name.
+    pub name: Option<String>,
+    /// Name of the personal organization; default "Personal".
+    pub organization_name: Option<String>,
+}
+
+/// `POST /auth/login`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Email.
+    pub email: String,
+    /// Password.
+    pub password: SecretString,
+    /// Organization to log into; default the personal one.
+    pub org_id: Option<String>,
+}
+
+/// `POST /auth/refresh`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The current refresh token.
+    pub refresh_token: SecretString,
+}
+
+/// `POST /auth/logout`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutRequest {
+    /// Any refresh token of the session (used or current).
+    pub refresh_token: SecretString,
+    /// Revoke every session of the user.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// A user as API responses show it.
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    id: Uuid,
+    email: String,
+    name: Option<String>,
+    created_at: String,
+    mfa_enabled: bool,
+}
+
+/// An organization with the caller's role.
+#[derive(Debug, Serialize)]
+pub struct OrgView {
+    id: Uuid,
+    name: String,
+    role: Role,
+}
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_expires_in: Option<i64>,
+}
+
+/// RFC 3339 UTC for a Unix time.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Marks a response as carrying a secret.
+pub fn no_store(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn token_response(state: &SharedState, access: &str, refresh: Option<&Issued>) -> Response {
+    let now = state.clock.now();
+    let body = TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: state.tokens.ttl(),
+        refresh_token: refresh.map(|r| r.refresh_token.expose()),
+        refresh_expires_in: refresh.map(|r| (r.expires_at - now).max(0)),
+    };
+    no_store(warp::reply::json(&body).into_response())
+}
+
+fn limited(state: &SharedState, checks: &[(Policy, &str)]) -> Result<Decision, ApiError> {
+    let d = state.limiter.check(checks);
+    if d.allowed {
+        Ok(d)
+    } else {
+        tracing::info!(
+            policy = checks.first().map(|c| c.0.name()).unwrap_or(""),
+            "rate limited"
+        );
+        Err(ApiError::RateLimited(d))
+    }
+}
+
+fn with_limits(mut resp: Response, d: &Decision) -> Response {
+    rate_limit_headers(&mut resp, d);
+    resp
+}
+
+/// Renders a handler's error as its problem response.
+pub async fn respond(r: Result<Response, ApiError>) -> Response {
+    r.unwrap_or_else(ApiError::into_response)
+}
+
+fn weak(e: PolicyError) -> ApiError {
+    ApiError::WeakPassword(e.to_string())
+}
+
+/// `POST /auth/signup`: account, personal organization, owner membership.
+#[instrument(skip_all, fields(ip = %client.ip))]
+pub async fn signup(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
+    let req: SignupRequest = extract::parse(body)?;
+    let mut errors = Vec::new();
+    let email = extract::email("email", &req.email)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let name = extract::text("name", req.name.as_deref(), 100)
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    let org_name = extract::text("organization_name", req.organization_name.as_deref(), 100)
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    if req.password.expose().contains('\0') {
+        errors.push(FieldError::new(
+            "password",
+            "must not contain NUL characters",
+        ));
+    }
+    extract::validate(errors)?;
+    let email = email.ok_or_else(|| ApiError::Internal("validated email missing".into()))?;
+    check_policy(req.password.expose()).map_err(weak)?;
+    let ip = client.ip.to_string();
+    let decision = limited(&state, &[(Policy::SignupIp, &ip)])?;
+
+    let password_hash = state.passwords.hash(req.password).await?;
+    let now = state.clock.now();
+    let new = NewUser {
+        id: Uuid::now_v7(),
+        email: email.clone(),
+        name: name.clone(),
+        password_hash,
+        org_id: Uuid::now_v7(),
+        org_name: org_name.unwrap_or_else(|| "Personal".to_owned()),
+        created_at: now,
+    };
+    let (user_id, org_id, org_name) = (new.id, new.org_id, new.org_name.clone());
+    ask(
+        state.actors.users.pick(email.as_bytes()),
+        |r| UsersMsg::Signup(new, r),
+        state.settings.ask_timeout,
+    )
+    .await?;
+    tracing::info!(target: "audit", event = "signup", user_id = %user_id, ip = %client.ip, "account created");
+
+    let body = serde_json::json!({
+        "user": UserView { id: user_id, email, name, created_at: rfc3339(now), mfa_enabled: false },
+        "organization": OrgView { id: org_id, name: org_name, role: Role::Owner },
+    });
+    let resp =
+        warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response();
+    Ok(with_limits(resp, &decision))
+}
+
+/// `POST /auth/login`: password check, then a new session and its tokens.
+#[instrument(skip_all, fields(ip = %client.ip))]
+pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
+    let req: LoginRequest = extract::parse(body)?;
+    let email = extract::email("email", &req.email).map_err(|e| ApiError::Validation(vec![e]))?;
+    let ip = client.ip.to_string();
+    let account = account_key(&email);
+    let decision = limited(
+        &state,
+        &[(Policy::LoginIp, &ip), (Policy::LoginAccount, &account)],
+    )?;
+
+    let result = async {
+        // A password no account can have (over the policy's maximum) is refused before hashing.
+        if req.password.expose().chars().count() > 128 {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let user = state.db.user_by_email(&email).await?;
+        let verified = state.passwords.verify(req.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let timeout = state.settings.ask_timeout;
+        let user = match user {
+            Some(u) if verified.ok => u,
+            Some(u) => {
+                ask(state.actors.users.pick(email.as_bytes()), |r| UsersMsg::LoginFailed(u.id, r), timeout).await?;
+                tracing::info!(target: "audit", event = "login_failed", user_id = %u.id, ip = %client.ip, "wrong password");
+                return Err(ApiError::InvalidCredentials);
+            }
+            None => {
+                tracing::info!(target: "audit", event = "login_failed", ip = %client.ip, "unknown account");
+                return Err(ApiError::InvalidCredentials);
+            }
+        };
+        let membership = membership_for_login(&state, user.id, req.org_id.as_deref(), user.default_org_id).await?;
+        let rehash = verified.rehash.map(|new| (user.password_hash.clone(), new));
+        ask(state.actors.users.pick(email.as_bytes()), |r| UsersMsg::LoginSucceeded(user.id, rehash, r), timeout).await?;
+
+        let amr = vec!["pwd".to_owned()];
+        let start = StartSession { user_id: user.id, org_id: membership.org_id, amr: amr.clone(), user_agent: client.user_agent, ip: Some(ip.clone()) };
+        let shard = state.actors.refresh.pick(user.id.as_bytes());
+        let issued = ask(shard, |r| RefreshMsg::Start(start, r), timeout).await?;
+        let principal = Principal { user_id: user.id, email: user.email, membership, amr };
+        let access = state.tokens.issue(&principal, issued.session_id).await?;
+        tracing::info!(target: "audit", event = "login", user_id = %user.id, session_id = %issued.session_id, ip = %client.ip, "logged in");
+        Ok(token_response(&state, &access, Some(&issued)))
+    }
+    .await;
+    Ok(with_limits(respond(result).await, &decision))
+}
+
+async fn membership_for_login(
+    state: &SharedState,
+    user_id: Uuid,
+    requested: Option<&str>,
+    default_org: Uuid,
+) -> Result<Membership, ApiError> {
+    match requested {
+        Some(org) => state
+            .db
+            .membership(user_id, org.trim())
+            .await?
+            .ok_or(ApiError::NotAMember),
+        None => state
+            .db
+            .membership(user_id, &default_org.to_string())
+            .await?
+            .ok_or_else(|| {
+                ApiError::Internal(format!(
+                    "user {user_id} has no membership in its default organization"
+                ))
+            }),
+    }
+}
+
+/// Whether a string has the shape of a refresh token we issue (43 base64url characters); other
+/// strings are refused without touching the database.
+fn token_shaped(t: &str) -> bool {
+    t.len() == 43
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `POST /auth/refresh`: rotation with grace replay and reuse detection.
+#[instrument(skip_all, fields(ip = %client.ip))]
+pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
+    let req: RefreshRequest = extract::parse(body)?;
+    let ip = client.ip.to_string();
+    let decision = limited(&state, &[(Policy::RefreshIp, &ip)])?;
+    let result = async {
+        if !token_shaped(req.refresh_token.expose()) {
+            return Err(ApiError::InvalidRefreshToken);
+        }
+        let hash = token_hash(req.refresh_token.expose());
+        let Some((session_id, _)) = state.db.session_of_token(hash).await? else {
+            return Err(ApiError::InvalidRefreshToken);
+        };
+        let shard = state.actors.refresh.pick(session_id.as_bytes());
+        let issued = ask(
+            shard,
+            |r| RefreshMsg::Rotate(hash, r),
+            state.settings.ask_timeout,
+        )
+        .await?;
+        let principal = state
+            .db
+            .principal(session_id)
+            .await?
+            .ok_or(DomainError::InvalidRefreshToken)?;
+        let access = state.tokens.issue(&principal, session_id).await?;
+        Ok(token_response(&state, &access, Some(&issued)))
+    }
+    .await;
+    Ok(with_limits(respond(result).await, &decision))
+}
+
+/// `POST /auth/logout`: revokes the token's session, or all the user's sessions. Always 204,
+/// so the answer is no oracle for which tokens exist.
+#[instrument(skip_all, fields(ip = %client.ip))]
+pub async fn logout(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
+    let req: LogoutRequest = extract::parse(body)?;
+    if token_shaped(req.refresh_token.expose()) {
+        let hash = token_hash(req.refresh_token.expose());
+        if let Some((session_id, user_id)) = state.db.session_of_token(hash).await? {
+            let timeout = state.settings.ask_timeout;
+            if req.all {
+                let n = ask(
+                    state.actors.refresh.pick(user_id.as_bytes()),
+                    |r| RefreshMsg::RevokeAll(user_id, "logout_all", r),
+                    timeout,
+                )
+                .await?;
+                tracing::info!(target: "audit", event = "logout", user_id = %user_id, sessions = n, ip = %client.ip, "logged out everywhere");
+            } else {
+                ask(
+                    state.actors.refresh.pick(session_id.as_bytes()),
+                    |r| RefreshMsg::Revoke(session_id, "logout", r),
+                    timeout,
+                )
+                .await?;
+                tracing::info!(target: "audit", event = "logout", user_id = %user_id, session_id = %session_id, ip = %client.ip, "logged out");
+            }
+        }
+    }
+    Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+}

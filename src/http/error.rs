@@ -1,0 +1,283 @@
+//! The one place where errors become HTTP: every [`ApiError`] variant documents its status and
+//! problem `code`, and [`ApiError::into_response`] renders RFC 9457 problem details. Internal
+//! causes are logged here with their full text and answered with an opaque body.
+
+use crate::ratelimit::Decision;
+use edge_idp_actors::DomainError;
+use serde::Serialize;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+/// One invalid field of a 422 `validation_failed`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's name in the request body.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything a request can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 `invalid_json`: the body is not JSON (an empty body included).
+    InvalidJson(String),
+    /// 415 `unsupported_media_type`: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 413 `payload_too_large`: the body exceeds 16 KiB.
+    PayloadTooLarge,
+    /// 422 `validation_failed`: unknown, missing or ill-typed fields, or invalid values.
+    Validation(Vec<FieldError>),
+    /// 422 `weak_password`: too short, too long, or common.
+    WeakPassword(String),
+    /// 404 `not_found`: no such path.
+    NotFound,
+    /// 405 `method_not_allowed`, with the `Allow` header.
+    MethodNotAllowed(&'static str),
+    /// 409 `email_taken`.
+    EmailTaken,
+    /// 401 `invalid_credentials`: wrong password or unknown email, indistinguishably.
+    InvalidCredentials,
+    /// 403 `not_a_member`: not a member of the requested organization (or it does not exist).
+    NotAMember,
+    /// 401 `invalid_refresh_token`: unknown, expired or revoked.
+    InvalidRefreshToken,
+    /// 401 `refresh_token_reused`: the family has been revoked.
+    RefreshTokenReused,
+    /// 429 `rate_limited`, with `Retry-After` and `RateLimit-*`.
+    RateLimited(Decision),
+    /// 503 `unavailable`: overloaded, an actor restarting, the database busy. Retry.
+    Unavailable(String),
+    /// 500 `internal_error`: a fault of ours; the text goes to the log only.
+    Internal(String),
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::EmailTaken => ApiError::EmailTaken,
+            DomainError::InvalidCredentials => ApiError::InvalidCredentials,
+            DomainError::NotAMember => ApiError::NotAMember,
+            DomainError::InvalidRefreshToken => ApiError::InvalidRefreshToken,
+            DomainError::RefreshTokenReused => ApiError::RefreshTokenReused,
+            DomainError::Unavailable(m) => ApiError::Unavailable(m),
+            DomainError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<edge_idp_actors::StoreError> for ApiError {
+    fn from(e: edge_idp_actors::StoreError) -> Self {
+        DomainError::from(e).into()
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+impl ApiError {
+    /// Status, stable `code` and title.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            InvalidJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "Malformed JSON body",
+            ),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            ),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            ),
+            Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "Validation failed",
+            ),
+            WeakPassword(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "weak_password",
+                "Password too weak",
+            ),
+            NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
+            EmailTaken => (
+                StatusCode::CONFLICT,
+                "email_taken",
+                "Email already registered",
+            ),
+            InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "Invalid credentials",
+            ),
+            NotAMember => (
+                StatusCode::FORBIDDEN,
+                "not_a_member",
+                "Not a member of that organization",
+            ),
+            InvalidRefreshToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_refresh_token",
+                "Invalid refresh token",
+            ),
+            RefreshTokenReused => (
+                StatusCode::UNAUTHORIZED,
+                "refresh_token_reused",
+                "Refresh token reused",
+            ),
+            RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+            ),
+            Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service temporarily unavailable",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal server error",
+            ),
+        }
+    }
+
+    fn detail(&self) -> String {
+        use ApiError::*;
+        match self {
+            InvalidJson(m) => format!("The request body is not valid JSON: {m}"),
+            UnsupportedMediaType => "Send the body as application/json.".into(),
+            PayloadTooLarge => "The request body exceeds 16 KiB.".into(),
+            Validation(_) => "One or more fields are invalid; see errors.".into(),
+            WeakPassword(m) => format!("The password {m}."),
+            NotFound => "No resource at this path.".into(),
+            MethodNotAllowed(allow) => format!("Use one of: {allow}."),
+            EmailTaken => "An account with this email already exists.".into(),
+            InvalidCredentials => "The email or password is incorrect.".into(),
+            NotAMember => "You are not a member of that organization.".into(),
+            InvalidRefreshToken => "The refresh token is unknown, expired or revoked.".into(),
+            RefreshTokenReused => {
+                "This refresh token was already used; the session has been revoked. Log in again."
+                    .into()
+            }
+            RateLimited(d) => format!("Retry in {} seconds.", d.reset_secs.max(1)),
+            Unavailable(_) => "Please retry shortly.".into(),
+            Internal(_) => "An unexpected error occurred.".into(),
+        }
+    }
+
+    /// Renders the problem response (and logs internal causes).
+    pub fn into_response(self) -> Response {
+        let (status, code, title) = self.parts();
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
+            ApiError::Unavailable(cause) => tracing::warn!(cause = %cause, "unavailable"),
+            _ => {}
+        }
+        let errors = match &self {
+            ApiError::Validation(e) => Some(e.as_slice()),
+            _ => None,
+        };
+        let body = Problem {
+            kind: format!("https://edge-idp.dev/problems/{code}"),
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+            code,
+            errors,
+        };
+        let mut resp = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            ApiError::MethodNotAllowed(allow) => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RateLimited(d) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(d.reset_secs.max(1)));
+                rate_limit_headers(&mut resp, d);
+            }
+            ApiError::Unavailable(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// Adds `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+pub fn rate_limit_headers(resp: &mut Response, d: &Decision) {
+    let h = resp.headers_mut();
+    h.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
+}
+
+/// Turns whatever warp rejected into a problem response; the only `recover` of the router.
+pub async fn recover(r: warp::Rejection) -> Result<Response, std::convert::Infallible> {
+    let e = if let Some(e) = r.find::<ApiError>() {
+        clone_known(e)
+    } else if r.is_not_found() {
+        ApiError::NotFound
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::PayloadTooLarge
+    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        ApiError::UnsupportedMediaType
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::NotFound
+    } else {
+        ApiError::Internal(format!("unhandled rejection: {r:?}"))
+    };
+    Ok(e.into_response())
+}
+
+/// Rejections are borrowed from warp; rebuild the variants that filters raise.
+fn clone_known(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::NotFound => ApiError::NotFound,
+        ApiError::MethodNotAllowed(a) => ApiError::MethodNotAllowed(a),
+        ApiError::PayloadTooLarge => ApiError::PayloadTooLarge,
+        ApiError::UnsupportedMediaType => ApiError::UnsupportedMediaType,
+        ApiError::InvalidJson(m) => ApiError::InvalidJson(m.clone()),
+        ApiError::Validation(v) => ApiError::Validation(v.clone()),
+        other => ApiError::Internal(format!("unexpected rejection {other:?}")),
+    }
+}

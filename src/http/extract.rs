@@ -1,0 +1,269 @@
+//! Request extraction: bodies, client IP, user agent, and field validation.
+//!
+//! Body rules of API.md are applied in one order for every endpoint: media type (415), size
+//! (413, counted while reading, so a body without `Content-Length` cannot exceed it either),
+//! JSON syntax (400), then shape (422 with the offending field).
+
+use super::error::{ApiError, FieldError};
+use crate::state::SharedState;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
+use warp::Filter;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// The TCP peer, put into request extensions by the server edge.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Who is asking: the client IP (trusted header or peer) and the user agent.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Client IP as API.md defines it.
+    pub ip: IpAddr,
+    /// `User-Agent`, truncated to 512 characters.
+    pub user_agent: Option<String>,
+}
+
+/// Injects the shared state.
+pub fn with_state(
+    state: SharedState,
+) -> impl Filter<Extract = (SharedState,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// Extracts the [`Client`]: the configured header's value when it parses as an IP address,
+/// else the TCP peer.
+pub fn client(
+    state: SharedState,
+) -> impl Filter<Extract = (Client,), Error = std::convert::Infallible> + Clone {
+    warp::ext::optional::<PeerAddr>()
+        .and(warp::header::headers_cloned())
+        .map(
+            move |peer: Option<PeerAddr>, headers: warp::http::HeaderMap| {
+                let from_header = state
+                    .settings
+                    .client_ip_header
+                    .as_ref()
+                    .and_then(|name| headers.get(name))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_client_ip);
+                let ip = from_header
+                    .or(peer.map(|p| p.0.ip()))
+                    .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+                let user_agent = headers
+                    .get(warp::http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|s| s.chars().take(512).collect());
+                Client { ip, user_agent }
+            },
+        )
+}
+
+/// Parses a client-IP header value: an IP address, optionally the first of a comma list.
+pub fn parse_client_ip(value: &str) -> Option<IpAddr> {
+    let first = value.split(',').next()?.trim();
+    if first.len() > 64 {
+        return None;
+    }
+    first.parse().ok()
+}
+
+/// Extracts the raw JSON body, or the 413/415 that reading it produced.
+pub fn json_body(
+) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and(warp::header::optional::<String>("content-length"))
+        .and(warp::body::stream())
+        .then(|ct: Option<String>, len: Option<String>, body| read_body(ct, len, body))
+}
+
+async fn read_body<B: Buf>(
+    content_type: Option<String>,
+    content_length: Option<String>,
+    body: impl Stream<Item = Result<B, warp::Error>>,
+) -> Result<Bytes, ApiError> {
+    let is_json = content_type.as_deref().is_some_and(|ct| {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("application/json")
+    });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    if content_length
+        .and_then(|l| l.trim().parse::<u64>().ok())
+        .is_some_and(|l| l > BODY_LIMIT as u64)
+    {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let mut buf = BytesMut::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::InvalidJson(format!("body could not be read: {e}")))?;
+        if buf.len() + chunk.remaining() > BODY_LIMIT {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        while chunk.has_remaining() {
+            let c = chunk.chunk();
+            let n = c.len();
+            buf.extend_from_slice(c);
+            chunk.advance(n);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Parses a JSON body into `T` (which denies unknown fields): syntax errors are 400, shape
+/// errors 422 naming the field.
+pub fn parse<T: DeserializeOwned>(body: Result<Bytes, ApiError>) -> Result<T, ApiError> {
+    let body = body?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| shape_error(e))?;
+    de.end().map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    Ok(value)
+}
+
+fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    use serde_json::error::Category;
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::InvalidJson(inner.to_string()),
+        Category::Data => {
+            let msg = inner.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            let field = backticked(&msg, "unknown field `")
+                .or_else(|| backticked(&msg, "missing field `"))
+                .unwrap_or_else(|| if path == "." { "body".into() } else { path });
+            ApiError::Validation(vec![FieldError::new(field, msg)])
+        }
+    }
+}
+
+fn backticked(msg: &str, prefix: &str) -> Option<String> {
+    let rest = msg.strip_prefix(prefix)?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// Normalises an email as API.md asks (trimmed, lower-cased) and checks its syntax.
+pub fn email(field: &str, raw: &str) -> Result<String, FieldError> {
+    let e = raw.trim().to_lowercase();
+    if e.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if e.len() > 254 {
+        return Err(FieldError::new(field, "must be at most 254 characters"));
+    }
+    if e.chars().any(|c| c.is_control() || c.is_whitespace())
+        || !email_address::EmailAddress::is_valid(&e)
+    {
+        return Err(FieldError::new(field, "must be a valid email address"));
+    }
+    Ok(e)
+}
+
+/// An optional display text: trimmed, 1 to `max` characters, no control characters.
+pub fn text(field: &str, raw: Option<&str>, max: usize) -> Result<Option<String>, FieldError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let t = raw.trim();
+    if t.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if t.chars().count() > max {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(Some(t.to_owned()))
+}
+
+/// Collects field errors into a 422.
+pub fn validate(errors: Vec<FieldError>) -> Result<(), ApiError> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        email: String,
+        n: Option<u32>,
+    }
+
+    fn code(r: Result<Body, ApiError>) -> (&'static str, Option<String>) {
+        let e = r.unwrap_err();
+        let field = match &e {
+            ApiError::Validation(v) => Some(v[0].field.clone()),
+            _ => None,
+        };
+        (e.parts().1, field)
+    }
+
+    #[test]
+    fn body_errors_are_classified() {
+        let p = |s: &str| parse::<Body>(Ok(Bytes::from(s.to_owned())));
+        assert_eq!(code(p("")), ("invalid_json", None));
+        assert_eq!(code(p("{")), ("invalid_json", None));
+        assert_eq!(code(p(r#"{"email":"a"} x"#)), ("invalid_json", None));
+        assert_eq!(code(p("{}")), ("validation_failed", Some("email".into())));
+        assert_eq!(
+            code(p(r#"{"email":"a","x":1}"#)),
+            ("validation_failed", Some("x".into()))
+        );
+        assert_eq!(
+            code(p(r#"{"email":1}"#)),
+            ("validation_failed", Some("email".into()))
+        );
+        assert_eq!(
+            code(p(r#"{"email":"a","n":"1"}"#)),
+            ("validation_failed", Some("n".into()))
+        );
+        assert_eq!(code(p("[]")), ("validation_failed", Some("body".into())));
+        assert!(p(r#"{"email":"a"}"#).is_ok());
+    }
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            email("email", "  Alice@Example.COM ").unwrap(),
+            "alice@example.com"
+        );
+        assert!(email("email", "").is_err());
+        assert!(email("email", "no-at-sign").is_err());
+        assert!(email("email", "a\0b@example.com").is_err());
+        assert!(email("email", &format!("{}@example.com", "a".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn client_ip_header_values() {
+        assert_eq!(
+            parse_client_ip("203.0.113.7"),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        assert_eq!(
+            parse_client_ip("2001:db8::1, 10.0.0.1"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(parse_client_ip("not-an-ip"), None);
+        assert_eq!(parse_client_ip(""), None);
+    }
+}

@@ -1,0 +1,139 @@
+//! HTTP: the route table, the warp filters that dispatch to handlers, and the server edge.
+//!
+//! - [`ROUTES`] lists every path and its methods; the router's guard answers 404 and 405 (with
+//!   `Allow`) from it before any handler runs, and tests compare it with API.md.
+//! - [`auth`], [`discovery`]: handlers. [`extract`]: bodies, client IP, validation.
+//! - [`error`]: [`error::ApiError`] and the single mapping to problem responses.
+//! - [`server`]: accept loop, request ids, security headers, in-flight bound, access log.
+
+pub mod auth;
+pub mod discovery;
+pub mod error;
+pub mod extract;
+pub mod server;
+
+use crate::state::SharedState;
+use error::ApiError;
+use extract::{client, json_body, with_state};
+use warp::filters::BoxedFilter;
+use warp::http::Method;
+use warp::reply::Response;
+use warp::Filter;
+
+/// Every route: path template (`{name}` for a parameter) and its methods.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/auth/signup", "POST"),
+    ("/auth/login", "POST"),
+    ("/auth/refresh", "POST"),
+    ("/auth/logout", "POST"),
+    ("/.well-known/jwks.json", "GET"),
+    ("/.well-known/openid-configuration", "GET"),
+    ("/healthz", "GET"),
+    ("/readyz", "GET"),
+];
+
+/// The template of `path` and the methods it allows, if it is a route.
+pub fn route_of(path: &str) -> Option<(&'static str, &'static str)> {
+    let segs: Vec<&str> = path.split('/').collect();
+    ROUTES.iter().copied().find(|(tmpl, _)| {
+        let t: Vec<&str> = tmpl.split('/').collect();
+        t.len() == segs.len()
+            && t.iter()
+                .zip(&segs)
+                .all(|(a, b)| (a.starts_with('{') && !b.is_empty()) || a == b)
+    })
+}
+
+fn guard() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and_then(|m: Method, p: warp::path::FullPath| async move {
+            match route_of(p.as_str()) {
+                None => Err(warp::reject::custom(ApiError::NotFound)),
+                Some((_, allow)) if !allow.split(", ").any(|a| a == m.as_str()) => {
+                    Err(warp::reject::custom(ApiError::MethodNotAllowed(allow)))
+                }
+                Some(_) => Ok(()),
+            }
+        })
+        .untuple_one()
+}
+
+/// The whole router: guard, endpoints, and the one `recover`.
+pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
+    let st = || with_state(state.clone());
+    let cl = || client(state.clone());
+    let post_json = |p: BoxedFilter<()>| p.and(warp::post()).and(st()).and(cl()).and(json_body());
+
+    let signup = post_json(warp::path!("auth" / "signup").boxed())
+        .then(|s, c, b| async move { auth::respond(auth::signup(s, c, b).await).await });
+    let login = post_json(warp::path!("auth" / "login").boxed())
+        .then(|s, c, b| async move { auth::respond(auth::login(s, c, b).await).await });
+    let refresh = post_json(warp::path!("auth" / "refresh").boxed())
+        .then(|s, c, b| async move { auth::respond(auth::refresh(s, c, b).await).await });
+    let logout = post_json(warp::path!("auth" / "logout").boxed())
+        .then(|s, c, b| async move { auth::respond(auth::logout(s, c, b).await).await });
+
+    let jwks = warp::path!(".well-known" / "jwks.json")
+        .and(warp::get())
+        .and(st())
+        .then(discovery::jwks);
+    let oidc = warp::path!(".well-known" / "openid-configuration")
+        .and(warp::get())
+        .and(st())
+        .then(discovery::openid_configuration);
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .then(discovery::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(st())
+        .then(discovery::readyz);
+
+    guard()
+        .and(
+            signup
+                .or(login)
+                .unify()
+                .or(refresh)
+                .unify()
+                .or(logout)
+                .unify()
+                .or(jwks)
+                .unify()
+                .or(oidc)
+                .unify()
+                .or(healthz)
+                .unify()
+                .or(readyz)
+                .unify(),
+        )
+        .recover(error::recover)
+        .unify()
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_lookup_matches_templates_exactly() {
+        assert_eq!(route_of("/auth/login"), Some(("/auth/login", "POST")));
+        assert_eq!(route_of("/auth/login/"), None);
+        assert_eq!(route_of("/auth"), None);
+        assert_eq!(route_of("/nope"), None);
+    }
+
+    #[test]
+    fn every_api_md_route_of_this_slice_is_in_the_table() {
+        let api = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/API.md"))
+            .unwrap_or_default();
+        for (path, _) in ROUTES {
+            assert!(
+                api.is_empty() || api.contains(&format!("`{path}`")),
+                "{path} is not in API.md"
+            );
+        }
+    }
+}

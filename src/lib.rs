@@ -1,0 +1,27 @@
+//! edge-idp: an identity provider that other services trust.
+//!
+//! # Layout
+//! - [`config`]: environment and flags, validated into [`config::Settings`].
+//! - [`startup`]: [`startup::Application`]: build (migrate, keys, actors, bind), run, shut down.
+//! - [`http`]: route table, warp filters, handlers, problem responses, the server edge.
+//! - [`db`]: libSQL pool, migrations (`schema/`), and the actors' storage traits on SQL.
+//! - [`passwords`]: Argon2id on the blocking pool, bounded; the password policy.
+//! - [`tokens`]: RS256 access tokens signed from the key snapshot.
+//! - [`ratelimit`]: GCRA limits on a bounded in-process store.
+//! - [`state`], [`telemetry`]: shared handler state; logging.
+//!
+//! The actors (keys, users, refresh families) live in the `edge-idp-actors` crate; this crate
+//! wires them to HTTP and storage. The login path, route to row: `http::ROUTES` →
+//! `http::auth::login` → `db::store` (`user_by_email`) → `passwords::Passwords::verify` →
+//! `UsersMsg::LoginSucceeded` → `RefreshMsg::Start` (`sessions`, `refresh_tokens` rows) →
+//! `tokens::TokenIssuer::issue`.
+
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod passwords;
+pub mod ratelimit;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod tokens;

@@ -1,0 +1,59 @@
+//! `edge-idp [serve]`: parse settings, start logging, run the application.
+
+use clap::Parser;
+use edge_idp::config::{Cli, Command};
+use edge_idp::startup::Application;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            eprintln!(
+                "edge-idp: {}",
+                msg.lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let config = match cli.command {
+        Some(Command::Serve(c)) => c,
+        None => cli.config,
+    };
+    edge_idp::telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edge-idp: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(async {
+        let (key, generated) = config.resolve_master_key().map_err(|e| e.to_string())?;
+        if generated {
+            tracing::warn!(path = %config.data_dir.join("mfa_encryption.key").display(), "generated MFA_ENCRYPTION_KEY for development; set it explicitly in production");
+        }
+        let settings = config.validate(key).map_err(|e| e.to_string())?;
+        let app = Application::build(settings).await.map_err(|e| e.to_string())?;
+        app.run_until_stopped().await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "edge-idp stopped with an error");
+            eprintln!("edge-idp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Building and running the application: the same path for `main` and for tests (port 0).
+//!
+//! [`Application::build`] opens the database and migrates it, loads or creates the signing keys
+//! (refusing to start if the master key cannot open them), starts the supervision tree and
+//! binds the listener. [`Application::run_until_stopped`] serves until SIGTERM, SIGINT or
+//! [`Stopper::stop`], then drains requests, stops the actors and closes the database.
+
+use crate::config::{DatabaseLocation, Settings};
+use crate::db::{migrate, Db, MigrateError};
+use crate::http;
+use crate::passwords::Passwords;
+use crate::ratelimit::RateLimiter;
+use crate::state::{AppState, SharedState};
+use crate::tokens::TokenIssuer;
+use arc_swap::ArcSwap;
+use edge_idp_actors::keys::{self, KeyError, KeyManagerArgs};
+use edge_idp_actors::refresh::{RefreshArgs, RefreshPolicy};
+use edge_idp_actors::store::SessionStore;
+use edge_idp_actors::users::UsersArgs;
+use edge_idp_actors::{Clock, Handles, KeyHandle, RootArgs, RootSupervisor, StoreError};
+use ractor::{Actor, ActorRef};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How often expired rows and ended grace windows are cleaned up.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened.
+    #[error("database: {0}")]
+    Database(#[from] StoreError),
+    /// Migrations failed or the database is too new.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// Signing keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The listener could not bind.
+    #[error("LISTEN_ADDR: {0}")]
+    Bind(std::io::Error),
+    /// The actors or the hasher could not start.
+    #[error("start-up: {0}")]
+    Startup(String),
+}
+
+/// Asks a running application to stop; cheap to clone.
+#[derive(Clone)]
+pub struct Stopper(watch::Sender<bool>);
+
+impl Stopper {
+    /// Begins graceful shutdown.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// A built, bound application.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: SharedState,
+    root: ActorRef<()>,
+    root_join: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Application {
+    /// Builds with the system clock.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// Builds with the given clock (tests drive a manual one).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, StartError> {
+        let db = match &settings.database {
+            DatabaseLocation::File(path) => Db::open_local(path).await?,
+        };
+        migrate(&db).await?;
+
+        let key_sealer = settings.master_key.sealer(b"signing-keys");
+        let key_set =
+            keys::bootstrap(&db, &key_sealer, settings.key_import.as_ref(), &clock).await?;
+        let keys: KeyHandle = Arc::new(ArcSwap::from_pointee(key_set));
+
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let actors = Handles::new((cores * 2).max(4));
+        let policy = RefreshPolicy {
+            token_ttl: settings.refresh_token_ttl,
+            session_max_ttl: settings.session_max_ttl,
+            grace: settings.refresh_grace,
+        };
+        let root_args = RootArgs {
+            keys: KeyManagerArgs {
+                store: db.clone(),
+                sealer: key_sealer,
+                handle: keys.clone(),
+                clock: clock.clone(),
+            },
+            users: UsersArgs {
+                store: db.clone(),
+                clock: clock.clone(),
+            },
+            refresh: RefreshArgs {
+                store: db.clone(),
+                sealer: settings.master_key.sealer(b"refresh-successor"),
+                policy,
+                clock: clock.clone(),
+            },
+            handles: actors.clone(),
+        };
+        let (root, root_join) = Actor::spawn(None, RootSupervisor::<Db>::default(), root_args)
+            .await
+            .map_err(|e| StartError::Startup(e.to_string()))?;
+
+        let passwords = Passwords::new(
+            settings.argon2.clone(),
+            settings.hash_concurrency,
+            settings.ask_timeout,
+        )
+        .await
+        .map_err(|e| StartError::Startup(e.to_string()))?;
+        let tokens = TokenIssuer::new(
+            keys.clone(),
+            settings.issuer.clone(),
+            settings.audience.clone(),
+            settings.access_token_ttl,
+            clock.clone(),
+        );
+        let limiter = RateLimiter::new(&settings.limits, clock.clone());
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .map_err(StartError::Bind)?;
+        let addr = listener.local_addr().map_err(StartError::Bind)?;
+        let state = Arc::new(AppState {
+            settings,
+            db,
+            actors,
+            keys,
+            passwords,
+            tokens,
+            limiter,
+            clock,
+        });
+        let (stop, _) = watch::channel(false);
+        Ok(Self {
+            listener,
+            addr,
+            state,
+            root,
+            root_join,
+            stop,
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that stops the application.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+
+    /// The actor handles (tests use them to inject faults and read restart counts).
+    pub fn actors(&self) -> Arc<Handles> {
+        self.state.actors.clone()
+    }
+
+    /// Serves until a signal or [`Stopper::stop`], then shuts down in order.
+    pub async fn run_until_stopped(self) -> Result<(), StartError> {
+        let Self {
+            listener,
+            addr,
+            state,
+            root,
+            root_join,
+            stop,
+        } = self;
+        let mut stopped = stop.subscribe();
+        let janitor = tokio::spawn(prune_loop(state.clone(), stop.subscribe()));
+        tracing::info!(addr = %addr, "listening");
+        let shutdown = async move {
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => {}
+                _ = terminate_signal() => tracing::info!("shutdown signal received"),
+            }
+        };
+        http::server::serve(
+            listener,
+            http::routes(state.clone()),
+            state.settings.max_in_flight,
+            shutdown,
+        )
+        .await;
+        stop.send_replace(true);
+        let _ = janitor.await;
+        root.stop(Some("shutdown".into()));
+        let _ = tokio::time::timeout(Duration::from_secs(10), root_join).await;
+        drop(state);
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn terminate_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn prune_loop(state: SharedState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match state
+            .db
+            .prune(state.clock.now(), state.settings.refresh_grace)
+            .await
+        {
+            Ok(p) if p.tokens_deleted + p.sessions_deleted > 0 => {
+                tracing::info!(?p, "pruned expired rows")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "prune failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The shared state every handler receives: settings, storage, the actor handles, and the
+//! lock-free services of the hot paths (key snapshot, token issuer, rate limiter, hasher).
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::passwords::Passwords;
+use crate::ratelimit::RateLimiter;
+use crate::tokens::TokenIssuer;
+use edge_idp_actors::{Clock, Handles, KeyHandle};
+use std::sync::Arc;
+
+/// Everything a request may need. Shared behind an `Arc`; nothing in it is locked per request.
+pub struct AppState {
+    /// Validated settings.
+    pub settings: Settings,
+    /// The database (reads go straight to it; ordered writes go through actors).
+    pub db: Db,
+    /// Current actor references.
+    pub actors: Arc<Handles>,
+    /// Current signing/verification keys.
+    pub keys: KeyHandle,
+    /// Argon2id, bounded.
+    pub passwords: Passwords,
+    /// Access-token minting.
+    pub tokens: TokenIssuer,
+    /// Rate limits.
+    pub limiter: RateLimiter,
+    /// Now.
+    pub clock: Clock,
+}
+
+/// The handle handlers hold.
+pub type SharedState = Arc<AppState>;
