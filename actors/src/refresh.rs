@@ -21,6 +21,9 @@ use crate::Clock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
 
+/// The revocation reason recorded when reuse is detected.
+pub const REUSE: &str = "refresh_token_reused";
+
 /// Reply channel of a RefreshFamilies request.
 pub type Reply<T> = RpcReplyPort<Result<T, DomainError>>;
 
@@ -155,7 +158,16 @@ impl<S: SessionStore> RefreshArgs<S> {
                 return Err(DomainError::InvalidRefreshToken);
             };
             let now = self.clock.now();
-            if v.session_revoked || now >= v.session_expires_at {
+            if let Some(reason) = &v.session_revoked {
+                // A used token of a family revoked for reuse is still reuse (strict mode: all but
+                // one of N parallel presentations); anything else of a revoked family is invalid.
+                return Err(if v.used_at.is_some() && reason == REUSE {
+                    DomainError::RefreshTokenReused
+                } else {
+                    DomainError::InvalidRefreshToken
+                });
+            }
+            if now >= v.session_expires_at {
                 return Err(DomainError::InvalidRefreshToken);
             }
             let Some(used_at) = v.used_at else {

@@ -135,8 +135,8 @@ pub struct RefreshView {
     pub successor_used: bool,
     /// Expiry of the successor.
     pub successor_expires_at: Option<i64>,
-    /// Whether the session is revoked.
-    pub session_revoked: bool,
+    /// Why the session was revoked, if it was (`logout`, `refresh_token_reused`, …).
+    pub session_revoked: Option<String>,
     /// Hard end of the session.
     pub session_expires_at: i64,
 }

@@ -177,7 +177,7 @@ impl SessionStore for Db {
             let Some(r) = first_row(
                 &c,
                 "SELECT r.session_id, r.generation, r.expires_at, r.used_at, r.successor_sealed, \
-                        n.used_at IS NOT NULL, n.expires_at, s.revoked_at IS NOT NULL, s.expires_at \
+                        n.used_at IS NOT NULL, n.expires_at, CASE WHEN s.revoked_at IS NULL THEN NULL ELSE COALESCE(s.revoked_reason, 'revoked') END, s.expires_at \
                  FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
                  LEFT JOIN refresh_tokens n ON n.token_hash = r.successor_hash \
                  WHERE r.token_hash = ?1",
@@ -195,7 +195,7 @@ impl SessionStore for Db {
                 successor_sealed: r.get(4).map_err(map_err)?,
                 successor_used: r.get::<i64>(5).map_err(map_err)? != 0,
                 successor_expires_at: r.get(6).map_err(map_err)?,
-                session_revoked: r.get::<i64>(7).map_err(map_err)? != 0,
+                session_revoked: r.get(7).map_err(map_err)?,
                 session_expires_at: r.get(8).map_err(map_err)?,
             }))
         })

@@ -121,27 +121,19 @@ async fn read_body<B: Buf>(
 /// errors 422 naming the field.
 pub fn parse<T: DeserializeOwned>(body: Result<Bytes, ApiError>) -> Result<T, ApiError> {
     let body = body?;
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| shape_error(e))?;
-    de.end().map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    Ok(value)
+    // Syntax first, over the whole body, so that `{"x":1} trailing` is 400 rather than a 422
+    // about `x`; then shape, with the path of the offending field.
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    serde_path_to_error::deserialize(json).map_err(shape_error)
 }
 
 fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    use serde_json::error::Category;
     let path = e.path().to_string();
-    let inner = e.into_inner();
-    match inner.classify() {
-        Category::Syntax | Category::Eof | Category::Io => ApiError::InvalidJson(inner.to_string()),
-        Category::Data => {
-            let msg = inner.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-            let field = backticked(&msg, "unknown field `")
-                .or_else(|| backticked(&msg, "missing field `"))
-                .unwrap_or_else(|| if path == "." { "body".into() } else { path });
-            ApiError::Validation(vec![FieldError::new(field, msg)])
-        }
-    }
+    let msg = e.into_inner().to_string();
+    let field = backticked(&msg, "unknown field `")
+        .or_else(|| backticked(&msg, "missing field `"))
+        .unwrap_or_else(|| if path == "." { "body".into() } else { path });
+    ApiError::Validation(vec![FieldError::new(field, msg)])
 }
 
 fn backticked(msg: &str, prefix: &str) -> Option<String> {

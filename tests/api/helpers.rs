@@ -1,0 +1,192 @@
+//! `spawn_app()` and typed request helpers: a real server on port 0 over a real libSQL file in
+//! a temp folder, talked to over real HTTP.
+
+use clap::Parser;
+use edge_idp::config::Cli;
+use edge_idp::startup::{Application, Stopper};
+use edge_idp_actors::{Clock, Handles};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// A fixed master key for tests, so instances and restarts share it.
+pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+/// A password the policy accepts.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clock: Clock,
+    pub actors: Arc<Handles>,
+    pub dir: PathBuf,
+    stopper: Stopper,
+    join: Option<JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Options for [`spawn_with`].
+#[derive(Default)]
+pub struct Opts {
+    /// Extra `--flag value` pairs.
+    pub args: Vec<(String, String)>,
+    /// Reuse this data folder (restart tests).
+    pub data_dir: Option<PathBuf>,
+    /// Drive this clock.
+    pub clock: Option<Clock>,
+}
+
+impl Opts {
+    pub fn arg(mut self, k: &str, v: impl ToString) -> Self {
+        self.args.push((k.to_owned(), v.to_string()));
+        self
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().expect("client")
+}
+
+/// Arguments every test server gets: port 0, cheap Argon2 (the cost is not what these tests
+/// exercise), the fixed master key.
+pub fn base_args(dir: &Path) -> Vec<String> {
+    [
+        ("--listen-addr", "127.0.0.1:0"),
+        ("--data-dir", dir.to_str().expect("utf-8 temp path")),
+        ("--mfa-encryption-key", MASTER_KEY),
+        ("--argon2-memory-kib", "1024"),
+        ("--argon2-iterations", "1"),
+        ("--issuer", "http://localhost:8000"),
+        ("--rate-limit-login", "1000/60"),
+        ("--rate-limit-signup", "1000/60"),
+        ("--rate-limit-refresh", "1000/60"),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Opts::default()).await
+}
+
+pub async fn spawn_with(opts: Opts) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        edge_idp::telemetry::init(edge_idp::config::LogFormat::Pretty);
+    }
+    let (tmp, dir) = match opts.data_dir {
+        Some(d) => (None, d),
+        None => {
+            let t = tempfile::tempdir().expect("tempdir");
+            let d = t.path().to_owned();
+            (Some(t), d)
+        }
+    };
+    let mut argv = vec!["edge-idp".to_owned()];
+    for pair in base_args(&dir).chunks(2) {
+        if !opts.args.iter().any(|(k, _)| *k == pair[0]) {
+            argv.extend_from_slice(pair);
+        }
+    }
+    for (k, v) in opts.args {
+        argv.push(k);
+        argv.push(v);
+    }
+    let config = Cli::try_parse_from(argv).expect("test config parses").config;
+    let (key, _) = config.resolve_master_key().expect("master key");
+    let settings = config.validate(key).expect("settings");
+    let clock = opts.clock.unwrap_or_else(Clock::manual_now);
+    let app = Application::build_with_clock(settings, clock.clone()).await.expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let actors = app.actors();
+    let stopper = app.stopper();
+    let join = tokio::spawn(async move {
+        app.run_until_stopped().await.expect("runs");
+    });
+    TestApp { base, http: client(), clock, actors, dir, stopper, join: Some(join), _tmp: tmp }
+}
+
+impl TestApp {
+    /// Stops the server and waits until it has shut down (database closed, actors stopped).
+    pub async fn stop(mut self) -> PathBuf {
+        self.stopper.stop();
+        if let Some(j) = self.join.take() {
+            j.await.expect("server task");
+        }
+        self.dir.clone()
+    }
+
+    /// Keeps the temp folder alive beyond this app (restart tests).
+    pub fn keep_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._tmp.take()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.http.post(self.url(path)).json(body).send().await.expect("request")
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> Response {
+        let mut r = self.http.post(self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        r.send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    pub async fn signup(&self, email: &str) -> Value {
+        let r = self.post("/auth/signup", &json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "signup {email}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn login(&self, email: &str) -> Value {
+        let r = self.post("/auth/login", &json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(r.status(), StatusCode::OK, "login {email}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn refresh(&self, token: &str) -> Response {
+        self.post("/auth/refresh", &json!({"refresh_token": token})).await
+    }
+}
+
+/// Asserts a problem response with `code` and returns its body.
+pub async fn assert_problem(r: Response, status: u16, code: &str) -> Value {
+    assert_eq!(r.status().as_u16(), status, "status for {code}");
+    assert_eq!(
+        r.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "problem content type for {code}"
+    );
+    let body: Value = r.json().await.expect("problem json");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "{body}");
+    body
+}
+
+/// Verifies an access token with `jsonwebtoken` using only the JWKS document at `jwks_url`.
+pub async fn verify_with_jwks(http: &reqwest::Client, jwks_url: &str, token: &str) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet = http.get(jwks_url).send().await.expect("jwks").json().await.expect("jwks json");
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let kid = header.kid.expect("kid");
+    let jwk = jwks.find(&kid).expect("kid published in JWKS");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("decoding key");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_issuer(&["http://localhost:8000"]);
+    v.set_audience(&["http://localhost:8000"]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
+    jsonwebtoken::decode::<Value>(token, &key, &v).expect("token verifies").claims
+}

@@ -1,0 +1,11 @@
+//! Black-box tests over HTTP: one binary (each extra test binary costs a link on two cores).
+
+mod discovery;
+mod general;
+mod helpers;
+mod login;
+mod logout;
+mod multiprocess;
+mod refresh;
+mod resilience;
+mod signup;

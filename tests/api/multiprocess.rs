@@ -1,0 +1,89 @@
+//! Two server *processes* on one database file: the refresh guarantees must hold across them.
+
+use crate::helpers::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the real binary on port 0 and reads the bound address from its `listening` log line.
+fn start(dir: &Path, grace: u32) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-idp"));
+    for pair in base_args(dir).chunks(2) {
+        cmd.arg(&pair[0]).arg(&pair[1]);
+    }
+    cmd.args(["--refresh-reuse-grace-secs", &grace.to_string(), "--log-format", "json"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn edge-idp");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && line.contains("\"listening\"") {
+                let v: Value = serde_json::from_str(&line).expect("json log line");
+                let _ = tx.send(v["addr"].as_str().expect("addr").to_owned());
+                sent = true;
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server announced its address");
+    Server { child, base: format!("http://{addr}") }
+}
+
+async fn post(base: &str, path: &str, body: Value) -> reqwest::Response {
+    client().post(format!("{base}{path}")).json(&body).send().await.expect("request")
+}
+
+async fn parallel_refreshes(grace: u32) -> Vec<(u16, Option<String>)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = start(tmp.path(), grace);
+    let b = start(tmp.path(), grace);
+    let r = post(&a.base, "/auth/signup", serde_json::json!({"email": "zoe@example.com", "password": PASSWORD})).await;
+    assert_eq!(r.status(), 201);
+    let r = post(&b.base, "/auth/login", serde_json::json!({"email": "zoe@example.com", "password": PASSWORD})).await;
+    let rt = r.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
+    let futs = (0..10).map(|i| {
+        let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+        let rt = rt.clone();
+        async move {
+            let r = post(&base, "/auth/refresh", serde_json::json!({"refresh_token": rt})).await;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body["refresh_token"].as_str().map(str::to_owned).or_else(|| body["code"].as_str().map(str::to_owned)))
+        }
+    });
+    futures_util::future::join_all(futs).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_rotate_once_and_serve_the_same_successor() {
+    let answers = parallel_refreshes(10).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    let mut tokens: Vec<_> = answers.into_iter().map(|(_, t)| t).collect();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 1, "exactly one rotation across both processes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_in_strict_mode_let_exactly_one_refresh_succeed() {
+    let answers = parallel_refreshes(0).await;
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 1, "{answers:?}");
+    assert!(answers.iter().filter(|(s, _)| *s != 200).all(|(s, c)| *s == 401 && c.as_deref() == Some("refresh_token_reused")), "{answers:?}");
+}

@@ -1,0 +1,74 @@
+//! Restarts on the same data folder, and actors that panic.
+
+use crate::helpers::*;
+use edge_idp_actors::ActorKind;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_sessions_and_keys_survive_a_restart() {
+    let mut app = spawn_app().await;
+    let _keep = app.keep_dir();
+    app.signup("walt@example.com").await;
+    let login = app.login("walt@example.com").await;
+    let kid_before = app.get("/.well-known/jwks.json").await.json::<Value>().await.unwrap()["keys"][0]["kid"].clone();
+    let clock = app.clock.clone();
+    let dir = app.stop().await;
+
+    let app = spawn_with(Opts { data_dir: Some(dir), clock: Some(clock), ..Default::default() }).await;
+    let jwks = app.get("/.well-known/jwks.json").await.json::<Value>().await.unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], kid_before, "same signing key");
+    verify_with_jwks(&app.http, &app.url("/.well-known/jwks.json"), login["access_token"].as_str().unwrap()).await;
+    assert_eq!(app.refresh(login["refresh_token"].as_str().unwrap()).await.status(), 200, "session survived");
+    app.login("walt@example.com").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_master_key_refuses_to_start_on_existing_keys() {
+    let mut app = spawn_app().await;
+    let _keep = app.keep_dir();
+    let dir = app.stop().await;
+    let other_key = edge_idp_actors::crypto::MasterKey::generate().unwrap();
+    let mut argv = vec!["edge-idp".to_owned()];
+    argv.extend(base_args(&dir).chunks(2).filter(|p| p[0] != "--mfa-encryption-key").flatten().cloned());
+    // `=` form: a base64url key may begin with '-'.
+    argv.push(format!("--mfa-encryption-key={}", &*other_key.encode()));
+    let config = <edge_idp::config::Cli as clap::Parser>::try_parse_from(argv).unwrap().config;
+    let settings = config.validate(other_key).unwrap();
+    let err = edge_idp::startup::Application::build(settings).await.err().expect("refuses to start");
+    assert!(err.to_string().contains("MFA_ENCRYPTION_KEY"), "{err}");
+}
+
+/// Waits (bounded) until the supervisor has restarted `kind` at least `n` times.
+async fn restarted(app: &TestApp, kind: ActorKind, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.actors.restarts(kind) < n {
+        assert!(tokio::time::Instant::now() < deadline, "{kind:?} was not restarted");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_actor_is_restarted_and_the_next_request_succeeds() {
+    let app = spawn_app().await;
+    app.signup("xena@example.com").await;
+    let rt = app.login("xena@example.com").await["refresh_token"].as_str().unwrap().to_owned();
+    let shards = app.actors.users.len() as u64;
+
+    app.actors.inject_panic(ActorKind::Users);
+    restarted(&app, ActorKind::Users, shards).await;
+    app.signup("yuri@example.com").await;
+
+    app.actors.inject_panic(ActorKind::RefreshFamilies);
+    restarted(&app, ActorKind::RefreshFamilies, shards).await;
+    let r = app.refresh(&rt).await;
+    assert_eq!(r.status(), 200);
+
+    app.actors.inject_panic(ActorKind::KeyManager);
+    restarted(&app, ActorKind::KeyManager, 1).await;
+    app.login("xena@example.com").await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let r = app.post("/auth/login", &json!({"email": "xena@example.com", "password": PASSWORD})).await;
+    assert_eq!(r.status(), 200);
+}
