@@ -56,7 +56,8 @@ pub struct Stopper(watch::Sender<bool>);
 impl Stopper {
     /// Begins graceful shutdown.
     pub fn stop(&self) {
-        let _ = self.0.send(true);
+        // send_replace, not send: the value must stick even before anyone subscribed.
+        self.0.send_replace(true);
     }
 }
 

@@ -87,3 +87,23 @@ async fn two_processes_in_strict_mode_let_exactly_one_refresh_succeed() {
     assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 1, "{answers:?}");
     assert!(answers.iter().filter(|(s, _)| *s != 200).all(|(s, c)| *s == 401 && c.as_deref() == Some("refresh_token_reused")), "{answers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = start(tmp.path(), 10);
+    let r = client().get(format!("{}/healthz", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(client().get(format!("{}/healthz", s.base)).send().await.is_err(), "no longer accepting");
+}

@@ -72,3 +72,52 @@ async fn a_panicking_actor_is_restarted_and_the_next_request_succeeds() {
     let r = app.post("/auth/login", &json!({"email": "xena@example.com", "password": PASSWORD})).await;
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_with_old_argon2_costs_is_upgraded_at_the_next_login() {
+    let mut app = spawn_app().await;
+    let _keep = app.keep_dir();
+    app.signup("abel@example.com").await;
+    let clock = app.clock.clone();
+    let dir = app.stop().await;
+    let app = spawn_with(Opts { data_dir: Some(dir.clone()), clock: Some(clock), ..Default::default() }.arg("--argon2-memory-kib", 2048)).await;
+    app.login("abel@example.com").await;
+    let db = libsql::Builder::new_local(dir.join("edge-idp.db")).build().await.unwrap();
+    let conn = db.connect().unwrap();
+    let mut rows = conn.query("SELECT password_hash FROM users WHERE email = 'abel@example.com'", ()).await.unwrap();
+    let hash: String = rows.next().await.unwrap().unwrap().get(0).unwrap();
+    assert!(hash.starts_with("$argon2id$") && hash.contains("m=2048,t=1,p=1"), "{hash}");
+    app.login("abel@example.com").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_key_pair_is_generated_when_missing_then_imported_and_kept() {
+    let mut app0 = spawn_app().await;
+    let _keep = app0.keep_dir();
+    let dir = app0.stop().await;
+    let (private, public) = (dir.join("signing.pem"), dir.join("signing.pub.pem"));
+    let opts = || {
+        Opts { data_dir: Some(dir.clone()), ..Default::default() }
+            .arg("--private-key-path", private.display())
+            .arg("--public-key-path", public.display())
+    };
+    let app = spawn_with(opts()).await;
+    assert!(std::fs::read_to_string(&private).unwrap().contains("BEGIN PRIVATE KEY"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let token = {
+        app.signup("bea@example.com").await;
+        app.login("bea@example.com").await["access_token"].as_str().unwrap().to_owned()
+    };
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    let jwks: Value = app.get("/.well-known/jwks.json").await.json().await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "the earlier key still verifies its tokens");
+    let imported = app.stop().await;
+    let app = spawn_with(Opts { data_dir: Some(imported), ..opts() }).await;
+    let again = app.login("bea@example.com").await["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(jsonwebtoken::decode_header(&again).unwrap().kid, header.kid, "the imported key signs");
+    verify_with_jwks(&app.http, &app.url("/.well-known/jwks.json"), &token).await;
+}
