@@ -123,7 +123,8 @@ pub fn parse<T: DeserializeOwned>(body: Result<Bytes, ApiError>) -> Result<T, Ap
     let body = body?;
     // Syntax first, over the whole body, so that `{"x":1} trailing` is 400 rather than a 422
     // about `x`; then shape, with the path of the offending field.
-    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     serde_path_to_error::deserialize(json).map_err(shape_error)
 }
 

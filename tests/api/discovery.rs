@@ -16,17 +16,32 @@ async fn jwks_publishes_rs256_signing_keys_with_public_caching() {
         assert_eq!(k[f], v);
     }
     let (n, e) = (k["n"].as_str().unwrap(), k["e"].as_str().unwrap());
-    assert_eq!(k["kid"], edge_idp_actors::keys::thumbprint(n, e), "kid is the RFC 7638 thumbprint");
-    assert!(k.get("d").is_none() && k.get("p").is_none(), "no private members");
+    assert_eq!(
+        k["kid"],
+        edge_idp_actors::keys::thumbprint(n, e),
+        "kid is the RFC 7638 thumbprint"
+    );
+    assert!(
+        k.get("d").is_none() && k.get("p").is_none(),
+        "no private members"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openid_configuration_points_at_the_jwks() {
     let app = spawn_app().await;
-    let b: Value = app.get("/.well-known/openid-configuration").await.json().await.unwrap();
+    let b: Value = app
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(b["issuer"], "http://localhost:8000");
     assert_eq!(b["jwks_uri"], "http://localhost:8000/.well-known/jwks.json");
-    assert_eq!(b["id_token_signing_alg_values_supported"], serde_json::json!(["RS256"]));
+    assert_eq!(
+        b["id_token_signing_alg_values_supported"],
+        serde_json::json!(["RS256"])
+    );
     assert!(b["token_endpoint_auth_methods_supported"].is_array());
     assert!(b["response_types_supported"].is_array());
 }

@@ -5,10 +5,16 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECURITY: &[(&str, &str)] = &[
-    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
     ("referrer-policy", "no-referrer"),
 ];
 
@@ -19,19 +25,40 @@ async fn every_response_carries_the_security_headers_and_a_request_id() {
         app.get("/healthz").await,
         app.get("/no/such/path").await,
         app.post("/auth/login", &json!({})).await,
-        app.http.delete(app.url("/auth/login")).send().await.unwrap(),
+        app.http
+            .delete(app.url("/auth/login"))
+            .send()
+            .await
+            .unwrap(),
     ];
     for r in responses {
         for (k, v) in SECURITY {
-            assert_eq!(r.headers().get(*k).and_then(|h| h.to_str().ok()), Some(*v), "{k} on {}", r.url());
+            assert_eq!(
+                r.headers().get(*k).and_then(|h| h.to_str().ok()),
+                Some(*v),
+                "{k} on {}",
+                r.url()
+            );
         }
         let id = r.headers()["x-request-id"].to_str().unwrap();
         assert!(!id.is_empty() && id.len() <= 128);
     }
-    let echoed = app.http.get(app.url("/healthz")).header("x-request-id", "abc.DEF_123-x").send().await.unwrap();
+    let echoed = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc.DEF_123-x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(echoed.headers()["x-request-id"], "abc.DEF_123-x");
     for insane in ["has space", &"a".repeat(129), "semi;colon"] {
-        let r = app.http.get(app.url("/healthz")).header("x-request-id", insane).send().await.unwrap();
+        let r = app
+            .http
+            .get(app.url("/healthz"))
+            .header("x-request-id", insane)
+            .send()
+            .await
+            .unwrap();
         assert_ne!(r.headers()["x-request-id"], insane);
     }
 }
@@ -59,7 +86,10 @@ async fn chunked_post(base: &str, path: &str, total: usize) -> String {
     let mut sent = 0;
     while sent < total {
         let part = format!("{:x}\r\n", chunk.len());
-        if s.write_all(part.as_bytes()).await.is_err() || s.write_all(&chunk).await.is_err() || s.write_all(b"\r\n").await.is_err() {
+        if s.write_all(part.as_bytes()).await.is_err()
+            || s.write_all(&chunk).await.is_err()
+            || s.write_all(b"\r\n").await.is_err()
+        {
             break;
         }
         sent += chunk.len();
@@ -67,46 +97,126 @@ async fn chunked_post(base: &str, path: &str, total: usize) -> String {
     let _ = s.write_all(b"0\r\n\r\n").await;
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
-    String::from_utf8_lossy(&buf).lines().next().unwrap_or_default().to_owned()
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_are_4xx_problems_and_the_server_stays_healthy() {
     let app = spawn_app().await;
     app.signup("uma@example.com").await;
-    let huge = format!(r#"{{"email":"a@example.com","password":"{}"}}"#, "x".repeat(20_000));
+    let huge = format!(
+        r#"{{"email":"a@example.com","password":"{}"}}"#,
+        "x".repeat(20_000)
+    );
     let deep = "[".repeat(10_000);
-    let routes = ["/auth/signup", "/auth/login", "/auth/refresh", "/auth/logout"];
+    let routes = [
+        "/auth/signup",
+        "/auth/login",
+        "/auth/refresh",
+        "/auth/logout",
+    ];
     for path in routes {
         let cases: Vec<(Option<&str>, Vec<u8>, u16, &str)> = vec![
             (Some("application/json"), b"{".to_vec(), 400, "invalid_json"),
             (Some("application/json"), b"".to_vec(), 400, "invalid_json"),
-            (Some("application/json"), b"{\"a\":1} trailing".to_vec(), 400, "invalid_json"),
-            (Some("application/json"), vec![0xff, 0xfe, b'{'], 400, "invalid_json"),
-            (Some("application/json"), deep.clone().into_bytes(), 400, "invalid_json"),
-            (Some("application/json"), b"[]".to_vec(), 422, "validation_failed"),
-            (Some("application/json"), b"null".to_vec(), 422, "validation_failed"),
-            (Some("application/json"), b"{}".to_vec(), 422, "validation_failed"),
-            (Some("application/json"), b"{\"unknown\":\"field\"}".to_vec(), 422, "validation_failed"),
-            (Some("application/json"), huge.clone().into_bytes(), 413, "payload_too_large"),
-            (Some("text/plain"), b"{}".to_vec(), 415, "unsupported_media_type"),
+            (
+                Some("application/json"),
+                b"{\"a\":1} trailing".to_vec(),
+                400,
+                "invalid_json",
+            ),
+            (
+                Some("application/json"),
+                vec![0xff, 0xfe, b'{'],
+                400,
+                "invalid_json",
+            ),
+            (
+                Some("application/json"),
+                deep.clone().into_bytes(),
+                400,
+                "invalid_json",
+            ),
+            (
+                Some("application/json"),
+                b"[]".to_vec(),
+                422,
+                "validation_failed",
+            ),
+            (
+                Some("application/json"),
+                b"null".to_vec(),
+                422,
+                "validation_failed",
+            ),
+            (
+                Some("application/json"),
+                b"{}".to_vec(),
+                422,
+                "validation_failed",
+            ),
+            (
+                Some("application/json"),
+                b"{\"unknown\":\"field\"}".to_vec(),
+                422,
+                "validation_failed",
+            ),
+            (
+                Some("application/json"),
+                huge.clone().into_bytes(),
+                413,
+                "payload_too_large",
+            ),
+            (
+                Some("text/plain"),
+                b"{}".to_vec(),
+                415,
+                "unsupported_media_type",
+            ),
             (None, b"{}".to_vec(), 415, "unsupported_media_type"),
         ];
         for (ct, body, status, code) in cases {
             let r = app.post_raw(path, ct, body.clone()).await;
-            assert_eq!(r.status().as_u16(), status, "{path} {ct:?} {}", String::from_utf8_lossy(&body[..body.len().min(40)]));
+            assert_eq!(
+                r.status().as_u16(),
+                status,
+                "{path} {ct:?} {}",
+                String::from_utf8_lossy(&body[..body.len().min(40)])
+            );
             assert_problem(r, status, code).await;
         }
         let line = chunked_post(&app.base, path, 64 * 1024).await;
-        assert!(line.contains("413"), "{path}: chunked oversized body -> {line}");
+        assert!(
+            line.contains("413"),
+            "{path}: chunked oversized body -> {line}"
+        );
     }
     let wrong_types = [
-        ("/auth/signup", json!({"email": ["a"], "password": PASSWORD})),
-        ("/auth/login", json!({"email": "uma@example.com", "password": 123})),
-        ("/auth/login", json!({"email": "uma@example.com", "password": PASSWORD, "org_id": 7})),
+        (
+            "/auth/signup",
+            json!({"email": ["a"], "password": PASSWORD}),
+        ),
+        (
+            "/auth/login",
+            json!({"email": "uma@example.com", "password": 123}),
+        ),
+        (
+            "/auth/login",
+            json!({"email": "uma@example.com", "password": PASSWORD, "org_id": 7}),
+        ),
         ("/auth/login", json!({"email": "", "password": PASSWORD})),
-        ("/auth/login", json!({"email": "\u{0}", "password": PASSWORD})),
-        ("/auth/login", json!({"email": "x".repeat(5000), "password": PASSWORD})),
+        (
+            "/auth/login",
+            json!({"email": "\u{0}", "password": PASSWORD}),
+        ),
+        (
+            "/auth/login",
+            json!({"email": "x".repeat(5000), "password": PASSWORD}),
+        ),
         ("/auth/refresh", json!({"refresh_token": null})),
         ("/auth/logout", json!({"refresh_token": {"nested": true}})),
     ];
@@ -121,6 +231,12 @@ async fn bad_bodies_are_4xx_problems_and_the_server_stays_healthy() {
 async fn json_with_a_charset_parameter_is_accepted() {
     let app = spawn_app().await;
     let body = json!({"email": "vera@example.com", "password": PASSWORD}).to_string();
-    let r = app.post_raw("/auth/signup", Some("application/json; charset=utf-8"), body).await;
+    let r = app
+        .post_raw(
+            "/auth/signup",
+            Some("application/json; charset=utf-8"),
+            body,
+        )
+        .await;
     assert_eq!(r.status(), 201);
 }

@@ -46,7 +46,10 @@ impl Opts {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().expect("client")
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
 }
 
 /// Arguments every test server gets: port 0, cheap Argon2 (the cost is not what these tests
@@ -94,18 +97,31 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
         argv.push(k);
         argv.push(v);
     }
-    let config = Cli::try_parse_from(argv).expect("test config parses").config;
+    let config = Cli::try_parse_from(argv)
+        .expect("test config parses")
+        .config;
     let (key, _) = config.resolve_master_key().expect("master key");
     let settings = config.validate(key).expect("settings");
     let clock = opts.clock.unwrap_or_else(Clock::manual_now);
-    let app = Application::build_with_clock(settings, clock.clone()).await.expect("app builds");
+    let app = Application::build_with_clock(settings, clock.clone())
+        .await
+        .expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let actors = app.actors();
     let stopper = app.stopper();
     let join = tokio::spawn(async move {
         app.run_until_stopped().await.expect("runs");
     });
-    TestApp { base, http: client(), clock, actors, dir, stopper, join: Some(join), _tmp: tmp }
+    TestApp {
+        base,
+        http: client(),
+        clock,
+        actors,
+        dir,
+        stopper,
+        join: Some(join),
+        _tmp: tmp,
+    }
 }
 
 impl TestApp {
@@ -128,10 +144,20 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Response {
-        self.http.post(self.url(path)).json(body).send().await.expect("request")
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
     }
 
-    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> Response {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
         let mut r = self.http.post(self.url(path)).body(body);
         if let Some(ct) = content_type {
             r = r.header("content-type", ct);
@@ -144,19 +170,30 @@ impl TestApp {
     }
 
     pub async fn signup(&self, email: &str) -> Value {
-        let r = self.post("/auth/signup", &json!({"email": email, "password": PASSWORD})).await;
+        let r = self
+            .post(
+                "/auth/signup",
+                &json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(r.status(), StatusCode::CREATED, "signup {email}");
         r.json().await.expect("json")
     }
 
     pub async fn login(&self, email: &str) -> Value {
-        let r = self.post("/auth/login", &json!({"email": email, "password": PASSWORD})).await;
+        let r = self
+            .post(
+                "/auth/login",
+                &json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(r.status(), StatusCode::OK, "login {email}");
         r.json().await.expect("json")
     }
 
     pub async fn refresh(&self, token: &str) -> Response {
-        self.post("/auth/refresh", &json!({"refresh_token": token})).await
+        self.post("/auth/refresh", &json!({"refresh_token": token}))
+            .await
     }
 }
 
@@ -164,20 +201,32 @@ impl TestApp {
 pub async fn assert_problem(r: Response, status: u16, code: &str) -> Value {
     assert_eq!(r.status().as_u16(), status, "status for {code}");
     assert_eq!(
-        r.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/problem+json"),
         "problem content type for {code}"
     );
     let body: Value = r.json().await.expect("problem json");
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status, "{body}");
-    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "{body}");
+    assert!(
+        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
     body
 }
 
 /// Verifies an access token with `jsonwebtoken` using only the JWKS document at `jwks_url`.
 pub async fn verify_with_jwks(http: &reqwest::Client, jwks_url: &str, token: &str) -> Value {
-    let jwks: jsonwebtoken::jwk::JwkSet = http.get(jwks_url).send().await.expect("jwks").json().await.expect("jwks json");
+    let jwks: jsonwebtoken::jwk::JwkSet = http
+        .get(jwks_url)
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("jwks json");
     let header = jsonwebtoken::decode_header(token).expect("header");
     assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
@@ -188,5 +237,7 @@ pub async fn verify_with_jwks(http: &reqwest::Client, jwks_url: &str, token: &st
     v.set_issuer(&["http://localhost:8000"]);
     v.set_audience(&["http://localhost:8000"]);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
-    jsonwebtoken::decode::<Value>(token, &key, &v).expect("token verifies").claims
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .expect("token verifies")
+        .claims
 }

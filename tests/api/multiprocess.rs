@@ -26,10 +26,15 @@ fn start(dir: &Path, grace: u32) -> Server {
     for pair in base_args(dir).chunks(2) {
         cmd.arg(&pair[0]).arg(&pair[1]);
     }
-    cmd.args(["--refresh-reuse-grace-secs", &grace.to_string(), "--log-format", "json"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--refresh-reuse-grace-secs",
+        &grace.to_string(),
+        "--log-format",
+        "json",
+    ])
+    .env_remove("RUST_LOG")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     let mut child = cmd.spawn().expect("spawn edge-idp");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
@@ -43,30 +48,68 @@ fn start(dir: &Path, grace: u32) -> Server {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server announced its address");
-    Server { child, base: format!("http://{addr}") }
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server announced its address");
+    Server {
+        child,
+        base: format!("http://{addr}"),
+    }
 }
 
 async fn post(base: &str, path: &str, body: Value) -> reqwest::Response {
-    client().post(format!("{base}{path}")).json(&body).send().await.expect("request")
+    client()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
 }
 
 async fn parallel_refreshes(grace: u32) -> Vec<(u16, Option<String>)> {
     let tmp = tempfile::tempdir().unwrap();
     let a = start(tmp.path(), grace);
     let b = start(tmp.path(), grace);
-    let r = post(&a.base, "/auth/signup", serde_json::json!({"email": "zoe@example.com", "password": PASSWORD})).await;
+    let r = post(
+        &a.base,
+        "/auth/signup",
+        serde_json::json!({"email": "zoe@example.com", "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
-    let r = post(&b.base, "/auth/login", serde_json::json!({"email": "zoe@example.com", "password": PASSWORD})).await;
-    let rt = r.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
+    let r = post(
+        &b.base,
+        "/auth/login",
+        serde_json::json!({"email": "zoe@example.com", "password": PASSWORD}),
+    )
+    .await;
+    let rt = r.json::<Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let futs = (0..10).map(|i| {
-        let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
         let rt = rt.clone();
         async move {
-            let r = post(&base, "/auth/refresh", serde_json::json!({"refresh_token": rt})).await;
+            let r = post(
+                &base,
+                "/auth/refresh",
+                serde_json::json!({"refresh_token": rt}),
+            )
+            .await;
             let status = r.status().as_u16();
             let body: Value = r.json().await.unwrap();
-            (status, body["refresh_token"].as_str().map(str::to_owned).or_else(|| body["code"].as_str().map(str::to_owned)))
+            (
+                status,
+                body["refresh_token"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| body["code"].as_str().map(str::to_owned)),
+            )
         }
     });
     futures_util::future::join_all(futs).await
@@ -78,32 +121,64 @@ async fn two_processes_rotate_once_and_serve_the_same_successor() {
     assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
     let mut tokens: Vec<_> = answers.into_iter().map(|(_, t)| t).collect();
     tokens.dedup();
-    assert_eq!(tokens.len(), 1, "exactly one rotation across both processes");
+    assert_eq!(
+        tokens.len(),
+        1,
+        "exactly one rotation across both processes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_in_strict_mode_let_exactly_one_refresh_succeed() {
     let answers = parallel_refreshes(0).await;
-    assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 1, "{answers:?}");
-    assert!(answers.iter().filter(|(s, _)| *s != 200).all(|(s, c)| *s == 401 && c.as_deref() == Some("refresh_token_reused")), "{answers:?}");
+    assert_eq!(
+        answers.iter().filter(|(s, _)| *s == 200).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .filter(|(s, _)| *s != 200)
+            .all(|(s, c)| *s == 401 && c.as_deref() == Some("refresh_token_reused")),
+        "{answers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_server_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = start(tmp.path(), 10);
-    let r = client().get(format!("{}/healthz", s.base)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let pid = s.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(st) = s.child.try_wait().unwrap() {
             break st;
         }
-        assert!(std::time::Instant::now() < deadline, "server did not stop after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not stop after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status}");
-    assert!(client().get(format!("{}/healthz", s.base)).send().await.is_err(), "no longer accepting");
+    assert!(
+        client()
+            .get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .is_err(),
+        "no longer accepting"
+    );
 }

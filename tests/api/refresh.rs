@@ -3,7 +3,10 @@ use serde_json::{json, Value};
 
 async fn session(app: &TestApp, email: &str) -> String {
     app.signup(email).await;
-    app.login(email).await["refresh_token"].as_str().unwrap().to_owned()
+    app.login(email).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,10 +38,19 @@ async fn ten_parallel_refreshes_rotate_once_and_all_get_the_same_successor() {
     let mut successors = Vec::new();
     for r in answers {
         assert_eq!(r.status(), 200);
-        successors.push(r.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned());
+        successors.push(
+            r.json::<Value>().await.unwrap()["refresh_token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     successors.dedup();
-    assert_eq!(successors.len(), 1, "one rotation, ten identical successors");
+    assert_eq!(
+        successors.len(),
+        1,
+        "one rotation, ten identical successors"
+    );
     // The successor is live: the family was not revoked.
     assert_eq!(app.refresh(&successors[0]).await.status(), 200);
 }
@@ -74,7 +86,10 @@ async fn grace_replay_returns_the_same_successor_without_a_second_rotation() {
 async fn reuse_after_the_grace_window_revokes_the_family_newest_token_included() {
     let app = spawn_app().await;
     let rt0 = session(&app, "noah@example.com").await;
-    let rt1 = app.refresh(&rt0).await.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
+    let rt1 = app.refresh(&rt0).await.json::<Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.clock.advance(11);
     assert_problem(app.refresh(&rt0).await, 401, "refresh_token_reused").await;
     assert_problem(app.refresh(&rt1).await, 401, "invalid_refresh_token").await;
@@ -84,8 +99,14 @@ async fn reuse_after_the_grace_window_revokes_the_family_newest_token_included()
 async fn a_predecessor_of_a_rotated_successor_is_reuse_even_inside_the_grace_window() {
     let app = spawn_app().await;
     let rt0 = session(&app, "olga@example.com").await;
-    let rt1 = app.refresh(&rt0).await.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
-    let rt2 = app.refresh(&rt1).await.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
+    let rt1 = app.refresh(&rt0).await.json::<Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rt2 = app.refresh(&rt1).await.json::<Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_problem(app.refresh(&rt0).await, 401, "refresh_token_reused").await;
     assert_problem(app.refresh(&rt2).await, 401, "invalid_refresh_token").await;
 }
@@ -94,18 +115,31 @@ async fn a_predecessor_of_a_rotated_successor_is_reuse_even_inside_the_grace_win
 async fn unknown_malformed_and_expired_tokens_are_invalid_refresh_token() {
     let app = spawn_with(Opts::default().arg("--refresh-token-ttl", 60)).await;
     let rt = session(&app, "pete@example.com").await;
-    for bad in ["", "x", "not a token at all", &"A".repeat(43), &"A".repeat(5000)] {
+    for bad in [
+        "",
+        "x",
+        "not a token at all",
+        &"A".repeat(43),
+        &"A".repeat(5000),
+    ] {
         assert_problem(app.refresh(bad).await, 401, "invalid_refresh_token").await;
     }
     app.clock.advance(61);
     assert_problem(app.refresh(&rt).await, 401, "invalid_refresh_token").await;
-    let r = app.post("/auth/refresh", &json!({"refresh_token": 5})).await;
+    let r = app
+        .post("/auth/refresh", &json!({"refresh_token": 5}))
+        .await;
     assert_problem(r, 422, "validation_failed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_session_outlives_session_max_ttl() {
-    let app = spawn_with(Opts::default().arg("--session-max-ttl", 100).arg("--refresh-token-ttl", 60)).await;
+    let app = spawn_with(
+        Opts::default()
+            .arg("--session-max-ttl", 100)
+            .arg("--refresh-token-ttl", 60),
+    )
+    .await;
     let mut rt = session(&app, "quinn@example.com").await;
     for _ in 0..3 {
         app.clock.advance(30);
