@@ -96,6 +96,9 @@ pub struct Config {
     /// 32 bytes URL-safe base64; generated into DATA_DIR in development mode.
     #[arg(long, env = "MFA_ENCRYPTION_KEY", hide_env_values = true)]
     pub mfa_encryption_key: Option<String>,
+    /// Issuer name shown by authenticator apps in `otpauth://` URIs.
+    #[arg(long, env = "MFA_ISSUER", default_value = "edge-idp")]
+    pub mfa_issuer: String,
     /// Operator-supplied RSA private key (PEM) to import as the signing key.
     #[arg(long, env = "PRIVATE_KEY_PATH", requires = "public_key_path")]
     pub private_key_path: Option<PathBuf>,
@@ -190,6 +193,8 @@ pub struct Settings {
     pub refresh_grace: i64,
     /// The master key (explicit, or generated in development mode).
     pub master_key: MasterKey,
+    /// Issuer name in `otpauth://` URIs.
+    pub mfa_issuer: String,
     /// Key import paths.
     pub key_import: Option<edge_idp_actors::keys::KeyImport>,
     /// Argon2id cost.
@@ -300,6 +305,17 @@ impl Config {
             session_max_ttl: self.session_max_ttl.into(),
             refresh_grace: self.refresh_reuse_grace_secs.into(),
             master_key,
+            mfa_issuer: {
+                let i = self.mfa_issuer.trim();
+                if i.is_empty()
+                    || i.len() > 64
+                    || i.contains(':')
+                    || i.chars().any(char::is_control)
+                {
+                    return Err(bad("MFA_ISSUER", "must be 1 to 64 characters without ':'"));
+                }
+                i.to_owned()
+            },
             key_import: match (&self.private_key_path, &self.public_key_path) {
                 (Some(p), Some(q)) => Some(edge_idp_actors::keys::KeyImport {
                     private_path: p.clone(),

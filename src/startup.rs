@@ -14,6 +14,7 @@ use crate::state::{AppState, SharedState};
 use crate::tokens::TokenIssuer;
 use arc_swap::ArcSwap;
 use edge_idp_actors::keys::{self, KeyError, KeyManagerArgs};
+use edge_idp_actors::mfa::MfaConfig;
 use edge_idp_actors::refresh::{RefreshArgs, RefreshPolicy};
 use edge_idp_actors::store::SessionStore;
 use edge_idp_actors::users::UsersArgs;
@@ -108,6 +109,10 @@ impl Application {
             users: UsersArgs {
                 store: db.clone(),
                 clock: clock.clone(),
+                mfa: MfaConfig {
+                    sealer: settings.master_key.sealer(b"totp-secrets"),
+                    issuer: settings.mfa_issuer.clone(),
+                },
             },
             refresh: RefreshArgs {
                 store: db.clone(),

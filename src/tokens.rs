@@ -64,6 +64,33 @@ impl TokenIssuer {
         self.ttl
     }
 
+    /// Verifies a Bearer token: RS256 with a published `kid`, `typ` `at+jwt`, `iss`, `aud`, and
+    /// `exp`/`nbf` against this issuer's clock (60 s of skew allowed on `nbf` only). `None` for
+    /// anything else; the reason is not the caller's business.
+    pub fn verify(&self, token: &str) -> Option<AccessClaims> {
+        use jsonwebtoken::{Algorithm, Validation};
+        if token.len() > 8192 {
+            return None;
+        }
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != Algorithm::RS256 || header.typ.as_deref() != Some("at+jwt") {
+            return None;
+        }
+        let keys = self.keys.load();
+        let key = keys.decoding_key(header.kid.as_deref()?)?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.audience]);
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &v)
+            .ok()?
+            .claims;
+        let now = self.clock.now();
+        (claims.exp > now && claims.nbf <= now + 60).then_some(claims)
+    }
+
     /// Signs an access token for `principal` in session `sid`.
     pub async fn issue(&self, principal: &Principal, sid: Uuid) -> Result<String, DomainError> {
         let now = self.clock.now();

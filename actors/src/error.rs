@@ -23,6 +23,18 @@ pub enum DomainError {
     /// A used refresh token presented outside the grace replay: the family is now revoked.
     #[error("refresh token reused; session revoked")]
     RefreshTokenReused,
+    /// A TOTP or recovery code that is wrong, malformed, or a TOTP step already used.
+    #[error("invalid MFA code")]
+    InvalidMfaCode,
+    /// An `mfa_token` that is unknown, expired, used or burned.
+    #[error("invalid MFA token")]
+    InvalidMfaToken,
+    /// Enrolling while MFA is already on.
+    #[error("MFA already enabled")]
+    MfaAlreadyEnabled,
+    /// Confirming with nothing pending.
+    #[error("no pending MFA enrollment")]
+    MfaNotPending,
     /// An actor did not answer in time, died, or a dependency is overloaded. Retry later.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),

@@ -268,6 +268,12 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
         &self,
         session_id: Uuid,
     ) -> impl Future<Output = StoreResult<Option<Principal>>> + Send;
+    /// Whether the session exists, is not revoked and has not reached its hard end.
+    fn session_live(
+        &self,
+        session_id: Uuid,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Erases sealed successors older than `grace` and deletes what has expired.
     fn prune(&self, now: i64, grace: i64) -> impl Future<Output = StoreResult<Pruned>> + Send;
 }
@@ -282,6 +288,108 @@ pub trait KeyStore: Clone + Send + Sync + 'static {
     fn insert_key(&self, key: StoredKey) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
+/// Whether a user's TOTP secret awaits confirmation or is in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaStatus {
+    /// Enrolled, not yet confirmed by a code.
+    Pending,
+    /// Confirmed: login requires a second factor.
+    Enabled,
+}
+
+/// A user's TOTP state.
+#[derive(Debug, Clone)]
+pub struct MfaRecord {
+    /// The secret, sealed (user id as associated data).
+    pub secret_sealed: Vec<u8>,
+    /// Pending or enabled.
+    pub status: MfaStatus,
+    /// Highest accepted time step.
+    pub last_step: Option<i64>,
+}
+
+/// A login challenge (the `mfa_token`), joined with its user.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    /// The user who passed the password check.
+    pub user_id: Uuid,
+    /// Their normalised email (the per-account rate-limit key).
+    pub email: String,
+    /// Their default organization.
+    pub default_org_id: Uuid,
+    /// The organization requested at login, if any.
+    pub org_id: Option<String>,
+    /// Expiry.
+    pub expires_at: i64,
+    /// Wrong codes so far.
+    pub attempts: i64,
+    /// Whether it was used.
+    pub used: bool,
+}
+
+/// TOTP secrets, recovery codes and login challenges.
+pub trait MfaStore: Clone + Send + Sync + 'static {
+    /// The user's TOTP state.
+    fn mfa(&self, user_id: Uuid) -> impl Future<Output = StoreResult<Option<MfaRecord>>> + Send;
+    /// Stores a pending secret, replacing a pending one; `false` (nothing written) when MFA is
+    /// already enabled.
+    fn set_pending_mfa(
+        &self,
+        user_id: Uuid,
+        sealed: Vec<u8>,
+        key_version: i64,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Turns a pending secret on, accepting `step`, and replaces the recovery codes; `false`
+    /// when nothing is pending or the step was already used.
+    fn enable_mfa(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        recovery_hashes: Vec<[u8; 32]>,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Accepts `step` only if it is above every step accepted before (replay protection that
+    /// holds across processes).
+    fn accept_totp_step(
+        &self,
+        user_id: Uuid,
+        step: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Uses a recovery code once; `false` if unknown or used.
+    fn use_recovery_code(
+        &self,
+        user_id: Uuid,
+        hash: [u8; 32],
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Removes the secret and the recovery codes.
+    fn disable_mfa(&self, user_id: Uuid) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Creates a login challenge.
+    fn create_challenge(
+        &self,
+        hash: [u8; 32],
+        user_id: Uuid,
+        org_id: Option<String>,
+        now: i64,
+        expires_at: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Reads a challenge.
+    fn challenge(
+        &self,
+        hash: [u8; 32],
+    ) -> impl Future<Output = StoreResult<Option<Challenge>>> + Send;
+    /// Counts a wrong code against an unused challenge.
+    fn fail_challenge(&self, hash: [u8; 32]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Uses the challenge once: `false` if it was used, burned (`max_attempts`) or expired.
+    fn consume_challenge(
+        &self,
+        hash: [u8; 32],
+        now: i64,
+        max_attempts: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+}
+
 /// Everything the actors need, as one bound.
-pub trait Store: UserStore + SessionStore + KeyStore {}
-impl<T: UserStore + SessionStore + KeyStore> Store for T {}
+pub trait Store: UserStore + SessionStore + KeyStore + MfaStore {}
+impl<T: UserStore + SessionStore + KeyStore + MfaStore> Store for T {}

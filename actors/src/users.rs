@@ -7,7 +7,9 @@
 //! the blocking pool before the message is sent, never inside the actor.
 
 use crate::error::{DomainError, StoreError};
-use crate::store::{NewUser, UserStore};
+use crate::mfa::{Enrollment, Mfa, MfaConfig};
+use crate::secret::SecretString;
+use crate::store::{MfaStore, NewUser, UserStore};
 use crate::Clock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
@@ -24,6 +26,14 @@ pub enum UsersMsg {
     /// A right password; optionally replaces the hash computed with outdated Argon2 costs
     /// (`(old, new)`: replaced only if the stored hash is still `old`).
     LoginSucceeded(Uuid, Option<(String, String)>, Reply<()>),
+    /// Starts TOTP enrollment: `(user_id, email)`.
+    MfaEnroll(Uuid, String, Reply<Enrollment>),
+    /// Confirms enrollment with a TOTP code; answers the recovery codes.
+    MfaConfirm(Uuid, SecretString, Reply<Vec<SecretString>>),
+    /// Checks a second factor (TOTP or recovery code).
+    MfaCheck(Uuid, SecretString, Reply<()>),
+    /// Turns MFA off after a valid code.
+    MfaDisable(Uuid, SecretString, Reply<()>),
     /// Test hook: panics inside the handler, to exercise supervision.
     Crash,
 }
@@ -35,6 +45,18 @@ pub struct UsersArgs<S> {
     pub store: S,
     /// Now.
     pub clock: Clock,
+    /// TOTP sealing and issuer name.
+    pub mfa: MfaConfig,
+}
+
+impl<S> UsersArgs<S> {
+    fn mfa(&self) -> Mfa<'_, S> {
+        Mfa {
+            store: &self.store,
+            config: &self.mfa,
+            clock: &self.clock,
+        }
+    }
 }
 
 /// One shard of account writes.
@@ -46,7 +68,7 @@ impl<S> Default for Users<S> {
     }
 }
 
-impl<S: UserStore> Actor for Users<S> {
+impl<S: UserStore + MfaStore> Actor for Users<S> {
     type Msg = UsersMsg;
     type State = UsersArgs<S>;
     type Arguments = UsersArgs<S>;
@@ -87,6 +109,18 @@ impl<S: UserStore> Actor for Users<S> {
                     .record_login_success(user_id, st.clock.now(), rehash)
                     .await;
                 let _ = reply.send(r.map_err(Into::into));
+            }
+            UsersMsg::MfaEnroll(user_id, email, reply) => {
+                let _ = reply.send(st.mfa().enroll(user_id, &email).await);
+            }
+            UsersMsg::MfaConfirm(user_id, code, reply) => {
+                let _ = reply.send(st.mfa().confirm(user_id, &code).await);
+            }
+            UsersMsg::MfaCheck(user_id, code, reply) => {
+                let _ = reply.send(st.mfa().check(user_id, &code).await);
+            }
+            UsersMsg::MfaDisable(user_id, code, reply) => {
+                let _ = reply.send(st.mfa().disable(user_id, &code).await);
             }
             UsersMsg::Crash => panic!("injected fault: Users"),
         }

@@ -6,8 +6,9 @@
 
 use super::{is_unique_violation, map_err, Db};
 use edge_idp_actors::store::{
-    KeyStore, Membership, NewSession, NewUser, Principal, Pruned, RefreshView, Role, Rotation,
-    SessionStore, StoreResult, StoredKey, UserRecord, UserStore,
+    Challenge, KeyStore, Membership, MfaRecord, MfaStatus, MfaStore, NewSession, NewUser,
+    Principal, Pruned, RefreshView, Role, Rotation, SessionStore, StoreResult, StoredKey,
+    UserRecord, UserStore,
 };
 use edge_idp_actors::StoreError;
 use libsql::{params, Connection, Row, TransactionBehavior, Value};
@@ -331,6 +332,19 @@ impl SessionStore for Db {
         .await
     }
 
+    async fn session_live(&self, session_id: Uuid, now: i64) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let r = first_row(
+                &c,
+                "SELECT 1 FROM sessions WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                params![session_id.to_string(), now],
+            )
+            .await?;
+            Ok(r.is_some())
+        })
+        .await
+    }
+
     async fn prune(&self, now: i64, grace: i64) -> StoreResult<Pruned> {
         self.run(move |c| async move {
             let successors_erased = c
@@ -349,6 +363,9 @@ impl SessionStore for Db {
                     "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions WHERE expires_at <= ?1 OR revoked_at <= ?1 LIMIT ?2)",
                     params![now - KEEP_AFTER_END, PRUNE_BATCH],
                 )
+                .await
+                .map_err(map_err)?;
+            c.execute("DELETE FROM mfa_challenges WHERE rowid IN (SELECT rowid FROM mfa_challenges WHERE expires_at <= ?1 LIMIT ?2)", params![now, PRUNE_BATCH])
                 .await
                 .map_err(map_err)?;
             Ok(Pruned { successors_erased, tokens_deleted, sessions_deleted })
@@ -411,6 +428,224 @@ impl KeyStore for Db {
             .await
             .map_err(map_err)?;
             Ok(())
+        })
+        .await
+    }
+}
+
+impl MfaStore for Db {
+    async fn mfa(&self, user_id: Uuid) -> StoreResult<Option<MfaRecord>> {
+        self.run(move |c| async move {
+            let Some(r) = first_row(
+                &c,
+                "SELECT secret_sealed, status, last_step FROM mfa_secrets WHERE user_id = ?1",
+                [user_id.to_string()],
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            let status = match r.get::<String>(1).map_err(map_err)?.as_str() {
+                "enabled" => MfaStatus::Enabled,
+                _ => MfaStatus::Pending,
+            };
+            Ok(Some(MfaRecord {
+                secret_sealed: r.get(0).map_err(map_err)?,
+                status,
+                last_step: r.get(2).map_err(map_err)?,
+            }))
+        })
+        .await
+    }
+
+    async fn set_pending_mfa(
+        &self,
+        user_id: Uuid,
+        sealed: Vec<u8>,
+        key_version: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let n = c
+                .execute(
+                    "INSERT INTO mfa_secrets (user_id, secret_sealed, key_version, status, created_at) VALUES (?1, ?2, ?3, 'pending', ?4) \
+                     ON CONFLICT (user_id) DO UPDATE SET secret_sealed = excluded.secret_sealed, key_version = excluded.key_version, \
+                     created_at = excluded.created_at, last_step = NULL WHERE mfa_secrets.status = 'pending'",
+                    params![user_id.to_string(), Value::Blob(sealed), key_version, now],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn enable_mfa(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        recovery_hashes: Vec<[u8; 32]>,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
+            let uid = user_id.to_string();
+            let n = tx
+                .execute(
+                    "UPDATE mfa_secrets SET status = 'enabled', enabled_at = ?3, last_step = ?2 \
+                     WHERE user_id = ?1 AND status = 'pending' AND (last_step IS NULL OR last_step < ?2)",
+                    params![uid.clone(), step, now],
+                )
+                .await
+                .map_err(map_err)?;
+            if n == 0 {
+                tx.rollback().await.map_err(map_err)?;
+                return Ok(false);
+            }
+            tx.execute("DELETE FROM mfa_recovery_codes WHERE user_id = ?1", [uid.clone()]).await.map_err(map_err)?;
+            for h in recovery_hashes {
+                tx.execute("INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES (?1, ?2)", params![uid.clone(), blob(&h)]).await.map_err(map_err)?;
+            }
+            tx.execute("UPDATE users SET mfa_enabled = 1, updated_at = ?2 WHERE id = ?1", params![uid, now]).await.map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn accept_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let n = c
+                .execute(
+                    "UPDATE mfa_secrets SET last_step = ?2 WHERE user_id = ?1 AND status = 'enabled' AND (last_step IS NULL OR last_step < ?2)",
+                    params![user_id.to_string(), step],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn use_recovery_code(
+        &self,
+        user_id: Uuid,
+        hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let n = c
+                .execute(
+                    "UPDATE mfa_recovery_codes SET used_at = ?3 WHERE user_id = ?1 AND code_hash = ?2 AND used_at IS NULL",
+                    params![user_id.to_string(), blob(&hash), now],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn disable_mfa(&self, user_id: Uuid) -> StoreResult<()> {
+        self.run(move |c| async move {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .await
+                .map_err(map_err)?;
+            let uid = user_id.to_string();
+            tx.execute("DELETE FROM mfa_secrets WHERE user_id = ?1", [uid.clone()])
+                .await
+                .map_err(map_err)?;
+            tx.execute(
+                "DELETE FROM mfa_recovery_codes WHERE user_id = ?1",
+                [uid.clone()],
+            )
+            .await
+            .map_err(map_err)?;
+            tx.execute(
+                "DELETE FROM mfa_challenges WHERE user_id = ?1",
+                [uid.clone()],
+            )
+            .await
+            .map_err(map_err)?;
+            tx.execute("UPDATE users SET mfa_enabled = 0 WHERE id = ?1", [uid])
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_challenge(
+        &self,
+        hash: [u8; 32],
+        user_id: Uuid,
+        org_id: Option<String>,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        self.run(move |c| async move {
+            c.execute(
+                "INSERT INTO mfa_challenges (token_hash, user_id, org_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![blob(&hash), user_id.to_string(), org_id, now, expires_at],
+            )
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn challenge(&self, hash: [u8; 32]) -> StoreResult<Option<Challenge>> {
+        self.run(move |c| async move {
+            let Some(r) = first_row(
+                &c,
+                "SELECT ch.user_id, u.email, u.default_org_id, ch.org_id, ch.expires_at, ch.attempts, ch.used_at IS NOT NULL \
+                 FROM mfa_challenges ch JOIN users u ON u.id = ch.user_id WHERE ch.token_hash = ?1",
+                [blob(&hash)],
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(Challenge {
+                user_id: uuid(&r, 0)?,
+                email: r.get(1).map_err(map_err)?,
+                default_org_id: uuid(&r, 2)?,
+                org_id: r.get(3).map_err(map_err)?,
+                expires_at: r.get(4).map_err(map_err)?,
+                attempts: r.get(5).map_err(map_err)?,
+                used: r.get::<i64>(6).map_err(map_err)? != 0,
+            }))
+        })
+        .await
+    }
+
+    async fn fail_challenge(&self, hash: [u8; 32]) -> StoreResult<()> {
+        self.run(move |c| async move {
+            c.execute("UPDATE mfa_challenges SET attempts = attempts + 1 WHERE token_hash = ?1 AND used_at IS NULL", [blob(&hash)])
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consume_challenge(
+        &self,
+        hash: [u8; 32],
+        now: i64,
+        max_attempts: i64,
+    ) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let n = c
+                .execute(
+                    "UPDATE mfa_challenges SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL AND attempts < ?3 AND expires_at > ?2",
+                    params![blob(&hash), now, max_attempts],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(n > 0)
         })
         .await
     }

@@ -12,8 +12,11 @@ use crate::passwords::{check_policy, PolicyError};
 use crate::ratelimit::{account_key, Decision, Policy};
 use crate::state::SharedState;
 use bytes::Bytes;
+use edge_idp_actors::mfa::{new_challenge_token, CHALLENGE_TTL};
 use edge_idp_actors::refresh::{token_hash, Issued, RefreshMsg, StartSession};
-use edge_idp_actors::store::{Membership, NewUser, Principal, Role, SessionStore, UserStore};
+use edge_idp_actors::store::{
+    Membership, MfaStore, NewUser, Principal, Role, SessionStore, UserStore,
+};
 use edge_idp_actors::users::UsersMsg;
 use edge_idp_actors::{ask, DomainError, SecretString};
 use serde::{Deserialize, Serialize};
@@ -128,7 +131,10 @@ fn token_response(state: &SharedState, access: &str, refresh: Option<&Issued>) -
     no_store(warp::reply::json(&body).into_response())
 }
 
-fn limited(state: &SharedState, checks: &[(Policy, &str)]) -> Result<Decision, ApiError> {
+pub(super) fn limited(
+    state: &SharedState,
+    checks: &[(Policy, &str)],
+) -> Result<Decision, ApiError> {
     let d = state.limiter.check(checks);
     if d.allowed {
         Ok(d)
@@ -141,7 +147,7 @@ fn limited(state: &SharedState, checks: &[(Policy, &str)]) -> Result<Decision, A
     }
 }
 
-fn with_limits(mut resp: Response, d: &Decision) -> Response {
+pub(super) fn with_limits(mut resp: Response, d: &Decision) -> Response {
     rate_limit_headers(&mut resp, d);
     resp
 }
@@ -247,21 +253,58 @@ pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Res
         let membership = membership_for_login(&state, user.id, req.org_id.as_deref(), user.default_org_id).await?;
         let rehash = verified.rehash.map(|new| (user.password_hash.clone(), new));
         ask(state.actors.users.pick(email.as_bytes()), |r| UsersMsg::LoginSucceeded(user.id, rehash, r), timeout).await?;
-
-        let amr = vec!["pwd".to_owned()];
-        let start = StartSession { user_id: user.id, org_id: membership.org_id, amr: amr.clone(), user_agent: client.user_agent, ip: Some(ip.clone()) };
-        let shard = state.actors.refresh.pick(user.id.as_bytes());
-        let issued = ask(shard, |r| RefreshMsg::Start(start, r), timeout).await?;
-        let principal = Principal { user_id: user.id, email: user.email, membership, amr };
-        let access = state.tokens.issue(&principal, issued.session_id).await?;
-        tracing::info!(target: "audit", event = "login", user_id = %user.id, session_id = %issued.session_id, ip = %client.ip, "logged in");
-        Ok(token_response(&state, &access, Some(&issued)))
+        if user.mfa_enabled {
+            // The password was right; the second factor decides. The requested organization
+            // travels with the challenge.
+            let (token, hash) = new_challenge_token()?;
+            let now = state.clock.now();
+            let org = req.org_id.as_ref().map(|_| membership.org_id.to_string());
+            state.db.create_challenge(hash, user.id, org, now, now + CHALLENGE_TTL).await?;
+            tracing::info!(target: "audit", event = "mfa_challenge", user_id = %user.id, ip = %client.ip, "password accepted; second factor required");
+            let body = serde_json::json!({"mfa_required": true, "mfa_token": token.expose(), "expires_in": CHALLENGE_TTL});
+            return Ok(no_store(warp::reply::json(&body).into_response()));
+        }
+        issue_session(&state, &client, user.id, user.email, membership, vec!["pwd".to_owned()]).await
     }
     .await;
     Ok(with_limits(respond(result).await, &decision))
 }
 
-async fn membership_for_login(
+/// Starts a session (token family) and answers the token response.
+pub(super) async fn issue_session(
+    state: &SharedState,
+    client: &Client,
+    user_id: Uuid,
+    email: String,
+    membership: Membership,
+    amr: Vec<String>,
+) -> Result<Response, ApiError> {
+    let start = StartSession {
+        user_id,
+        org_id: membership.org_id,
+        amr: amr.clone(),
+        user_agent: client.user_agent.clone(),
+        ip: Some(client.ip.to_string()),
+    };
+    let shard = state.actors.refresh.pick(user_id.as_bytes());
+    let issued = ask(
+        shard,
+        |r| RefreshMsg::Start(start, r),
+        state.settings.ask_timeout,
+    )
+    .await?;
+    let principal = Principal {
+        user_id,
+        email,
+        membership,
+        amr,
+    };
+    let access = state.tokens.issue(&principal, issued.session_id).await?;
+    tracing::info!(target: "audit", event = "login", user_id = %user_id, session_id = %issued.session_id, amr = ?principal.amr, ip = %client.ip, "logged in");
+    Ok(token_response(state, &access, Some(&issued)))
+}
+
+pub(super) async fn membership_for_login(
     state: &SharedState,
     user_id: Uuid,
     requested: Option<&str>,
@@ -287,7 +330,7 @@ async fn membership_for_login(
 
 /// Whether a string has the shape of a refresh token we issue (43 base64url characters); other
 /// strings are refused without touching the database.
-fn token_shaped(t: &str) -> bool {
+pub fn token_shaped(t: &str) -> bool {
     t.len() == 43
         && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -55,6 +55,19 @@ pub enum ApiError {
     InvalidRefreshToken,
     /// 401 `refresh_token_reused`: the family has been revoked.
     RefreshTokenReused,
+    /// 401 `invalid_mfa_code`: wrong or malformed code, or a TOTP step already used.
+    InvalidMfaCode,
+    /// 401 `invalid_mfa_token`: unknown, expired, used or burned `mfa_token`.
+    InvalidMfaToken,
+    /// 409 `mfa_already_enabled`.
+    MfaAlreadyEnabled,
+    /// 409 `mfa_not_pending`.
+    MfaNotPending,
+    /// 401 `invalid_token`: missing, malformed, badly signed or expired Bearer token; with
+    /// `WWW-Authenticate: Bearer error="invalid_token"`.
+    InvalidToken,
+    /// 401 `session_revoked`: the Bearer token's session was revoked.
+    SessionRevoked,
     /// 429 `rate_limited`, with `Retry-After` and `RateLimit-*`.
     RateLimited(Decision),
     /// 503 `unavailable`: overloaded, an actor restarting, the database busy. Retry.
@@ -73,6 +86,10 @@ impl From<DomainError> for ApiError {
             DomainError::NotAMember => ApiError::NotAMember,
             DomainError::InvalidRefreshToken => ApiError::InvalidRefreshToken,
             DomainError::RefreshTokenReused => ApiError::RefreshTokenReused,
+            DomainError::InvalidMfaCode => ApiError::InvalidMfaCode,
+            DomainError::InvalidMfaToken => ApiError::InvalidMfaToken,
+            DomainError::MfaAlreadyEnabled => ApiError::MfaAlreadyEnabled,
+            DomainError::MfaNotPending => ApiError::MfaNotPending,
             DomainError::Unavailable(m) => ApiError::Unavailable(m),
             DomainError::Internal(m) => ApiError::Internal(m),
         }
@@ -158,6 +175,36 @@ impl ApiError {
                 "refresh_token_reused",
                 "Refresh token reused",
             ),
+            InvalidMfaCode => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_mfa_code",
+                "Invalid MFA code",
+            ),
+            InvalidMfaToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_mfa_token",
+                "Invalid MFA token",
+            ),
+            MfaAlreadyEnabled => (
+                StatusCode::CONFLICT,
+                "mfa_already_enabled",
+                "MFA already enabled",
+            ),
+            MfaNotPending => (
+                StatusCode::CONFLICT,
+                "mfa_not_pending",
+                "No pending MFA enrollment",
+            ),
+            InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "Invalid access token",
+            ),
+            SessionRevoked => (
+                StatusCode::UNAUTHORIZED,
+                "session_revoked",
+                "Session revoked",
+            ),
             RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
@@ -193,6 +240,18 @@ impl ApiError {
             RefreshTokenReused => {
                 "This refresh token was already used; the session has been revoked. Log in again."
                     .into()
+            }
+            InvalidMfaCode => "The code is wrong, malformed, or was already used.".into(),
+            InvalidMfaToken => {
+                "The MFA challenge is unknown, expired, used or burned. Log in again.".into()
+            }
+            MfaAlreadyEnabled => "MFA is already on; disable it before enrolling again.".into(),
+            MfaNotPending => "There is no pending enrollment to confirm.".into(),
+            InvalidToken => {
+                "Send a valid, unexpired access token as `Authorization: Bearer <token>`.".into()
+            }
+            SessionRevoked => {
+                "The session of this access token has been revoked. Log in again.".into()
             }
             RateLimited(d) => format!("Retry in {} seconds.", d.reset_secs.max(1)),
             Unavailable(_) => "Please retry shortly.".into(),
@@ -236,6 +295,12 @@ impl ApiError {
             }
             ApiError::Unavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::InvalidToken | ApiError::SessionRevoked => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
             }
             _ => {}
         }

@@ -7,9 +7,11 @@
 //! - [`server`]: accept loop, request ids, security headers, in-flight bound, access log.
 
 pub mod auth;
+pub mod bearer;
 pub mod discovery;
 pub mod error;
 pub mod extract;
+pub mod mfa;
 pub mod server;
 
 use crate::state::SharedState;
@@ -26,6 +28,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/auth/login", "POST"),
     ("/auth/refresh", "POST"),
     ("/auth/logout", "POST"),
+    ("/auth/mfa/enroll", "POST"),
+    ("/auth/mfa/confirm", "POST"),
+    ("/auth/mfa/verify", "POST"),
+    ("/auth/mfa/disable", "POST"),
     ("/.well-known/jwks.json", "GET"),
     ("/.well-known/openid-configuration", "GET"),
     ("/healthz", "GET"),
@@ -74,6 +80,27 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     let logout = post_json(warp::path!("auth" / "logout").boxed())
         .then(|s, c, b| async move { auth::respond(auth::logout(s, c, b).await).await });
 
+    let auth = || bearer::bearer(state.clone());
+    let mfa_enroll = warp::path!("auth" / "mfa" / "enroll")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .then(|s, a| async move { auth::respond(mfa::enroll(s, a).await).await });
+    let mfa_confirm = warp::path!("auth" / "mfa" / "confirm")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .and(json_body())
+        .then(|s, a, b| async move { auth::respond(mfa::confirm(s, a, b).await).await });
+    let mfa_disable = warp::path!("auth" / "mfa" / "disable")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .and(json_body())
+        .then(|s, a, b| async move { auth::respond(mfa::disable(s, a, b).await).await });
+    let mfa_verify = post_json(warp::path!("auth" / "mfa" / "verify").boxed())
+        .then(|s, c, b| async move { auth::respond(mfa::verify(s, c, b).await).await });
+
     let jwks = warp::path!(".well-known" / "jwks.json")
         .and(warp::get())
         .and(st())
@@ -98,6 +125,14 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .or(refresh)
                 .unify()
                 .or(logout)
+                .unify()
+                .or(mfa_enroll)
+                .unify()
+                .or(mfa_confirm)
+                .unify()
+                .or(mfa_verify)
+                .unify()
+                .or(mfa_disable)
                 .unify()
                 .or(jwks)
                 .unify()

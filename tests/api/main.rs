@@ -5,6 +5,7 @@ mod general;
 mod helpers;
 mod login;
 mod logout;
+mod mfa;
 mod multiprocess;
 mod refresh;
 mod resilience;

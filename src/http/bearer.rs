@@ -1,0 +1,57 @@
+//! Bearer authentication for the endpoints that need a logged-in caller.
+//!
+//! The token is verified against the key snapshot (signature, `typ`, `iss`, `aud`, `exp`,
+//! `nbf`), then its session is checked: a token whose session was revoked (logout, password
+//! change, refresh-token reuse) is refused with `session_revoked` before it expires.
+
+use super::error::ApiError;
+use crate::state::SharedState;
+use crate::tokens::AccessClaims;
+use edge_idp_actors::store::SessionStore;
+use std::convert::Infallible;
+use uuid::Uuid;
+use warp::Filter;
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `sub`.
+    pub user_id: Uuid,
+    /// `sid`.
+    pub session_id: Uuid,
+    /// All claims.
+    pub claims: AccessClaims,
+}
+
+/// Extracts the caller, or the 401 to answer.
+pub fn bearer(
+    state: SharedState,
+) -> impl Filter<Extract = (Result<Caller, ApiError>,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().then(move |h: warp::http::HeaderMap| {
+        let state = state.clone();
+        async move {
+            let value = h
+                .get(warp::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or(ApiError::InvalidToken)?;
+            let (scheme, token) = value.split_once(' ').ok_or(ApiError::InvalidToken)?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(ApiError::InvalidToken);
+            }
+            let claims = state
+                .tokens
+                .verify(token.trim())
+                .ok_or(ApiError::InvalidToken)?;
+            let user_id = Uuid::parse_str(&claims.sub).map_err(|_| ApiError::InvalidToken)?;
+            let session_id = Uuid::parse_str(&claims.sid).map_err(|_| ApiError::InvalidToken)?;
+            if !state.db.session_live(session_id, state.clock.now()).await? {
+                return Err(ApiError::SessionRevoked);
+            }
+            Ok(Caller {
+                user_id,
+                session_id,
+                claims,
+            })
+        }
+    })
+}

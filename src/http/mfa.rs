@@ -1,0 +1,157 @@
+//! `/auth/mfa/*` handlers: enrollment and confirmation, the login challenge, disabling.
+
+use super::auth::{
+    issue_session, limited, membership_for_login, no_store, respond, token_shaped, with_limits,
+};
+use super::bearer::Caller;
+use super::error::{ApiError, FieldError};
+use super::extract::{self, Client};
+use crate::ratelimit::{account_key, Policy};
+use crate::state::SharedState;
+use bytes::Bytes;
+use edge_idp_actors::crypto::sha256;
+use edge_idp_actors::mfa::MAX_ATTEMPTS;
+use edge_idp_actors::store::MfaStore;
+use edge_idp_actors::users::UsersMsg;
+use edge_idp_actors::{ask, DomainError, SecretString};
+use serde::Deserialize;
+use tracing::instrument;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+type Body = Result<Bytes, ApiError>;
+type Auth = Result<Caller, ApiError>;
+
+/// `{"code"}` of confirm and disable.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    /// A TOTP code, or (disable only) a recovery code.
+    pub code: SecretString,
+}
+
+/// `POST /auth/mfa/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The challenge from login.
+    pub mfa_token: SecretString,
+    /// A TOTP code or an unused recovery code.
+    pub code: SecretString,
+}
+
+fn check_code_length(code: &SecretString) -> Result<(), ApiError> {
+    if code.expose().chars().count() > 64 {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "code",
+            "must be at most 64 characters",
+        )]));
+    }
+    Ok(())
+}
+
+fn email_shard(caller: &Caller) -> Vec<u8> {
+    caller.claims.email.as_bytes().to_vec()
+}
+
+/// `POST /auth/mfa/enroll`: a fresh secret, pending until confirmed.
+#[instrument(skip_all)]
+pub async fn enroll(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let (id, email) = (caller.user_id, caller.claims.email.clone());
+    let e = ask(
+        state.actors.users.pick(&email_shard(&caller)),
+        |r| UsersMsg::MfaEnroll(id, email, r),
+        state.settings.ask_timeout,
+    )
+    .await?;
+    tracing::info!(target: "audit", event = "mfa_enroll", user_id = %id, "MFA enrollment started");
+    let body =
+        serde_json::json!({"secret": e.secret.expose(), "otpauth_uri": e.otpauth_uri.expose()});
+    Ok(no_store(warp::reply::json(&body).into_response()))
+}
+
+/// `POST /auth/mfa/confirm`: a valid code turns MFA on and answers the recovery codes, once.
+#[instrument(skip_all)]
+pub async fn confirm(state: SharedState, auth: Auth, body: Body) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let req: CodeRequest = extract::parse(body)?;
+    check_code_length(&req.code)?;
+    let id = caller.user_id;
+    let codes = ask(
+        state.actors.users.pick(&email_shard(&caller)),
+        |r| UsersMsg::MfaConfirm(id, req.code, r),
+        state.settings.ask_timeout,
+    )
+    .await?;
+    tracing::info!(target: "audit", event = "mfa_enabled", user_id = %id, "MFA enabled");
+    let codes: Vec<&str> = codes.iter().map(SecretString::expose).collect();
+    Ok(no_store(
+        warp::reply::json(&serde_json::json!({"recovery_codes": codes})).into_response(),
+    ))
+}
+
+/// `POST /auth/mfa/disable`: a valid TOTP or recovery code turns MFA off.
+#[instrument(skip_all)]
+pub async fn disable(state: SharedState, auth: Auth, body: Body) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let req: CodeRequest = extract::parse(body)?;
+    check_code_length(&req.code)?;
+    let id = caller.user_id;
+    ask(
+        state.actors.users.pick(&email_shard(&caller)),
+        |r| UsersMsg::MfaDisable(id, req.code, r),
+        state.settings.ask_timeout,
+    )
+    .await?;
+    tracing::info!(target: "audit", event = "mfa_disabled", user_id = %id, "MFA disabled");
+    Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+}
+
+/// `POST /auth/mfa/verify`: the second step of a login with MFA.
+#[instrument(skip_all, fields(ip = %client.ip))]
+pub async fn verify(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
+    let req: VerifyRequest = extract::parse(body)?;
+    check_code_length(&req.code)?;
+    if !token_shaped(req.mfa_token.expose()) {
+        return Err(ApiError::InvalidMfaToken);
+    }
+    let hash = sha256(req.mfa_token.expose().as_bytes());
+    let now = state.clock.now();
+    let ch = state
+        .db
+        .challenge(hash)
+        .await?
+        .ok_or(ApiError::InvalidMfaToken)?;
+    if ch.used || ch.attempts >= MAX_ATTEMPTS || now >= ch.expires_at {
+        return Err(ApiError::InvalidMfaToken);
+    }
+    // Counted against the login limits of the challenge's account; a 429 changes nothing.
+    let ip = client.ip.to_string();
+    let decision = limited(
+        &state,
+        &[
+            (Policy::LoginIp, &ip),
+            (Policy::LoginAccount, &account_key(&ch.email)),
+        ],
+    )?;
+    let result = async {
+        let shard = state.actors.users.pick(ch.email.as_bytes());
+        match ask(shard, |r| UsersMsg::MfaCheck(ch.user_id, req.code, r), state.settings.ask_timeout).await {
+            Err(DomainError::InvalidMfaCode) => {
+                state.db.fail_challenge(hash).await?;
+                tracing::info!(target: "audit", event = "mfa_failed", user_id = %ch.user_id, ip = %client.ip, "wrong second factor");
+                return Err(ApiError::InvalidMfaCode);
+            }
+            other => other?,
+        }
+        if !state.db.consume_challenge(hash, now, MAX_ATTEMPTS).await? {
+            return Err(ApiError::InvalidMfaToken);
+        }
+        let membership = membership_for_login(&state, ch.user_id, ch.org_id.as_deref(), ch.default_org_id).await?;
+        issue_session(&state, &client, ch.user_id, ch.email.clone(), membership, vec!["pwd".to_owned(), "otp".to_owned()]).await
+    }
+    .await;
+    Ok(with_limits(respond(result).await, &decision))
+}
