@@ -8,6 +8,7 @@
 //! - [`passwords`]: Argon2id on the blocking pool, bounded; the password policy.
 //! - [`tokens`]: RS256 access tokens signed from the key snapshot.
 //! - [`ratelimit`]: GCRA limits on a bounded in-process store.
+//! - [`revocation`]: revoked sessions, answered from caches on the Bearer path.
 //! - [`state`], [`telemetry`]: shared handler state; logging.
 //!
 //! The actors (keys, users, refresh families) live in the `edge-idp-actors` crate; this crate
@@ -21,6 +22,7 @@ pub mod db;
 pub mod http;
 pub mod passwords;
 pub mod ratelimit;
+pub mod revocation;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

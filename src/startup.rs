@@ -145,6 +145,7 @@ impl Application {
             .await
             .map_err(StartError::Bind)?;
         let addr = listener.local_addr().map_err(StartError::Bind)?;
+        let revocations = crate::revocation::Revocations::new(settings.access_token_ttl);
         let state = Arc::new(AppState {
             settings,
             db,
@@ -153,6 +154,7 @@ impl Application {
             passwords,
             tokens,
             limiter,
+            revocations,
             clock,
         });
         let (stop, _) = watch::channel(false);

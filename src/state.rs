@@ -25,6 +25,8 @@ pub struct AppState {
     pub tokens: TokenIssuer,
     /// Rate limits.
     pub limiter: RateLimiter,
+    /// Revoked sessions, for Bearer checks.
+    pub revocations: crate::revocation::Revocations,
     /// Now.
     pub clock: Clock,
 }

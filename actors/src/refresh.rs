@@ -74,8 +74,10 @@ pub enum RefreshMsg {
     Rotate([u8; 32], Reply<Issued>),
     /// Revokes one family.
     Revoke(Uuid, &'static str, Reply<bool>),
-    /// Revokes every family of a user.
-    RevokeAll(Uuid, &'static str, Reply<u64>),
+    /// Revokes every family of a user but one: `(user_id, except, reason)`.
+    RevokeAll(Uuid, Option<Uuid>, &'static str, Reply<Vec<Uuid>>),
+    /// Moves a family to another organization: `(session_id, org_id)`.
+    SwitchOrg(Uuid, Uuid, Reply<bool>),
     /// Test hook: panics inside the handler, to exercise supervision.
     Crash,
 }
@@ -272,11 +274,15 @@ impl<S: SessionStore> Actor for RefreshFamilies<S> {
                     .await;
                 let _ = reply.send(r.map_err(Into::into));
             }
-            RefreshMsg::RevokeAll(user_id, reason, reply) => {
+            RefreshMsg::RevokeAll(user_id, except, reason, reply) => {
                 let r = st
                     .store
-                    .revoke_user_sessions(user_id, st.clock.now(), reason)
+                    .revoke_user_sessions(user_id, except, st.clock.now(), reason)
                     .await;
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            RefreshMsg::SwitchOrg(session_id, org_id, reply) => {
+                let r = st.store.set_active_org(session_id, org_id).await;
                 let _ = reply.send(r.map_err(Into::into));
             }
             RefreshMsg::Crash => panic!("injected fault: RefreshFamilies"),

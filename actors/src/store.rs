@@ -215,6 +215,15 @@ pub trait UserStore: Clone + Send + Sync + 'static {
         user_id: Uuid,
         org_id: &str,
     ) -> impl Future<Output = StoreResult<Option<Membership>>> + Send;
+    /// Replaces the password hash if it is still `old_hash` (`false` otherwise: a concurrent
+    /// change won).
+    fn replace_password(
+        &self,
+        user_id: Uuid,
+        old_hash: String,
+        new_hash: String,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Bookkeeping after a wrong password.
     fn record_login_failure(
         &self,
@@ -255,13 +264,20 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
         now: i64,
         reason: &'static str,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Revokes every live session of a user; returns how many.
+    /// Revokes every live session of a user but `except`; returns the sessions revoked.
     fn revoke_user_sessions(
         &self,
         user_id: Uuid,
+        except: Option<Uuid>,
         now: i64,
         reason: &'static str,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<Uuid>>> + Send;
+    /// Moves a live session to another organization (switch-org).
+    fn set_active_org(
+        &self,
+        session_id: Uuid,
+        org_id: Uuid,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Who the session's next access token is for: its active organization while the user is a
     /// member there, else the default organization.
     fn principal(

@@ -26,6 +26,8 @@ pub enum UsersMsg {
     /// A right password; optionally replaces the hash computed with outdated Argon2 costs
     /// (`(old, new)`: replaced only if the stored hash is still `old`).
     LoginSucceeded(Uuid, Option<(String, String)>, Reply<()>),
+    /// Replaces the password hash `(user_id, old, new)` if it is still `old`.
+    ChangePassword(Uuid, String, String, Reply<bool>),
     /// Starts TOTP enrollment: `(user_id, email)`.
     MfaEnroll(Uuid, String, Reply<Enrollment>),
     /// Confirms enrollment with a TOTP code; answers the recovery codes.
@@ -107,6 +109,13 @@ impl<S: UserStore + MfaStore> Actor for Users<S> {
                 let r = st
                     .store
                     .record_login_success(user_id, st.clock.now(), rehash)
+                    .await;
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            UsersMsg::ChangePassword(user_id, old, new, reply) => {
+                let r = st
+                    .store
+                    .replace_password(user_id, old, new, st.clock.now())
                     .await;
                 let _ = reply.send(r.map_err(Into::into));
             }

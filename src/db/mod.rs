@@ -6,9 +6,11 @@
 //! the blocking pool via [`Db::run`], and async tasks only await its result.
 
 mod migrate;
+mod orgs;
 mod store;
 
 pub use migrate::{migrate, MigrateError, MIGRATIONS};
+pub use orgs::{Removal, SessionRow};
 
 use edge_idp_actors::StoreError;
 use libsql::{Connection, Database};

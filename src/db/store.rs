@@ -19,22 +19,22 @@ const KEEP_AFTER_END: i64 = 7 * 24 * 3600;
 /// Rows deleted per prune statement, so a prune never holds the write lock for long.
 const PRUNE_BATCH: i64 = 5_000;
 
-fn uuid(row: &Row, i: i32) -> Result<Uuid, StoreError> {
+pub(super) fn uuid(row: &Row, i: i32) -> Result<Uuid, StoreError> {
     let s: String = row.get(i).map_err(map_err)?;
     Uuid::parse_str(&s).map_err(|e| StoreError::Other(format!("corrupt id {s:?}: {e}")))
 }
 
-fn opt_uuid(row: &Row, i: i32) -> Result<Option<Uuid>, StoreError> {
+pub(super) fn opt_uuid(row: &Row, i: i32) -> Result<Option<Uuid>, StoreError> {
     let s: Option<String> = row.get(i).map_err(map_err)?;
     s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Other(format!("corrupt id {s:?}: {e}"))))
         .transpose()
 }
 
-fn role(s: &str) -> Result<Role, StoreError> {
+pub(super) fn role(s: &str) -> Result<Role, StoreError> {
     Role::parse(s).ok_or_else(|| StoreError::Other(format!("corrupt role {s:?}")))
 }
 
-async fn first_row(
+pub(super) async fn first_row(
     c: &Connection,
     sql: &str,
     p: impl libsql::params::IntoParams,
@@ -114,6 +114,26 @@ impl UserStore for Db {
                 return Ok(None);
             };
             Ok(Some(Membership { org_id: uuid(&r, 0)?, org_name: r.get(1).map_err(map_err)?, role: role(&r.get::<String>(2).map_err(map_err)?)? }))
+        })
+        .await
+    }
+
+    async fn replace_password(
+        &self,
+        user_id: Uuid,
+        old_hash: String,
+        new_hash: String,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let n = c
+                .execute(
+                    "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE id = ?1 AND password_hash = ?2",
+                    params![user_id.to_string(), old_hash, new_hash, now],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(n > 0)
         })
         .await
     }
@@ -276,25 +296,49 @@ impl SessionStore for Db {
     async fn revoke_user_sessions(
         &self,
         user_id: Uuid,
+        except: Option<Uuid>,
         now: i64,
         reason: &'static str,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<Vec<Uuid>> {
         self.run(move |c| async move {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
             let uid = user_id.to_string();
-            let n = tx
-                .execute("UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE user_id = ?1 AND revoked_at IS NULL", params![uid.clone(), now, reason])
+            let keep = except.map(|e| e.to_string()).unwrap_or_default();
+            let mut rows = tx
+                .query(
+                    "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE user_id = ?1 AND revoked_at IS NULL AND id <> ?4 RETURNING id",
+                    params![uid.clone(), now, reason, keep.clone()],
+                )
                 .await
                 .map_err(map_err)?;
+            let mut ids = Vec::new();
+            while let Some(r) = rows.next().await.map_err(map_err)? {
+                ids.push(uuid(&r, 0)?);
+            }
+            drop(rows);
             tx.execute(
                 "UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL \
-                 AND session_id IN (SELECT id FROM sessions WHERE user_id = ?1)",
-                [uid],
+                 AND session_id IN (SELECT id FROM sessions WHERE user_id = ?1 AND id <> ?2)",
+                params![uid, keep],
             )
             .await
             .map_err(map_err)?;
             tx.commit().await.map_err(map_err)?;
-            Ok(n)
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn set_active_org(&self, session_id: Uuid, org_id: Uuid) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let n = c
+                .execute(
+                    "UPDATE sessions SET active_org_id = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![session_id.to_string(), org_id.to_string()],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(n > 0)
         })
         .await
     }

@@ -84,6 +84,36 @@ pub struct UserView {
     mfa_enabled: bool,
 }
 
+impl From<&edge_idp_actors::store::UserRecord> for UserView {
+    fn from(u: &edge_idp_actors::store::UserRecord) -> Self {
+        Self {
+            id: u.id,
+            email: u.email.clone(),
+            name: u.name.clone(),
+            created_at: rfc3339(u.created_at),
+            mfa_enabled: u.mfa_enabled,
+        }
+    }
+}
+
+impl From<Membership> for OrgView {
+    fn from(m: Membership) -> Self {
+        Self {
+            id: m.org_id,
+            name: m.org_name,
+            role: m.role,
+        }
+    }
+}
+
+/// A path segment that should be a UUID.
+pub fn token_shaped_uuid(s: &str) -> Option<Uuid> {
+    if s.len() > 64 {
+        return None;
+    }
+    Uuid::parse_str(s).ok()
+}
+
 /// An organization with the caller's role.
 #[derive(Debug, Serialize)]
 pub struct OrgView {
@@ -351,12 +381,20 @@ pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<R
             return Err(ApiError::InvalidRefreshToken);
         };
         let shard = state.actors.refresh.pick(session_id.as_bytes());
-        let issued = ask(
+        let issued = match ask(
             shard,
             |r| RefreshMsg::Rotate(hash, r),
             state.settings.ask_timeout,
         )
-        .await?;
+        .await
+        {
+            Err(DomainError::RefreshTokenReused) => {
+                // The family is revoked: its access tokens stop working here at once.
+                state.revocations.revoke([session_id]);
+                return Err(ApiError::RefreshTokenReused);
+            }
+            other => other?,
+        };
         let principal = state
             .db
             .principal(session_id)
@@ -379,13 +417,14 @@ pub async fn logout(state: SharedState, client: Client, body: Body) -> Result<Re
         if let Some((session_id, user_id)) = state.db.session_of_token(hash).await? {
             let timeout = state.settings.ask_timeout;
             if req.all {
-                let n = ask(
+                let ids = ask(
                     state.actors.refresh.pick(user_id.as_bytes()),
-                    |r| RefreshMsg::RevokeAll(user_id, "logout_all", r),
+                    |r| RefreshMsg::RevokeAll(user_id, None, "logout_all", r),
                     timeout,
                 )
                 .await?;
-                tracing::info!(target: "audit", event = "logout", user_id = %user_id, sessions = n, ip = %client.ip, "logged out everywhere");
+                tracing::info!(target: "audit", event = "logout", user_id = %user_id, sessions = ids.len(), ip = %client.ip, "logged out everywhere");
+                state.revocations.revoke(ids);
             } else {
                 ask(
                     state.actors.refresh.pick(session_id.as_bytes()),
@@ -393,6 +432,7 @@ pub async fn logout(state: SharedState, client: Client, body: Body) -> Result<Re
                     timeout,
                 )
                 .await?;
+                state.revocations.revoke([session_id]);
                 tracing::info!(target: "audit", event = "logout", user_id = %user_id, session_id = %session_id, ip = %client.ip, "logged out");
             }
         }

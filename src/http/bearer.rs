@@ -7,7 +7,6 @@
 use super::error::ApiError;
 use crate::state::SharedState;
 use crate::tokens::AccessClaims;
-use edge_idp_actors::store::SessionStore;
 use std::convert::Infallible;
 use uuid::Uuid;
 use warp::Filter;
@@ -44,7 +43,11 @@ pub fn bearer(
                 .ok_or(ApiError::InvalidToken)?;
             let user_id = Uuid::parse_str(&claims.sub).map_err(|_| ApiError::InvalidToken)?;
             let session_id = Uuid::parse_str(&claims.sid).map_err(|_| ApiError::InvalidToken)?;
-            if !state.db.session_live(session_id, state.clock.now()).await? {
+            if !state
+                .revocations
+                .is_live(&state.db, session_id, state.clock.now())
+                .await?
+            {
                 return Err(ApiError::SessionRevoked);
             }
             Ok(Caller {

@@ -55,6 +55,14 @@ pub enum ApiError {
     InvalidRefreshToken,
     /// 401 `refresh_token_reused`: the family has been revoked.
     RefreshTokenReused,
+    /// 403 `forbidden`: the caller's role in the organization does not allow this.
+    Forbidden,
+    /// 404 `user_not_found`: no account with that email.
+    UserNotFound,
+    /// 409 `already_member`.
+    AlreadyMember,
+    /// 409 `last_owner`: the organization would lose its last owner.
+    LastOwner,
     /// 401 `invalid_mfa_code`: wrong or malformed code, or a TOTP step already used.
     InvalidMfaCode,
     /// 401 `invalid_mfa_token`: unknown, expired, used or burned `mfa_token`.
@@ -175,6 +183,10 @@ impl ApiError {
                 "refresh_token_reused",
                 "Refresh token reused",
             ),
+            Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            UserNotFound => (StatusCode::NOT_FOUND, "user_not_found", "User not found"),
+            AlreadyMember => (StatusCode::CONFLICT, "already_member", "Already a member"),
+            LastOwner => (StatusCode::CONFLICT, "last_owner", "Last owner"),
             InvalidMfaCode => (
                 StatusCode::UNAUTHORIZED,
                 "invalid_mfa_code",
@@ -241,6 +253,10 @@ impl ApiError {
                 "This refresh token was already used; the session has been revoked. Log in again."
                     .into()
             }
+            Forbidden => "Your role in this organization does not allow this.".into(),
+            UserNotFound => "No account has that email.".into(),
+            AlreadyMember => "That user is already a member of this organization.".into(),
+            LastOwner => "An organization must keep at least one owner.".into(),
             InvalidMfaCode => "The code is wrong, malformed, or was already used.".into(),
             InvalidMfaToken => {
                 "The MFA challenge is unknown, expired, used or burned. Log in again.".into()

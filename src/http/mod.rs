@@ -6,12 +6,14 @@
 //! - [`error`]: [`error::ApiError`] and the single mapping to problem responses.
 //! - [`server`]: accept loop, request ids, security headers, in-flight bound, access log.
 
+pub mod account;
 pub mod auth;
 pub mod bearer;
 pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod mfa;
+pub mod orgs;
 pub mod server;
 
 use crate::state::SharedState;
@@ -32,6 +34,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/auth/mfa/confirm", "POST"),
     ("/auth/mfa/verify", "POST"),
     ("/auth/mfa/disable", "POST"),
+    ("/auth/switch-org", "POST"),
+    ("/auth/me", "GET"),
+    ("/auth/sessions", "GET"),
+    ("/auth/sessions/{id}", "DELETE"),
+    ("/auth/password", "POST"),
+    ("/orgs", "GET, POST"),
+    ("/orgs/{org_id}/members", "POST"),
+    ("/orgs/{org_id}/members/{user_id}", "DELETE"),
     ("/.well-known/jwks.json", "GET"),
     ("/.well-known/openid-configuration", "GET"),
     ("/healthz", "GET"),
@@ -101,6 +111,8 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     let mfa_verify = post_json(warp::path!("auth" / "mfa" / "verify").boxed())
         .then(|s, c, b| async move { auth::respond(mfa::verify(s, c, b).await).await });
 
+    let account = account_routes(&state);
+
     let jwks = warp::path!(".well-known" / "jwks.json")
         .and(warp::get())
         .and(st())
@@ -134,6 +146,8 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .unify()
                 .or(mfa_disable)
                 .unify()
+                .or(account)
+                .unify()
                 .or(jwks)
                 .unify()
                 .or(oidc)
@@ -144,6 +158,85 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .unify(),
         )
         .recover(error::recover)
+        .unify()
+        .boxed()
+}
+
+/// Bearer endpoints of the account and organizations, boxed as one group.
+fn account_routes(state: &SharedState) -> BoxedFilter<(Response,)> {
+    let st = || with_state(state.clone());
+    let auth = || bearer::bearer(state.clone());
+    let r = |res: Result<Response, ApiError>| async move { auth::respond(res).await };
+
+    let me = warp::path!("auth" / "me")
+        .and(warp::get())
+        .and(st())
+        .and(auth())
+        .then(move |s, a| async move { r(account::me(s, a).await).await });
+    let switch = warp::path!("auth" / "switch-org")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .and(json_body())
+        .then(move |s, a, b| async move { r(account::switch_org(s, a, b).await).await });
+    let sessions = warp::path!("auth" / "sessions")
+        .and(warp::get())
+        .and(st())
+        .and(auth())
+        .then(move |s, a| async move { r(account::sessions(s, a).await).await });
+    let delete_session = warp::path!("auth" / "sessions" / String)
+        .and(warp::delete())
+        .and(st())
+        .and(auth())
+        .then(move |id, s, a| async move { r(account::delete_session(s, a, id).await).await });
+    let password = warp::path!("auth" / "password")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .and(client(state.clone()))
+        .and(json_body())
+        .then(move |s, a, c, b| async move { r(account::change_password(s, a, c, b).await).await });
+    let create_org = warp::path!("orgs")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .and(json_body())
+        .then(move |s, a, b| async move { r(orgs::create(s, a, b).await).await });
+    let list_orgs = warp::path!("orgs")
+        .and(warp::get())
+        .and(st())
+        .and(auth())
+        .then(move |s, a| async move { r(orgs::list(s, a).await).await });
+    let add_member = warp::path!("orgs" / String / "members")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .and(json_body())
+        .then(move |org, s, a, b| async move { r(orgs::add_member(s, a, org, b).await).await });
+    let remove_member =
+        warp::path!("orgs" / String / "members" / String)
+            .and(warp::delete())
+            .and(st())
+            .and(auth())
+            .then(move |org, user, s, a| async move {
+                r(orgs::remove_member(s, a, org, user).await).await
+            });
+
+    me.or(switch)
+        .unify()
+        .or(sessions)
+        .unify()
+        .or(delete_session)
+        .unify()
+        .or(password)
+        .unify()
+        .or(create_org)
+        .unify()
+        .or(list_orgs)
+        .unify()
+        .or(add_member)
+        .unify()
+        .or(remove_member)
         .unify()
         .boxed()
 }

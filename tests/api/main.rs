@@ -1,5 +1,6 @@
 //! Black-box tests over HTTP: one binary (each extra test binary costs a link on two cores).
 
+mod account;
 mod discovery;
 mod general;
 mod helpers;
@@ -7,6 +8,7 @@ mod login;
 mod logout;
 mod mfa;
 mod multiprocess;
+mod orgs;
 mod refresh;
 mod resilience;
 mod signup;

@@ -190,7 +190,11 @@ fn totp(secret_b32: &str, unix: i64) -> String {
     let mut n = 0;
     let mut key = Vec::new();
     for c in secret_b32.bytes() {
-        let v = if c.is_ascii_uppercase() { c - b'A' } else { c - b'2' + 26 };
+        let v = if c.is_ascii_uppercase() {
+            c - b'A'
+        } else {
+            c - b'2' + 26
+        };
         bits = (bits << 5) | u64::from(v);
         n += 5;
         if n >= 8 {
@@ -198,10 +202,16 @@ fn totp(secret_b32: &str, unix: i64) -> String {
             key.push((bits >> n) as u8);
         }
     }
-    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &key), &((unix / 30) as u64).to_be_bytes());
+    let tag = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &key),
+        &((unix / 30) as u64).to_be_bytes(),
+    );
     let h = tag.as_ref();
     let off = (h[19] & 0x0f) as usize;
-    let bin = (u32::from(h[off]) & 0x7f) << 24 | u32::from(h[off + 1]) << 16 | u32::from(h[off + 2]) << 8 | u32::from(h[off + 3]);
+    let bin = (u32::from(h[off]) & 0x7f) << 24
+        | u32::from(h[off + 1]) << 16
+        | u32::from(h[off + 2]) << 8
+        | u32::from(h[off + 3]);
     format!("{:06}", bin % 1_000_000)
 }
 
@@ -211,12 +221,30 @@ async fn a_totp_step_is_accepted_once_across_two_processes() {
     let a = start(tmp.path(), 10);
     let b = start(tmp.path(), 10);
     let creds = serde_json::json!({"email": "multi@example.com", "password": PASSWORD});
-    assert_eq!(post(&a.base, "/auth/signup", creds.clone()).await.status(), 201);
-    let t: Value = post(&a.base, "/auth/login", creds.clone()).await.json().await.unwrap();
+    assert_eq!(
+        post(&a.base, "/auth/signup", creds.clone()).await.status(),
+        201
+    );
+    let t: Value = post(&a.base, "/auth/login", creds.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
     let auth = format!("Bearer {}", t["access_token"].as_str().unwrap());
-    let e: Value = client().post(format!("{}/auth/mfa/enroll", a.base)).header("authorization", &auth).send().await.unwrap().json().await.unwrap();
+    let e: Value = client()
+        .post(format!("{}/auth/mfa/enroll", a.base))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let secret = e["secret"].as_str().unwrap().to_owned();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let r = client()
         .post(format!("{}/auth/mfa/confirm", b.base))
         .header("authorization", &auth)
@@ -225,14 +253,40 @@ async fn a_totp_step_is_accepted_once_across_two_processes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "confirmed on the other process");
-    let ch_a = post(&a.base, "/auth/login", creds.clone()).await.json::<Value>().await.unwrap()["mfa_token"].as_str().unwrap().to_owned();
-    let ch_b = post(&b.base, "/auth/login", creds.clone()).await.json::<Value>().await.unwrap()["mfa_token"].as_str().unwrap().to_owned();
+    let ch_a = post(&a.base, "/auth/login", creds.clone())
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ch_b = post(&b.base, "/auth/login", creds.clone())
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let code = totp(&secret, now + 30);
     let (ra, rb) = tokio::join!(
-        post(&a.base, "/auth/mfa/verify", serde_json::json!({"mfa_token": ch_a, "code": code})),
-        post(&b.base, "/auth/mfa/verify", serde_json::json!({"mfa_token": ch_b, "code": code})),
+        post(
+            &a.base,
+            "/auth/mfa/verify",
+            serde_json::json!({"mfa_token": ch_a, "code": code})
+        ),
+        post(
+            &b.base,
+            "/auth/mfa/verify",
+            serde_json::json!({"mfa_token": ch_b, "code": code})
+        ),
     );
     let mut statuses = [ra.status().as_u16(), rb.status().as_u16()];
     statuses.sort();
-    assert_eq!(statuses, [200, 401], "the same step is accepted by exactly one process");
+    assert_eq!(
+        statuses,
+        [200, 401],
+        "the same step is accepted by exactly one process"
+    );
 }

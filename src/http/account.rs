@@ -1,0 +1,225 @@
+//! The caller's own account: `/auth/me`, `/auth/switch-org`, `/auth/sessions`, `/auth/password`.
+
+use super::auth::{limited, no_store, rfc3339, token_shaped_uuid, with_limits, OrgView, UserView};
+use super::bearer::Caller;
+use super::error::{ApiError, FieldError};
+use super::extract::{self, Client};
+use crate::passwords::check_policy;
+use crate::ratelimit::{account_key, Policy};
+use crate::state::SharedState;
+use bytes::Bytes;
+use edge_idp_actors::refresh::RefreshMsg;
+use edge_idp_actors::store::{Principal, SessionStore, UserStore};
+use edge_idp_actors::users::UsersMsg;
+use edge_idp_actors::{ask, SecretString};
+use serde::{Deserialize, Serialize};
+use tracing::instrument;
+use uuid::Uuid;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+type Body = Result<Bytes, ApiError>;
+type Auth = Result<Caller, ApiError>;
+
+/// `POST /auth/switch-org`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchOrgRequest {
+    /// The organization to work in.
+    pub org_id: String,
+}
+
+/// `POST /auth/password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    /// The password in force.
+    pub current_password: SecretString,
+    /// The new password; checked against the policy.
+    pub new_password: SecretString,
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    id: Uuid,
+    created_at: String,
+    last_used_at: String,
+    user_agent: Option<String>,
+    ip: Option<String>,
+    current: bool,
+}
+
+fn no_content() -> Response {
+    warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
+}
+
+/// `GET /auth/me`.
+#[instrument(skip_all)]
+pub async fn me(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let user = state
+        .db
+        .user_by_id(caller.user_id)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    let orgs: Vec<OrgView> = state
+        .db
+        .memberships_of(user.id)
+        .await?
+        .into_iter()
+        .map(OrgView::from)
+        .collect();
+    let active = state
+        .db
+        .principal(caller.session_id)
+        .await?
+        .map(|p| p.membership.org_id);
+    let body = serde_json::json!({
+        "user": UserView::from(&user),
+        "organizations": orgs,
+        "active_org_id": active,
+    });
+    Ok(warp::reply::json(&body).into_response())
+}
+
+/// `POST /auth/switch-org`: a new access token for another organization, same session.
+#[instrument(skip_all)]
+pub async fn switch_org(state: SharedState, auth: Auth, body: Body) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let req: SwitchOrgRequest = extract::parse(body)?;
+    let membership = state
+        .db
+        .membership(caller.user_id, req.org_id.trim())
+        .await?
+        .ok_or(ApiError::NotAMember)?;
+    let sid = caller.session_id;
+    let org = membership.org_id;
+    if !ask(
+        state.actors.refresh.pick(sid.as_bytes()),
+        |r| RefreshMsg::SwitchOrg(sid, org, r),
+        state.settings.ask_timeout,
+    )
+    .await?
+    {
+        return Err(ApiError::SessionRevoked);
+    }
+    let principal = Principal {
+        user_id: caller.user_id,
+        email: caller.claims.email.clone(),
+        membership,
+        amr: caller.claims.amr.clone(),
+    };
+    let access = state.tokens.issue(&principal, sid).await?;
+    tracing::info!(target: "audit", event = "switch_org", user_id = %caller.user_id, session_id = %sid, org_id = %org, "switched organization");
+    let body = serde_json::json!({"access_token": access, "token_type": "Bearer", "expires_in": state.tokens.ttl()});
+    Ok(no_store(warp::reply::json(&body).into_response()))
+}
+
+/// `GET /auth/sessions`: the caller's live sessions.
+#[instrument(skip_all)]
+pub async fn sessions(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let rows = state
+        .db
+        .sessions_of(caller.user_id, state.clock.now())
+        .await?;
+    let list: Vec<SessionView> = rows
+        .into_iter()
+        .map(|s| SessionView {
+            current: s.id == caller.session_id,
+            id: s.id,
+            created_at: rfc3339(s.created_at),
+            last_used_at: rfc3339(s.last_used_at),
+            user_agent: s.user_agent,
+            ip: s.ip,
+        })
+        .collect();
+    Ok(warp::reply::json(&serde_json::json!({"sessions": list})).into_response())
+}
+
+/// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions; another user's is a 404.
+#[instrument(skip_all)]
+pub async fn delete_session(
+    state: SharedState,
+    auth: Auth,
+    id: String,
+) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let sid = token_shaped_uuid(&id).ok_or(ApiError::NotFound)?;
+    if state.db.session_owner(sid).await? != Some(caller.user_id) {
+        return Err(ApiError::NotFound);
+    }
+    if !ask(
+        state.actors.refresh.pick(sid.as_bytes()),
+        |r| RefreshMsg::Revoke(sid, "session_deleted", r),
+        state.settings.ask_timeout,
+    )
+    .await?
+    {
+        return Err(ApiError::NotFound);
+    }
+    state.revocations.revoke([sid]);
+    tracing::info!(target: "audit", event = "session_deleted", user_id = %caller.user_id, session_id = %sid, "session ended");
+    Ok(no_content())
+}
+
+/// `POST /auth/password`: checks the current password, applies the policy, revokes every other
+/// session. Counted against the login rate limits, since it is a password check.
+#[instrument(skip_all, fields(ip = %client.ip))]
+pub async fn change_password(
+    state: SharedState,
+    auth: Auth,
+    client: Client,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let req: PasswordRequest = extract::parse(body)?;
+    if req.new_password.expose().contains('\0') {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "new_password",
+            "must not contain NUL characters",
+        )]));
+    }
+    check_policy(req.new_password.expose()).map_err(|e| ApiError::WeakPassword(e.to_string()))?;
+    let user = state
+        .db
+        .user_by_id(caller.user_id)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    let ip = client.ip.to_string();
+    let decision = limited(
+        &state,
+        &[
+            (Policy::LoginIp, &ip),
+            (Policy::LoginAccount, &account_key(&user.email)),
+        ],
+    )?;
+    let result = async {
+        if req.current_password.expose().chars().count() > 128 {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let verified = state.passwords.verify(req.current_password, Some(user.password_hash.clone())).await?;
+        if !verified.ok {
+            tracing::info!(target: "audit", event = "password_change_failed", user_id = %user.id, ip = %client.ip, "wrong current password");
+            return Err(ApiError::InvalidCredentials);
+        }
+        let new_hash = state.passwords.hash(req.new_password).await?;
+        let timeout = state.settings.ask_timeout;
+        let (id, old) = (user.id, user.password_hash.clone());
+        if !ask(state.actors.users.pick(user.email.as_bytes()), |r| UsersMsg::ChangePassword(id, old, new_hash, r), timeout).await? {
+            // Someone changed it between our read and our write: the check we made is stale.
+            return Err(ApiError::InvalidCredentials);
+        }
+        let keep = caller.session_id;
+        let revoked = ask(state.actors.refresh.pick(id.as_bytes()), |r| RefreshMsg::RevokeAll(id, Some(keep), "password_changed", r), timeout).await?;
+        tracing::info!(target: "audit", event = "password_changed", user_id = %id, sessions_revoked = revoked.len(), ip = %client.ip, "password changed");
+        state.revocations.revoke(revoked);
+        Ok(no_content())
+    }
+    .await;
+    Ok(with_limits(
+        result.unwrap_or_else(ApiError::into_response),
+        &decision,
+    ))
+}
