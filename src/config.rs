@@ -129,6 +129,15 @@ pub struct Config {
     /// `count/seconds` for refresh per IP.
     #[arg(long, env = "RATE_LIMIT_REFRESH", default_value = "60/60")]
     pub rate_limit_refresh: Quota,
+    /// Namespace of the rate-limit keys in Redis (`{prefix}:rl:…`).
+    #[arg(long, env = "RATE_LIMIT_REDIS_PREFIX", default_value = "edge-idp")]
+    pub rate_limit_redis_prefix: String,
+    /// Per-call Redis timeout, milliseconds; past it the check is answered from memory.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_timeout_ms: u64,
+    /// Most keys the in-process rate limiter holds.
+    #[arg(long, env = "RATE_LIMIT_MEMORY_MAX_KEYS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate_limit_memory_max_keys: u64,
     /// `json` or `pretty`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -203,6 +212,10 @@ pub struct Settings {
     pub client_ip_header: Option<http::HeaderName>,
     /// Rate limits.
     pub limits: Limits,
+    /// Redis for shared rate limits: `(url, key prefix, per-call timeout)`.
+    pub redis: Option<(String, String, Duration)>,
+    /// Most keys the in-process limiter holds.
+    pub memory_max_keys: u64,
     /// Requests handled at once.
     pub max_in_flight: usize,
     /// Hashes at once.
@@ -325,6 +338,29 @@ impl Config {
             },
             argon2,
             client_ip_header,
+            redis: match &self.redis_url {
+                None => None,
+                Some(url) => {
+                    redis::Client::open(url.as_str())
+                        .map_err(|e| bad("REDIS_URL", e.to_string()))?;
+                    let prefix = self.rate_limit_redis_prefix.trim();
+                    if prefix.is_empty()
+                        || prefix.len() > 64
+                        || prefix.contains(char::is_whitespace)
+                    {
+                        return Err(bad(
+                            "RATE_LIMIT_REDIS_PREFIX",
+                            "must be 1 to 64 characters without spaces",
+                        ));
+                    }
+                    Some((
+                        url.clone(),
+                        prefix.to_owned(),
+                        Duration::from_millis(self.redis_timeout_ms),
+                    ))
+                }
+            },
+            memory_max_keys: self.rate_limit_memory_max_keys,
             limits: Limits {
                 login: self.rate_limit_login,
                 signup: self.rate_limit_signup,

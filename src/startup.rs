@@ -9,11 +9,12 @@ use crate::config::{DatabaseLocation, Settings};
 use crate::db::{migrate, Db, MigrateError};
 use crate::http;
 use crate::passwords::Passwords;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateLimiter, RedisBackend};
 use crate::state::{AppState, SharedState};
 use crate::tokens::TokenIssuer;
 use arc_swap::ArcSwap;
 use edge_idp_actors::keys::{self, KeyError, KeyManagerArgs};
+use edge_idp_actors::limiter::LimiterArgs;
 use edge_idp_actors::mfa::MfaConfig;
 use edge_idp_actors::refresh::{RefreshArgs, RefreshPolicy};
 use edge_idp_actors::store::SessionStore;
@@ -26,6 +27,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How often a Redis marked down is probed.
+const LIMITER_PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// How often expired rows and ended grace windows are cleaned up.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
@@ -99,6 +103,19 @@ impl Application {
             session_max_ttl: settings.session_max_ttl,
             grace: settings.refresh_grace,
         };
+        let redis = match &settings.redis {
+            Some((url, prefix, timeout)) => {
+                Some(RedisBackend::new(url, prefix, *timeout).map_err(StartError::Startup)?)
+            }
+            None => None,
+        };
+        let limiter = RateLimiter::new(
+            &settings.limits,
+            clock.clone(),
+            redis,
+            settings.memory_max_keys,
+        );
+        let (probe, health) = limiter.health();
         let root_args = RootArgs {
             keys: KeyManagerArgs {
                 store: db.clone(),
@@ -120,6 +137,11 @@ impl Application {
                 policy,
                 clock: clock.clone(),
             },
+            limiter: LimiterArgs {
+                probe,
+                health,
+                every: LIMITER_PROBE_EVERY,
+            },
             handles: actors.clone(),
         };
         let (root, root_join) = Actor::spawn(None, RootSupervisor::<Db>::default(), root_args)
@@ -140,7 +162,6 @@ impl Application {
             settings.access_token_ttl,
             clock.clone(),
         );
-        let limiter = RateLimiter::new(&settings.limits, clock.clone());
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .map_err(StartError::Bind)?;
@@ -181,6 +202,11 @@ impl Application {
     /// A handle that stops the application.
     pub fn stopper(&self) -> Stopper {
         Stopper(self.stop.clone())
+    }
+
+    /// The rate limiter (tests read its backend and counters).
+    pub fn limiter(&self) -> RateLimiter {
+        self.state.limiter.clone()
     }
 
     /// The actor handles (tests use them to inject faults and read restart counts).

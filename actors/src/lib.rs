@@ -5,6 +5,7 @@
 //! - [`keys`]: the KeyManager and the [`KeySet`] snapshot that signing reads without a mailbox.
 //! - [`users`]: account writes (signup, login bookkeeping), sharded by email.
 //! - [`refresh`]: refresh-token families: rotation, grace replay, reuse detection.
+//! - [`limiter`]: the RateLimiter actor, which brings the shared backend back after a failure.
 //! - [`mfa`]: TOTP enrollment and checks, recovery codes (run inside the Users actor).
 //! - [`store`]: the storage traits; the binary implements them on libSQL.
 //! - [`crypto`], [`secret`], [`clock`]: sealing at rest, redacted secrets, time as a parameter.
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod keys;
+pub mod limiter;
 pub mod mfa;
 pub mod refresh;
 pub mod secret;

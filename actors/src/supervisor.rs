@@ -4,7 +4,8 @@
 //! Root (RootSupervisor)
 //! ├── KeyManager            key set changes; publishes KeyHandle snapshots
 //! ├── Users[0..n]           account writes, sharded by normalised email
-//! └── RefreshFamilies[0..n] rotation / reuse, sharded by session id
+//! ├── RefreshFamilies[0..n] rotation / reuse, sharded by session id
+//! └── RateLimiter           probes the shared rate-limit backend back into service
 //! ```
 //!
 //! ractor's default supervisor stops itself when a child dies; this one restarts the child with
@@ -13,6 +14,7 @@
 //! reply port dropped and end in `Unavailable` (503) at once, never a hang.
 
 use crate::keys::{KeyManager, KeyManagerArgs, KeyManagerMsg};
+use crate::limiter::{LimiterArgs, LimiterMsg, RateLimiter};
 use crate::refresh::{RefreshArgs, RefreshFamilies, RefreshMsg};
 use crate::store::Store;
 use crate::users::{Users, UsersArgs, UsersMsg};
@@ -32,6 +34,8 @@ pub enum ActorKind {
     Users,
     /// A RefreshFamilies shard.
     RefreshFamilies,
+    /// The RateLimiter (backend health).
+    RateLimiter,
 }
 
 impl ActorKind {
@@ -48,6 +52,7 @@ impl ActorKind {
             ActorKind::KeyManager => "key_manager",
             ActorKind::Users => "users",
             ActorKind::RefreshFamilies => "refresh_families",
+            ActorKind::RateLimiter => "rate_limiter",
         }
     }
 
@@ -106,7 +111,9 @@ pub struct Handles {
     pub users: Shards<UsersMsg>,
     /// RefreshFamilies shards.
     pub refresh: Shards<RefreshMsg>,
-    restarts: [AtomicU64; 3],
+    /// The RateLimiter.
+    pub limiter: ArcSwapOption<ActorRef<LimiterMsg>>,
+    restarts: [AtomicU64; 4],
 }
 
 impl Handles {
@@ -116,6 +123,7 @@ impl Handles {
             keys: ArcSwapOption::empty(),
             users: Shards::new(shards),
             refresh: Shards::new(shards),
+            limiter: ArcSwapOption::empty(),
             restarts: Default::default(),
         })
     }
@@ -143,6 +151,11 @@ impl Handles {
                 .all()
                 .iter()
                 .for_each(|a| drop(a.cast(RefreshMsg::Crash))),
+            ActorKind::RateLimiter => {
+                if let Some(l) = self.limiter.load_full() {
+                    let _ = l.cast(LimiterMsg::Crash);
+                }
+            }
         }
     }
 }
@@ -155,6 +168,8 @@ pub struct RootArgs<S> {
     pub users: UsersArgs<S>,
     /// RefreshFamilies arguments (same for every shard).
     pub refresh: RefreshArgs<S>,
+    /// RateLimiter arguments.
+    pub limiter: LimiterArgs,
     /// Where the children are published.
     pub handles: Arc<Handles>,
 }
@@ -164,6 +179,7 @@ enum Child {
     Keys,
     Users(usize),
     Refresh(usize),
+    Limiter,
 }
 
 /// State of the root: its arguments and which actor id is which child.
@@ -212,6 +228,12 @@ impl<S: Store> RootState<S> {
                 a.handles.refresh.set(i, r);
                 id
             }
+            Child::Limiter => {
+                let (r, _) = Actor::spawn_linked(None, RateLimiter, a.limiter.clone(), me).await?;
+                let id = r.get_id();
+                a.handles.limiter.store(Some(Arc::new(r)));
+                id
+            }
         };
         self.children.insert(id, child);
         Ok(())
@@ -239,6 +261,7 @@ impl<S: Store> Actor for RootSupervisor<S> {
         for i in 0..st.args.handles.refresh.len() {
             st.spawn(Child::Refresh(i), me.get_cell()).await?;
         }
+        st.spawn(Child::Limiter, me.get_cell()).await?;
         Ok(st)
     }
 
@@ -272,6 +295,7 @@ impl<S: Store> Actor for RootSupervisor<S> {
             Child::Keys => ActorKind::KeyManager,
             Child::Users(_) => ActorKind::Users,
             Child::Refresh(_) => ActorKind::RefreshFamilies,
+            Child::Limiter => ActorKind::RateLimiter,
         };
         tracing::error!(actor = kind.name(), reason = %why, "actor died; restarting");
         st.args.handles.restarts[kind.index()].fetch_add(1, Ordering::Relaxed);

@@ -194,7 +194,8 @@ pub async fn change_password(
             (Policy::LoginIp, &ip),
             (Policy::LoginAccount, &account_key(&user.email)),
         ],
-    )?;
+    )
+    .await?;
     let result = async {
         if req.current_password.expose().chars().count() > 128 {
             return Err(ApiError::InvalidCredentials);

@@ -161,11 +161,11 @@ fn token_response(state: &SharedState, access: &str, refresh: Option<&Issued>) -
     no_store(warp::reply::json(&body).into_response())
 }
 
-pub(super) fn limited(
+pub(super) async fn limited(
     state: &SharedState,
     checks: &[(Policy, &str)],
 ) -> Result<Decision, ApiError> {
-    let d = state.limiter.check(checks);
+    let d = state.limiter.check(checks).await;
     if d.allowed {
         Ok(d)
     } else {
@@ -217,7 +217,7 @@ pub async fn signup(state: SharedState, client: Client, body: Body) -> Result<Re
     let email = email.ok_or_else(|| ApiError::Internal("validated email missing".into()))?;
     check_policy(req.password.expose()).map_err(weak)?;
     let ip = client.ip.to_string();
-    let decision = limited(&state, &[(Policy::SignupIp, &ip)])?;
+    let decision = limited(&state, &[(Policy::SignupIp, &ip)]).await?;
 
     let password_hash = state.passwords.hash(req.password).await?;
     let now = state.clock.now();
@@ -258,7 +258,8 @@ pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Res
     let decision = limited(
         &state,
         &[(Policy::LoginIp, &ip), (Policy::LoginAccount, &account)],
-    )?;
+    )
+    .await?;
 
     let result = async {
         // A password no account can have (over the policy's maximum) is refused before hashing.
@@ -371,7 +372,7 @@ pub fn token_shaped(t: &str) -> bool {
 pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
     let req: RefreshRequest = extract::parse(body)?;
     let ip = client.ip.to_string();
-    let decision = limited(&state, &[(Policy::RefreshIp, &ip)])?;
+    let decision = limited(&state, &[(Policy::RefreshIp, &ip)]).await?;
     let result = async {
         if !token_shaped(req.refresh_token.expose()) {
             return Err(ApiError::InvalidRefreshToken);

@@ -135,7 +135,8 @@ pub async fn verify(state: SharedState, client: Client, body: Body) -> Result<Re
             (Policy::LoginIp, &ip),
             (Policy::LoginAccount, &account_key(&ch.email)),
         ],
-    )?;
+    )
+    .await?;
     let result = async {
         let shard = state.actors.users.pick(ch.email.as_bytes());
         match ask(shard, |r| UsersMsg::MfaCheck(ch.user_id, req.code, r), state.settings.ask_timeout).await {

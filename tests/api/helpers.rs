@@ -22,6 +22,7 @@ pub struct TestApp {
     pub clock: Clock,
     pub actors: Arc<Handles>,
     pub dir: PathBuf,
+    limiter: edge_idp::ratelimit::RateLimiter,
     stopper: Stopper,
     join: Option<JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
@@ -55,7 +56,11 @@ pub fn client() -> reqwest::Client {
 /// Arguments every test server gets: port 0, cheap Argon2 (the cost is not what these tests
 /// exercise), the fixed master key.
 pub fn base_args(dir: &Path) -> Vec<String> {
+    // Each server gets its own Redis namespace: CI sets REDIS_URL for every test, and servers
+    // sharing keys would share rate-limit counters.
+    let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
     [
+        ("--rate-limit-redis-prefix", prefix.as_str()),
         ("--listen-addr", "127.0.0.1:0"),
         ("--data-dir", dir.to_str().expect("utf-8 temp path")),
         ("--mfa-encryption-key", MASTER_KEY),
@@ -108,6 +113,7 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
         .expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let actors = app.actors();
+    let limiter = app.limiter();
     let stopper = app.stopper();
     let join = tokio::spawn(async move {
         app.run_until_stopped().await.expect("runs");
@@ -118,6 +124,7 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
         clock,
         actors,
         dir,
+        limiter,
         stopper,
         join: Some(join),
         _tmp: tmp,
@@ -240,4 +247,11 @@ pub async fn verify_with_jwks(http: &reqwest::Client, jwks_url: &str, token: &st
     jsonwebtoken::decode::<Value>(token, &key, &v)
         .expect("token verifies")
         .claims
+}
+
+impl TestApp {
+    /// The server's rate limiter (backend in use, counters).
+    pub fn limiter(&self) -> edge_idp::ratelimit::RateLimiter {
+        self.limiter.clone()
+    }
 }

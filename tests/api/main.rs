@@ -9,6 +9,7 @@ mod logout;
 mod mfa;
 mod multiprocess;
 mod orgs;
+mod ratelimit;
 mod refresh;
 mod resilience;
 mod signup;

@@ -297,21 +297,53 @@ async fn a_revocation_is_refused_at_once_here_and_within_five_seconds_on_another
     let a = start(tmp.path(), 10);
     let b = start(tmp.path(), 10);
     let creds = serde_json::json!({"email": "rev@example.com", "password": PASSWORD});
-    assert_eq!(post(&a.base, "/auth/signup", creds.clone()).await.status(), 201);
-    let t: Value = post(&a.base, "/auth/login", creds).await.json().await.unwrap();
+    assert_eq!(
+        post(&a.base, "/auth/signup", creds.clone()).await.status(),
+        201
+    );
+    let t: Value = post(&a.base, "/auth/login", creds)
+        .await
+        .json()
+        .await
+        .unwrap();
     let auth = format!("Bearer {}", t["access_token"].as_str().unwrap());
-    let me = |base: &str| client().get(format!("{base}/auth/me")).header("authorization", &auth).send();
-    assert_eq!(me(&b.base).await.unwrap().status(), 200, "B has seen the session live");
+    let me = |base: &str| {
+        client()
+            .get(format!("{base}/auth/me"))
+            .header("authorization", &auth)
+            .send()
+    };
+    assert_eq!(
+        me(&b.base).await.unwrap().status(),
+        200,
+        "B has seen the session live"
+    );
     let started = std::time::Instant::now();
-    assert_eq!(post(&a.base, "/auth/logout", serde_json::json!({"refresh_token": t["refresh_token"]})).await.status(), 204);
-    assert_eq!(me(&a.base).await.unwrap().status(), 401, "refused at once where it was revoked");
+    assert_eq!(
+        post(
+            &a.base,
+            "/auth/logout",
+            serde_json::json!({"refresh_token": t["refresh_token"]})
+        )
+        .await
+        .status(),
+        204
+    );
+    assert_eq!(
+        me(&a.base).await.unwrap().status(),
+        401,
+        "refused at once where it was revoked"
+    );
     loop {
         let r = me(&b.base).await.unwrap();
         if r.status() == 401 {
             assert_eq!(r.json::<Value>().await.unwrap()["code"], "session_revoked");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "B still accepts the revoked session after 5 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "B still accepts the revoked session after 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

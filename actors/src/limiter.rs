@@ -1,0 +1,115 @@
+//! The RateLimiter actor: watches the shared rate-limit backend and switches back to it.
+//!
+//! Rate-limit checks themselves never pass through this actor (they would queue every login
+//! behind one mailbox): they call the backend directly and, when it fails or times out, flip a
+//! shared health flag and answer from process memory at once. What must happen in order, and
+//! off the request path, is the way back: this actor probes the backend on a timer while it is
+//! marked down, and marks it up (logging the switch once) when it answers again.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A shared backend that can be asked whether it answers.
+pub trait BackendProbe: Send + Sync + 'static {
+    /// Backend name for logs.
+    fn name(&self) -> &'static str;
+    /// One bounded probe (it must time out by itself).
+    fn ping(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+}
+
+/// Health of the shared backend, read by every rate-limit check.
+#[derive(Default)]
+pub struct BackendHealth {
+    /// Whether checks go to the shared backend.
+    pub up: AtomicBool,
+    /// How often the backend was switched (down or up), for metrics.
+    pub switches: AtomicU64,
+}
+
+impl BackendHealth {
+    /// Marks the backend down; logs and counts only the transition.
+    pub fn mark_down(&self, backend: &str, why: &str) {
+        if self.up.swap(false, Ordering::SeqCst) {
+            self.switches.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                backend,
+                reason = why,
+                "rate-limit backend unreachable; limiting in process until it answers"
+            );
+        }
+    }
+
+    /// Marks the backend up; logs and counts only the transition.
+    pub fn mark_up(&self, backend: &str) {
+        if !self.up.swap(true, Ordering::SeqCst) {
+            self.switches.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                backend,
+                "rate-limit backend answers; shared limiting resumed"
+            );
+        }
+    }
+}
+
+/// Messages of the RateLimiter actor.
+pub enum LimiterMsg {
+    /// Probe the backend if it is down.
+    Tick,
+    /// Test hook: panics inside the handler, to exercise supervision.
+    Crash,
+}
+
+/// Start-up arguments (kept by the supervisor for restarts).
+#[derive(Clone)]
+pub struct LimiterArgs {
+    /// The shared backend, if one is configured.
+    pub probe: Option<Arc<dyn BackendProbe>>,
+    /// Its health flag.
+    pub health: Arc<BackendHealth>,
+    /// How often to probe while down.
+    pub every: Duration,
+}
+
+/// The actor.
+#[derive(Default)]
+pub struct RateLimiter;
+
+impl Actor for RateLimiter {
+    type Msg = LimiterMsg;
+    type State = LimiterArgs;
+    type Arguments = LimiterArgs;
+
+    async fn pre_start(
+        &self,
+        me: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        if args.probe.is_some() {
+            me.send_interval(args.every, || LimiterMsg::Tick);
+        }
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            LimiterMsg::Tick => {
+                if let Some(p) = &st.probe {
+                    if !st.health.up.load(Ordering::SeqCst) && p.ping().await {
+                        st.health.mark_up(p.name());
+                    }
+                }
+            }
+            LimiterMsg::Crash => panic!("injected fault: RateLimiter"),
+        }
+        Ok(())
+    }
+}
