@@ -45,9 +45,6 @@ fn main() -> ExitCode {
             tracing::warn!(path = %config.data_dir.join("mfa_encryption.key").display(), "generated MFA_ENCRYPTION_KEY for development; set it explicitly in production");
         }
         let settings = config.validate(key).map_err(|e| e.to_string())?;
-        if config.redis_url.is_some() {
-            tracing::warn!("REDIS_URL is set, but this build keeps rate limits in process only; limits are per instance");
-        }
         let app = Application::build(settings).await.map_err(|e| e.to_string())?;
         app.run_until_stopped().await.map_err(|e| e.to_string())
     });
