@@ -39,27 +39,7 @@ pub struct SessionRow {
 impl Db {
     /// An account by id.
     pub async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
-        self.run(move |c| async move {
-            let Some(r) = first_row(
-                &c,
-                "SELECT id, email, name, password_hash, created_at, mfa_enabled, default_org_id FROM users WHERE id = ?1",
-                [id.to_string()],
-            )
-            .await?
-            else {
-                return Ok(None);
-            };
-            Ok(Some(UserRecord {
-                id: uuid(&r, 0)?,
-                email: r.get(1).map_err(map_err)?,
-                name: r.get(2).map_err(map_err)?,
-                password_hash: r.get(3).map_err(map_err)?,
-                created_at: r.get(4).map_err(map_err)?,
-                mfa_enabled: r.get::<i64>(5).map_err(map_err)? != 0,
-                default_org_id: uuid(&r, 6)?,
-            }))
-        })
-        .await
+        self.user_where("id = ?1", id.to_string()).await
     }
 
     /// Every membership of a user, oldest organization first.

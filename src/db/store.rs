@@ -19,6 +19,32 @@ const KEEP_AFTER_END: i64 = 7 * 24 * 3600;
 /// Rows deleted per prune statement, so a prune never holds the write lock for long.
 const PRUNE_BATCH: i64 = 5_000;
 
+impl Db {
+    /// One account selected by `condition` on `value` (`"email = ?1"`, `"id = ?1"`).
+    pub(super) async fn user_where(
+        &self,
+        condition: &'static str,
+        value: String,
+    ) -> StoreResult<Option<UserRecord>> {
+        self.run(move |c| async move {
+            let sql = format!("SELECT id, email, name, password_hash, created_at, mfa_enabled, default_org_id FROM users WHERE {condition}");
+            let Some(r) = first_row(&c, &sql, [value]).await? else {
+                return Ok(None);
+            };
+            Ok(Some(UserRecord {
+                id: uuid(&r, 0)?,
+                email: r.get(1).map_err(map_err)?,
+                name: r.get(2).map_err(map_err)?,
+                password_hash: r.get(3).map_err(map_err)?,
+                created_at: r.get(4).map_err(map_err)?,
+                mfa_enabled: r.get::<i64>(5).map_err(map_err)? != 0,
+                default_org_id: uuid(&r, 6)?,
+            }))
+        })
+        .await
+    }
+}
+
 pub(super) fn uuid(row: &Row, i: i32) -> Result<Uuid, StoreError> {
     let s: String = row.get(i).map_err(map_err)?;
     Uuid::parse_str(&s).map_err(|e| StoreError::Other(format!("corrupt id {s:?}: {e}")))
@@ -78,27 +104,7 @@ impl UserStore for Db {
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
         let email = email.to_owned();
-        self.run(move |c| async move {
-            let Some(r) = first_row(
-                &c,
-                "SELECT id, email, name, password_hash, created_at, mfa_enabled, default_org_id FROM users WHERE email = ?1",
-                [email],
-            )
-            .await?
-            else {
-                return Ok(None);
-            };
-            Ok(Some(UserRecord {
-                id: uuid(&r, 0)?,
-                email: r.get(1).map_err(map_err)?,
-                name: r.get(2).map_err(map_err)?,
-                password_hash: r.get(3).map_err(map_err)?,
-                created_at: r.get(4).map_err(map_err)?,
-                mfa_enabled: r.get::<i64>(5).map_err(map_err)? != 0,
-                default_org_id: uuid(&r, 6)?,
-            }))
-        })
-        .await
+        self.user_where("email = ?1", email).await
     }
 
     async fn membership(&self, user_id: Uuid, org_id: &str) -> StoreResult<Option<Membership>> {

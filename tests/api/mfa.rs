@@ -2,32 +2,11 @@
 //! aws-lc-rs HMAC-SHA1) computed from the `otpauth_uri` as an authenticator app parses it.
 
 use crate::helpers::*;
-use aws_lc_rs::hmac;
 use serde_json::{json, Value};
 
 /// What an authenticator app takes from the URI.
 struct App {
     secret: Vec<u8>,
-}
-
-fn base32_decode(s: &str) -> Vec<u8> {
-    let mut bits = 0u64;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'2'..=b'7' => c - b'2' + 26,
-            _ => panic!("not base32: {s}"),
-        };
-        bits = (bits << 5) | u64::from(v);
-        n += 5;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    out
 }
 
 impl App {
@@ -51,15 +30,7 @@ impl App {
     }
 
     fn code_at(&self, unix: i64) -> String {
-        let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &self.secret);
-        let tag = hmac::sign(&key, &((unix / 30) as u64).to_be_bytes());
-        let h = tag.as_ref();
-        let off = (h[19] & 0x0f) as usize;
-        let bin = (u32::from(h[off]) & 0x7f) << 24
-            | u32::from(h[off + 1]) << 16
-            | u32::from(h[off + 2]) << 8
-            | u32::from(h[off + 3]);
-        format!("{:06}", bin % 1_000_000)
+        rfc6238(&self.secret, unix)
     }
 }
 

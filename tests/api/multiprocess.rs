@@ -183,36 +183,9 @@ async fn sigterm_stops_the_server_cleanly() {
     );
 }
 
-/// RFC 6238 code for `unix` (SHA1, 6 digits, 30 s) from a base32 secret.
+/// RFC 6238 code for `unix` from a base32 secret.
 fn totp(secret_b32: &str, unix: i64) -> String {
-    use aws_lc_rs::hmac;
-    let mut bits = 0u64;
-    let mut n = 0;
-    let mut key = Vec::new();
-    for c in secret_b32.bytes() {
-        let v = if c.is_ascii_uppercase() {
-            c - b'A'
-        } else {
-            c - b'2' + 26
-        };
-        bits = (bits << 5) | u64::from(v);
-        n += 5;
-        if n >= 8 {
-            n -= 8;
-            key.push((bits >> n) as u8);
-        }
-    }
-    let tag = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &key),
-        &((unix / 30) as u64).to_be_bytes(),
-    );
-    let h = tag.as_ref();
-    let off = (h[19] & 0x0f) as usize;
-    let bin = (u32::from(h[off]) & 0x7f) << 24
-        | u32::from(h[off + 1]) << 16
-        | u32::from(h[off + 2]) << 8
-        | u32::from(h[off + 3]);
-    format!("{:06}", bin % 1_000_000)
+    rfc6238(&base32_decode(secret_b32), unix)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
