@@ -256,6 +256,28 @@ mod tests {
     }
 
     #[test]
+    fn codes_match_rfc6238_sha1_vectors_at_fixed_times_within_one_step() {
+        // RFC 6238 appendix B, SHA1 secret, last six digits of the eight-digit values.
+        let t = totp(b"12345678901234567890").unwrap();
+        for (time, code) in [
+            (59u64, "287082"),
+            (1_111_111_109, "081804"),
+            (1_234_567_890, "005924"),
+            (2_000_000_000, "279037"),
+        ] {
+            assert_eq!(t.generate(time).to_string(), code);
+            assert_eq!(t.check(code, time), Some(time / 30), "current step");
+            assert_eq!(t.check(code, time + 30), Some(time / 30), "one step later");
+            assert_eq!(
+                t.check(code, time - 30),
+                Some(time / 30),
+                "one step earlier"
+            );
+            assert_eq!(t.check(code, time + 60), None, "two steps later");
+        }
+    }
+
+    #[test]
     fn otpauth_uri_carries_issuer_account_and_parameters() {
         let u = otpauth_uri("edge-idp", "a+b@example.com", "JBSWY3DPEHPK3PXP");
         assert_eq!(u, "otpauth://totp/edge-idp:a%2Bb@example.com?secret=JBSWY3DPEHPK3PXP&issuer=edge-idp&algorithm=SHA1&digits=6&period=30");

@@ -320,3 +320,66 @@ async fn a_revocation_is_refused_at_once_here_and_within_five_seconds_on_another
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs the binary with `env` and returns (exit code, stderr).
+fn run_expecting_failure(env: &[(&str, &str)]) -> (i32, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-idp"));
+    cmd.env("DATA_DIR", tmp.path())
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env_remove("MFA_ENCRYPTION_KEY")
+        .env_remove("APP_ENV");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdout(Stdio::null()).output().expect("run edge-idp");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_and_unsafe_settings_stop_the_start_with_one_line_naming_the_variable() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("ACCESS_TOKEN_TTL", "abc")], "ACCESS_TOKEN_TTL"),
+        (&[("RATE_LIMIT_LOGIN", "ten")], "RATE_LIMIT_LOGIN"),
+        (&[("MFA_ENCRYPTION_KEY", "too-short")], "MFA_ENCRYPTION_KEY"),
+        (&[("ISSUER", "not a url")], "ISSUER"),
+        (
+            &[
+                ("APP_ENV", "production"),
+                ("ISSUER", "https://idp.example.com"),
+            ],
+            "MFA_ENCRYPTION_KEY",
+        ),
+        (
+            &[
+                ("APP_ENV", "production"),
+                ("ISSUER", "http://idp.example.com"),
+                ("MFA_ENCRYPTION_KEY", MASTER_KEY),
+            ],
+            "ISSUER",
+        ),
+        (
+            &[
+                ("APP_ENV", "production"),
+                ("ISSUER", "https://idp.example.com"),
+                ("MFA_ENCRYPTION_KEY", MASTER_KEY),
+                ("ARGON2_MEMORY_KIB", "1024"),
+            ],
+            "ARGON2_MEMORY_KIB",
+        ),
+    ];
+    for (env, var) in cases {
+        let (code, stderr) = run_expecting_failure(env);
+        assert_ne!(code, 0, "{env:?} must not start");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{env:?}: one line, got {stderr:?}");
+        assert!(
+            lines[0].contains(var),
+            "{env:?}: {:?} should name {var}",
+            lines[0]
+        );
+    }
+}
