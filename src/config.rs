@@ -34,6 +34,28 @@ pub struct Cli {
 pub enum Command {
     /// Runs the HTTP server (the default).
     Serve(Config),
+    /// Signing-key operations on the configured database.
+    Keys(KeysArgs),
+}
+
+/// `edge-idp keys [SETTINGS] <list|rotate>`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: KeysAction,
+    /// Database and master key settings (the same variables as `serve`).
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Key operations.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum KeysAction {
+    /// Lists the signing keys and their state.
+    List,
+    /// Adds a new key now; it is published at once and signs after the pre-publish window.
+    Rotate,
 }
 
 /// Log output format.
@@ -108,6 +130,9 @@ pub struct Config {
     /// Signing-key rotation period in days (0 = off).
     #[arg(long, env = "KEY_ROTATION_DAYS", default_value_t = 30)]
     pub key_rotation_days: u32,
+    /// How often each instance reloads signing keys and checks whether a rotation is due.
+    #[arg(long, env = "KEY_CHECK_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=240))]
+    pub key_check_interval_secs: u64,
     /// Argon2id memory cost, KiB.
     #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456, value_parser = clap::value_parser!(u32).range(8..=4_194_304))]
     pub argon2_memory_kib: u32,
@@ -204,6 +229,10 @@ pub struct Settings {
     pub master_key: MasterKey,
     /// Issuer name in `otpauth://` URIs.
     pub mfa_issuer: String,
+    /// Signing-key rotation period, seconds (`None`: off).
+    pub key_rotation: Option<i64>,
+    /// How often keys are reloaded and rotation checked.
+    pub key_check_interval: Duration,
     /// Key import paths.
     pub key_import: Option<edge_idp_actors::keys::KeyImport>,
     /// Argon2id cost.
@@ -318,6 +347,9 @@ impl Config {
             session_max_ttl: self.session_max_ttl.into(),
             refresh_grace: self.refresh_reuse_grace_secs.into(),
             master_key,
+            key_rotation: (self.key_rotation_days > 0)
+                .then(|| i64::from(self.key_rotation_days) * 86_400),
+            key_check_interval: Duration::from_secs(self.key_check_interval_secs),
             mfa_issuer: {
                 let i = self.mfa_issuer.trim();
                 if i.is_empty()

@@ -24,11 +24,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match cli.command {
-        Some(Command::Serve(c)) => c,
-        None => cli.config,
+    let (config, keys_action) = match cli.command {
+        Some(Command::Serve(c)) => (c, None),
+        Some(Command::Keys(k)) => (k.config, Some(k.action)),
+        None => (cli.config, None),
     };
-    edge_idp::telemetry::init(config.log_format);
+    if keys_action.is_none() {
+        edge_idp::telemetry::init(config.log_format);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,6 +48,11 @@ fn main() -> ExitCode {
             tracing::warn!(path = %config.data_dir.join("mfa_encryption.key").display(), "generated MFA_ENCRYPTION_KEY for development; set it explicitly in production");
         }
         let settings = config.validate(key).map_err(|e| e.to_string())?;
+        if let Some(action) = keys_action {
+            let out = edge_idp::startup::keys_command(settings, action).await.map_err(|e| e.to_string())?;
+            print!("{out}");
+            return Ok(());
+        }
         let app = Application::build(settings).await.map_err(|e| e.to_string())?;
         app.run_until_stopped().await.map_err(|e| e.to_string())
     });

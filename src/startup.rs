@@ -5,7 +5,7 @@
 //! binds the listener. [`Application::run_until_stopped`] serves until SIGTERM, SIGINT or
 //! [`Stopper::stop`], then drains requests, stops the actors and closes the database.
 
-use crate::config::{DatabaseLocation, Settings};
+use crate::config::{DatabaseLocation, KeysAction, Settings};
 use crate::db::{migrate, Db, MigrateError};
 use crate::http;
 use crate::passwords::Passwords;
@@ -13,7 +13,7 @@ use crate::ratelimit::{RateLimiter, RedisBackend};
 use crate::state::{AppState, SharedState};
 use crate::tokens::TokenIssuer;
 use arc_swap::ArcSwap;
-use edge_idp_actors::keys::{self, KeyError, KeyManagerArgs};
+use edge_idp_actors::keys::{self, KeyError, KeyManagerArgs, RotationPolicy};
 use edge_idp_actors::limiter::LimiterArgs;
 use edge_idp_actors::mfa::MfaConfig;
 use edge_idp_actors::refresh::{RefreshArgs, RefreshPolicy};
@@ -122,6 +122,7 @@ impl Application {
                 sealer: key_sealer,
                 handle: keys.clone(),
                 clock: clock.clone(),
+                rotation: rotation_policy(&settings),
             },
             users: UsersArgs {
                 store: db.clone(),
@@ -247,6 +248,71 @@ impl Application {
         drop(state);
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The key rotation schedule from the settings: new keys are published for the JWKS `max-age`
+/// before they sign, and old keys stay published for an access-token lifetime plus a minute of
+/// clock skew after they stop signing.
+pub fn rotation_policy(settings: &Settings) -> RotationPolicy {
+    RotationPolicy {
+        period: settings.key_rotation,
+        prepublish: crate::http::discovery::JWKS_MAX_AGE as i64,
+        retire_after: settings.access_token_ttl + 60,
+        check_every: settings.key_check_interval,
+    }
+}
+
+/// `edge-idp keys list|rotate`: works on the configured database directly; running instances
+/// pick a rotation up at their next key check.
+pub async fn keys_command(settings: Settings, action: KeysAction) -> Result<String, StartError> {
+    let db = match &settings.database {
+        DatabaseLocation::File(path) => Db::open_local(path).await?,
+    };
+    migrate(&db).await?;
+    let clock = Clock::system();
+    let sealer = settings.master_key.sealer(b"signing-keys");
+    let set = keys::bootstrap(&db, &sealer, settings.key_import.as_ref(), &clock).await?;
+    let now = clock.now();
+    match action {
+        KeysAction::Rotate => {
+            let newest = set.newest().activates_at;
+            match keys::rotate(&db, &sealer, &rotation_policy(&settings), newest, now).await? {
+                Some(kid) => Ok(format!(
+                    "rotated: {kid} is published now and signs from {}",
+                    crate::http::auth::rfc3339(now + rotation_policy(&settings).prepublish)
+                )),
+                None => Ok("another instance rotated at the same moment; nothing to do".into()),
+            }
+        }
+        KeysAction::List => {
+            let signing = set.signing_key(now).kid.clone();
+            let mut out = format!(
+                "{:<45} {:<13} {:<22} {}\n",
+                "kid", "state", "signs from", "retires"
+            );
+            for k in &set.published {
+                let state = if k.kid == signing {
+                    "signing"
+                } else if k.activates_at > now {
+                    "pre-published"
+                } else {
+                    "verifying"
+                };
+                let retires = k
+                    .retires_at
+                    .map(crate::http::auth::rfc3339)
+                    .unwrap_or_else(|| "-".into());
+                out.push_str(&format!(
+                    "{:<45} {:<13} {:<22} {}\n",
+                    k.kid,
+                    state,
+                    crate::http::auth::rfc3339(k.activates_at),
+                    retires
+                ));
+            }
+            Ok(out)
+        }
     }
 }
 

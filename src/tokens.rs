@@ -109,7 +109,7 @@ impl TokenIssuer {
             amr: principal.amr.clone(),
         };
         let json = serde_json::to_vec(&claims).map_err(|e| DomainError::Internal(e.to_string()))?;
-        let key = self.keys.load().active.clone();
+        let key = self.keys.load().signing_key(now).clone();
         tokio::task::spawn_blocking(move || key.sign_jwt(&json))
             .await
             .map_err(|e| DomainError::Internal(format!("signing task: {e}")))?

@@ -150,11 +150,14 @@ pub fn thumbprint(n: &str, e: &str) -> String {
     ))
 }
 
-/// The keys in force at one moment: the one that signs, and every one that still verifies.
+/// The keys in force: every one that still verifies, among them the one that signs now.
+///
+/// Which key signs is decided at signing time from the keys' activation times, so every
+/// instance holding the same keys switches to a rotated key at the same moment, whenever it
+/// happened to load it.
 pub struct KeySet {
-    /// The key that signs new tokens.
-    pub active: Arc<SigningKey>,
-    /// Every key whose tokens may still be valid, for JWKS and verification.
+    /// Every key whose tokens may still be valid, for JWKS and verification; a rotated key is
+    /// here before it signs (pre-publication).
     pub published: Vec<Arc<SigningKey>>,
     /// Verification keys by kid.
     decoding: HashMap<String, DecodingKey>,
@@ -163,25 +166,21 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Builds the snapshot for `now` from parsed keys: the active key is the most recently
-    /// activated one whose activation time has come; retired keys are left out.
+    /// Builds the snapshot for `now` from parsed keys; retired keys are left out.
     pub fn build(keys: Vec<SigningKey>, now: i64) -> Result<Self, KeyError> {
-        let published: Vec<Arc<SigningKey>> = keys
+        let mut published: Vec<Arc<SigningKey>> = keys
             .into_iter()
             .filter(|k| k.retires_at.is_none_or(|r| r > now))
             .map(Arc::new)
             .collect();
-        let active = published
-            .iter()
-            .filter(|k| k.activates_at <= now)
-            .max_by(|a, b| {
-                a.activates_at
-                    .cmp(&b.activates_at)
-                    .then_with(|| a.kid.cmp(&b.kid))
-            })
-            .or_else(|| published.iter().min_by_key(|k| k.activates_at))
-            .cloned()
-            .ok_or_else(|| KeyError::Crypto("no signing key available".into()))?;
+        if published.is_empty() {
+            return Err(KeyError::Crypto("no signing key available".into()));
+        }
+        published.sort_by(|a, b| {
+            a.activates_at
+                .cmp(&b.activates_at)
+                .then_with(|| a.kid.cmp(&b.kid))
+        });
         let mut decoding = HashMap::new();
         let mut jwks = Vec::new();
         for k in &published {
@@ -194,11 +193,25 @@ impl KeySet {
         }
         let jwks_json: Arc<str> = serde_json::json!({ "keys": jwks }).to_string().into();
         Ok(Self {
-            active,
             published,
             decoding,
             jwks_json,
         })
+    }
+
+    /// The key that signs at `now`: the most recently activated one whose activation time has
+    /// come (the oldest if none has, which only a clock set far back can cause).
+    pub fn signing_key(&self, now: i64) -> &Arc<SigningKey> {
+        self.published
+            .iter()
+            .rev()
+            .find(|k| k.activates_at <= now)
+            .unwrap_or(&self.published[0])
+    }
+
+    /// The most recently activated (or pre-published) key.
+    pub fn newest(&self) -> &Arc<SigningKey> {
+        &self.published[self.published.len() - 1]
     }
 
     /// The verification key for `kid`, if it is published.
@@ -354,10 +367,31 @@ pub async fn bootstrap<S: KeyStore>(
     KeySet::build(keys, now)
 }
 
+/// When keys rotate.
+#[derive(Debug, Clone, Copy)]
+pub struct RotationPolicy {
+    /// How long a key signs before the next one takes over (`KEY_ROTATION_DAYS`); `None` is off.
+    pub period: Option<i64>,
+    /// How long a new key is in JWKS before it signs: at least the JWKS `max-age`, so a cached
+    /// JWKS never meets an unknown `kid`.
+    pub prepublish: i64,
+    /// How long a key stays published after it stops signing: the access-token lifetime plus a
+    /// clock-skew margin, so every token it signed verifies until it expires.
+    pub retire_after: i64,
+    /// How often every instance reloads keys (picking up another instance's rotation) and checks
+    /// whether a rotation is due.
+    pub check_every: std::time::Duration,
+}
+
 /// Messages of the KeyManager.
 pub enum KeyManagerMsg {
     /// Re-reads the keys from the database and publishes a new snapshot.
     Reload(RpcReplyPort<Result<(), DomainError>>),
+    /// Rotates if due, then reloads; sent on a timer (and by tests, with a reply).
+    Tick(Option<RpcReplyPort<Result<(), DomainError>>>),
+    /// Rotates now (pre-publishing the new key), whatever the schedule; answers the new kid, or
+    /// `None` when another instance had just rotated.
+    Rotate(RpcReplyPort<Result<Option<String>, DomainError>>),
     /// Test hook: panics inside the handler, to exercise supervision.
     Crash,
 }
@@ -373,6 +407,77 @@ pub struct KeyManagerArgs<S> {
     pub handle: KeyHandle,
     /// Now.
     pub clock: Clock,
+    /// Rotation schedule.
+    pub rotation: RotationPolicy,
+}
+
+/// Generates and stores a key that starts signing `policy.prepublish` seconds from `now`, and
+/// schedules the retirement of the keys it replaces. Only one instance wins when several try at
+/// once: the insert is conditional on no key newer than `newest_seen` existing.
+pub async fn rotate<S: KeyStore>(
+    store: &S,
+    sealer: &Sealer,
+    policy: &RotationPolicy,
+    newest_seen: i64,
+    now: i64,
+) -> Result<Option<String>, KeyError> {
+    let activates_at = now + policy.prepublish;
+    let (key, der) = tokio::task::spawn_blocking(move || SigningKey::generate(activates_at))
+        .await
+        .map_err(|e| KeyError::Crypto(e.to_string()))??;
+    let mut row = stored(&key, &der, sealer, now)?;
+    row.activates_at = activates_at;
+    let retire_at = activates_at + policy.retire_after;
+    if store
+        .insert_rotated_key(row, newest_seen, retire_at)
+        .await?
+    {
+        tracing::info!(target: "audit", event = "key_rotation", kid = %key.kid, activates_at, retire_previous_at = retire_at, "signing key rotated");
+        Ok(Some(key.kid.clone()))
+    } else {
+        Ok(None)
+    }
+}
+
+impl<S: KeyStore> KeyManagerArgs<S> {
+    async fn reload(&self) -> Result<Arc<KeySet>, DomainError> {
+        let keys = load_keys(&self.store, &self.sealer)
+            .await
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
+        let set = Arc::new(
+            KeySet::build(keys, self.clock.now())
+                .map_err(|e| DomainError::Internal(e.to_string()))?,
+        );
+        self.handle.store(set.clone());
+        Ok(set)
+    }
+
+    async fn rotate_now(&self, newest_seen: i64) -> Result<Option<String>, DomainError> {
+        let kid = rotate(
+            &self.store,
+            &self.sealer,
+            &self.rotation,
+            newest_seen,
+            self.clock.now(),
+        )
+        .await
+        .map_err(|e| DomainError::Internal(e.to_string()))?;
+        self.reload().await?;
+        Ok(kid)
+    }
+
+    /// Reloads, and rotates when the newest key has signed (or will have, by the time its
+    /// successor is published) for a whole period.
+    async fn tick(&self) -> Result<(), DomainError> {
+        let set = self.reload().await?;
+        if let Some(period) = self.rotation.period {
+            let newest = set.newest().activates_at;
+            if self.clock.now() + self.rotation.prepublish >= newest + period {
+                self.rotate_now(newest).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Owns the key set's changes; never on the signing path.
@@ -391,9 +496,10 @@ impl<S: KeyStore> Actor for KeyManager<S> {
 
     async fn pre_start(
         &self,
-        _me: ActorRef<Self::Msg>,
+        me: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        me.send_interval(args.rotation.check_every, || KeyManagerMsg::Tick(None));
         Ok(args)
     }
 
@@ -405,17 +511,20 @@ impl<S: KeyStore> Actor for KeyManager<S> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             KeyManagerMsg::Reload(reply) => {
-                let result = async {
-                    let keys = load_keys(&st.store, &st.sealer)
-                        .await
-                        .map_err(|e| DomainError::Internal(e.to_string()))?;
-                    let set = KeySet::build(keys, st.clock.now())
-                        .map_err(|e| DomainError::Internal(e.to_string()))?;
-                    st.handle.store(Arc::new(set));
-                    Ok(())
+                let _ = reply.send(st.reload().await.map(|_| ()));
+            }
+            KeyManagerMsg::Tick(reply) => {
+                let r = st.tick().await;
+                if let Err(e) = &r {
+                    tracing::warn!(error = %e, "key check failed; will retry");
                 }
-                .await;
-                let _ = reply.send(result);
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            KeyManagerMsg::Rotate(reply) => {
+                let newest = st.handle.load().newest().activates_at;
+                let _ = reply.send(st.rotate_now(newest).await);
             }
             KeyManagerMsg::Crash => panic!("injected fault: KeyManager"),
         }
@@ -444,7 +553,7 @@ mod tests {
         assert_eq!(reparsed.kid, key.kid);
         let set = KeySet::build(vec![key], 10).unwrap();
         let jwt = set
-            .active
+            .signing_key(10)
             .sign_jwt(br#"{"sub":"u","exp":99999999999}"#)
             .unwrap();
         let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&set.jwks_json).unwrap();
@@ -470,7 +579,12 @@ mod tests {
         b.retires_at = None;
         let (akid, bkid) = (a.kid.clone(), b.kid.clone());
         let set = KeySet::build(vec![a, b, c], 500).unwrap();
-        assert_eq!(set.active.kid, bkid);
+        assert_eq!(set.signing_key(500).kid, bkid);
+        assert_eq!(
+            set.signing_key(1_000).kid,
+            set.newest().kid,
+            "the pre-published key signs once active"
+        );
         assert_eq!(
             set.published.len(),
             3,

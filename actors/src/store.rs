@@ -300,6 +300,14 @@ pub trait KeyStore: Clone + Send + Sync + 'static {
     fn keys(&self) -> impl Future<Output = StoreResult<Vec<StoredKey>>> + Send;
     /// Inserts `key` only if no key exists yet; `false` when another instance was first.
     fn insert_first_key(&self, key: StoredKey) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Inserts a rotated `key` unless a key activating after `newest_seen` exists already (another
+    /// instance rotated first: `false`), and sets `retires_at` on every other key without one.
+    fn insert_rotated_key(
+        &self,
+        key: StoredKey,
+        newest_seen: i64,
+        retire_others_at: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Inserts `key` unless a key with its kid exists.
     fn insert_key(&self, key: StoredKey) -> impl Future<Output = StoreResult<()>> + Send;
 }

@@ -133,6 +133,30 @@ impl Handles {
         self.restarts[kind.index()].load(Ordering::Relaxed)
     }
 
+    /// Runs the KeyManager's periodic check now (reload, rotate if due) and waits for it.
+    pub async fn check_keys(&self, timeout: std::time::Duration) -> Result<(), crate::DomainError> {
+        crate::ask(
+            self.keys.load_full().map(|a| (*a).clone()),
+            |r| KeyManagerMsg::Tick(Some(r)),
+            timeout,
+        )
+        .await
+    }
+
+    /// Rotates the signing key now and waits for it; the new kid, or `None` if another instance
+    /// rotated at the same moment.
+    pub async fn rotate_keys(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<String>, crate::DomainError> {
+        crate::ask(
+            self.keys.load_full().map(|a| (*a).clone()),
+            KeyManagerMsg::Rotate,
+            timeout,
+        )
+        .await
+    }
+
     /// Test hook: makes every actor of `kind` panic in its handler.
     pub fn inject_panic(&self, kind: ActorKind) {
         match kind {

@@ -469,6 +469,36 @@ impl KeyStore for Db {
         .await
     }
 
+    async fn insert_rotated_key(
+        &self,
+        k: StoredKey,
+        newest_seen: i64,
+        retire_others_at: i64,
+    ) -> StoreResult<bool> {
+        self.run(move |c| async move {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
+            if first_row(&tx, "SELECT 1 FROM signing_keys WHERE activates_at > ?1", [newest_seen]).await?.is_some() {
+                tx.rollback().await.map_err(map_err)?;
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE signing_keys SET retires_at = ?1 WHERE retires_at IS NULL OR retires_at > ?1",
+                [retire_others_at],
+            )
+            .await
+            .map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, private_sealed, created_at, activates_at, retires_at) VALUES (?1, ?2, ?3, ?4, NULL)",
+                params![k.kid, blob(&k.private_sealed), k.created_at, k.activates_at],
+            )
+            .await
+            .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn insert_key(&self, k: StoredKey) -> StoreResult<()> {
         self.run(move |c| async move {
             c.execute(

@@ -4,6 +4,7 @@ mod account;
 mod discovery;
 mod general;
 mod helpers;
+mod keys;
 mod login;
 mod logout;
 mod mfa;
