@@ -36,6 +36,8 @@ pub enum Command {
     Serve(Config),
     /// Signing-key operations on the configured database.
     Keys(KeysArgs),
+    /// Exits 0 when the server at `LISTEN_ADDR` answers `/healthz` (for container health checks).
+    Healthcheck(Config),
 }
 
 /// `edge-idp keys [SETTINGS] <list|rotate>`.

@@ -10,6 +10,7 @@
 //! - [`ratelimit`]: GCRA limits on a bounded in-process store.
 //! - [`revocation`]: revoked sessions, answered from caches on the Bearer path.
 //! - [`state`], [`telemetry`]: shared handler state; logging.
+//! - [`healthcheck`]: the `healthcheck` subcommand the container runs.
 //!
 //! The actors (keys, users, refresh families) live in the `edge-idp-actors` crate; this crate
 //! wires them to HTTP and storage. The login path, route to row: `http::ROUTES` →
@@ -19,6 +20,7 @@
 
 pub mod config;
 pub mod db;
+pub mod healthcheck;
 pub mod http;
 pub mod passwords;
 pub mod ratelimit;

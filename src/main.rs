@@ -27,6 +27,21 @@ fn main() -> ExitCode {
     let (config, keys_action) = match cli.command {
         Some(Command::Serve(c)) => (c, None),
         Some(Command::Keys(k)) => (k.config, Some(k.action)),
+        Some(Command::Healthcheck(c)) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            return match rt
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(edge_idp::healthcheck::check(c.listen_addr)))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edge-idp: unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         None => (cli.config, None),
     };
     if keys_action.is_none() {
