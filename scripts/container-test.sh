@@ -60,7 +60,8 @@ if ! podman image exists "$BUILDER"; then
   CTX="$WORK/builder-ctx"
   rm -rf "$CTX" && mkdir -p "$CTX/certs"
   cp -a "$(rustc --print sysroot)" "$CTX/toolchain"
-  cp "$(command -v cargo)" "$CTX/toolchain/bin/cargo" 2>/dev/null || true
+  # The toolchain folder holds the real cargo; the one on PATH may be rustup's proxy.
+  [ -x "$CTX/toolchain/bin/cargo" ] || cp "$(command -v cargo)" "$CTX/toolchain/bin/cargo"
   cp /usr/local/share/ca-certificates/*.crt "$CTX/certs/" 2>/dev/null || true
   cat > "$CTX/Containerfile" <<'CF'
 FROM docker.io/library/debian:bookworm-slim
