@@ -5,6 +5,7 @@
 //! - [`startup`]: [`startup::Application`]: build (migrate, keys, actors, bind), run, shut down.
 //! - [`http`]: route table, warp filters, handlers, problem responses, the server edge.
 //! - [`db`]: libSQL pool, migrations (`schema/`), and the actors' storage traits on SQL.
+//! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`passwords`]: Argon2id on the blocking pool, bounded; the password policy.
 //! - [`tokens`]: RS256 access tokens signed from the key snapshot.
 //! - [`ratelimit`]: GCRA limits on a bounded in-process store.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod db;
 pub mod healthcheck;
 pub mod http;
+pub mod metrics;
 pub mod passwords;
 pub mod ratelimit;
 pub mod revocation;

@@ -71,6 +71,8 @@ pub struct Passwords {
     slots: Arc<Semaphore>,
     wait: Duration,
     dummy: Arc<str>,
+    /// Time spent waiting for a slot, and hashes computing or waiting.
+    observe: (prometheus::Histogram, prometheus::IntGauge),
 }
 
 fn hasher(params: &Params) -> Argon2<'static> {
@@ -94,6 +96,7 @@ impl Passwords {
         params: Params,
         concurrency: usize,
         wait: Duration,
+        observe: (prometheus::Histogram, prometheus::IntGauge),
     ) -> Result<Self, DomainError> {
         let p = params.clone();
         let dummy = tokio::task::spawn_blocking(move || {
@@ -106,6 +109,7 @@ impl Passwords {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             wait,
             dummy: dummy.into(),
+            observe,
         })
     }
 
@@ -113,13 +117,29 @@ impl Passwords {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, DomainError> {
-        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| DomainError::Unavailable("password hashing saturated".into()))?
-            .map_err(|_| DomainError::Unavailable("password hashing closed".into()))?;
+        let (wait_hist, queue) = &self.observe;
+        queue.inc();
+        let started = std::time::Instant::now();
+        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await;
+        wait_hist.observe(started.elapsed().as_secs_f64());
+        let permit = match permit {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => {
+                queue.dec();
+                return Err(DomainError::Unavailable("password hashing closed".into()));
+            }
+            Err(_) => {
+                queue.dec();
+                return Err(DomainError::Unavailable(
+                    "password hashing saturated".into(),
+                ));
+            }
+        };
+        let queue = queue.clone();
         let r = tokio::task::spawn_blocking(move || {
             let r = f();
             drop(permit);
+            queue.dec();
             r
         })
         .await
@@ -172,6 +192,13 @@ impl Passwords {
 mod tests {
     use super::*;
 
+    fn observe() -> (prometheus::Histogram, prometheus::IntGauge) {
+        (
+            prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("w", "w")).unwrap(),
+            prometheus::IntGauge::new("q", "q").unwrap(),
+        )
+    }
+
     #[test]
     fn policy_refuses_short_long_and_common_passwords() {
         assert_eq!(check_policy("short"), Err(PolicyError::TooShort));
@@ -190,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn verify_accepts_the_right_password_and_upgrades_old_costs() {
         let weak = Params::new(64, 1, 1, None).unwrap();
-        let p_old = Passwords::new(weak, 2, Duration::from_secs(5))
+        let p_old = Passwords::new(weak, 2, Duration::from_secs(5), observe())
             .await
             .unwrap();
         let phc = p_old
@@ -235,6 +262,7 @@ mod tests {
             Params::new(128, 2, 1, None).unwrap(),
             2,
             Duration::from_secs(5),
+            observe(),
         )
         .await
         .unwrap();

@@ -82,6 +82,15 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// The limit a route applies (`login`, `signup`, `refresh`), for metrics.
+    pub fn group(self) -> &'static str {
+        match self {
+            Policy::LoginIp | Policy::LoginAccount => "login",
+            Policy::SignupIp => "signup",
+            Policy::RefreshIp => "refresh",
+        }
+    }
+
     /// Stable name for metrics and keys.
     pub fn name(self) -> &'static str {
         match self {

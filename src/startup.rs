@@ -149,10 +149,12 @@ impl Application {
             .await
             .map_err(|e| StartError::Startup(e.to_string()))?;
 
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let passwords = Passwords::new(
             settings.argon2.clone(),
             settings.hash_concurrency,
             settings.ask_timeout,
+            (metrics.hash_wait.clone(), metrics.hash_queue.clone()),
         )
         .await
         .map_err(|e| StartError::Startup(e.to_string()))?;
@@ -178,6 +180,7 @@ impl Application {
             limiter,
             revocations,
             clock,
+            metrics,
         });
         let (stop, _) = watch::channel(false);
         Ok(Self {
@@ -238,6 +241,7 @@ impl Application {
             listener,
             http::routes(state.clone()),
             state.settings.max_in_flight,
+            state.metrics.clone(),
             shutdown,
         )
         .await;

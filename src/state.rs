@@ -29,6 +29,8 @@ pub struct AppState {
     pub revocations: crate::revocation::Revocations,
     /// Now.
     pub clock: Clock,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The handle handlers hold.

@@ -169,6 +169,13 @@ pub(super) async fn limited(
     if d.allowed {
         Ok(d)
     } else {
+        if let Some((policy, _)) = checks.first() {
+            state
+                .metrics
+                .rate_limited
+                .with_label_values(&[policy.group(), state.limiter.backend()])
+                .inc();
+        }
         tracing::info!(
             policy = checks.first().map(|c| c.0.name()).unwrap_or(""),
             "rate limited"
@@ -255,11 +262,19 @@ pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Res
     let email = extract::email("email", &req.email).map_err(|e| ApiError::Validation(vec![e]))?;
     let ip = client.ip.to_string();
     let account = account_key(&email);
-    let decision = limited(
+    let decision = match limited(
         &state,
         &[(Policy::LoginIp, &ip), (Policy::LoginAccount, &account)],
     )
-    .await?;
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            state.metrics.login("rate_limited");
+            return Err(e);
+        }
+    };
+    let mut mfa_required = false;
 
     let result = async {
         // A password no account can have (over the policy's maximum) is refused before hashing.
@@ -293,11 +308,19 @@ pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Res
             state.db.create_challenge(hash, user.id, org, now, now + CHALLENGE_TTL).await?;
             tracing::info!(target: "audit", event = "mfa_challenge", user_id = %user.id, ip = %client.ip, "password accepted; second factor required");
             let body = serde_json::json!({"mfa_required": true, "mfa_token": token.expose(), "expires_in": CHALLENGE_TTL});
+            mfa_required = true;
             return Ok(no_store(warp::reply::json(&body).into_response()));
         }
         issue_session(&state, &client, user.id, user.email, membership, vec!["pwd".to_owned()]).await
     }
     .await;
+    state.metrics.login(match &result {
+        Ok(_) if mfa_required => "mfa_required",
+        Ok(_) => "success",
+        Err(ApiError::InvalidCredentials) => "invalid_credentials",
+        Err(ApiError::NotAMember) => "not_a_member",
+        Err(_) => "error",
+    });
     Ok(with_limits(respond(result).await, &decision))
 }
 
@@ -372,7 +395,13 @@ pub fn token_shaped(t: &str) -> bool {
 pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
     let req: RefreshRequest = extract::parse(body)?;
     let ip = client.ip.to_string();
-    let decision = limited(&state, &[(Policy::RefreshIp, &ip)]).await?;
+    let decision = match limited(&state, &[(Policy::RefreshIp, &ip)]).await {
+        Ok(d) => d,
+        Err(e) => {
+            state.metrics.refresh("rate_limited");
+            return Err(e);
+        }
+    };
     let result = async {
         if !token_shaped(req.refresh_token.expose()) {
             return Err(ApiError::InvalidRefreshToken);
@@ -402,9 +431,20 @@ pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<R
             .await?
             .ok_or(DomainError::InvalidRefreshToken)?;
         let access = state.tokens.issue(&principal, session_id).await?;
+        state.metrics.refresh(if issued.replayed {
+            "replayed"
+        } else {
+            "rotated"
+        });
         Ok(token_response(&state, &access, Some(&issued)))
     }
     .await;
+    match &result {
+        Err(ApiError::RefreshTokenReused) => state.metrics.refresh("reused"),
+        Err(ApiError::InvalidRefreshToken) => state.metrics.refresh("invalid"),
+        Err(_) => state.metrics.refresh("error"),
+        Ok(_) => {}
+    }
     Ok(with_limits(respond(result).await, &decision))
 }
 

@@ -69,3 +69,16 @@ pub async fn readyz(state: SharedState) -> Response {
         _ => ApiError::Unavailable("not ready".into()).into_response(),
     }
 }
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: SharedState) -> Response {
+    let body = state
+        .metrics
+        .render(&state.actors, state.limiter.backend_switches());
+    let mut resp = warp::http::Response::new(body.into());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}

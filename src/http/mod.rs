@@ -46,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/.well-known/openid-configuration", "GET"),
     ("/healthz", "GET"),
     ("/readyz", "GET"),
+    ("/metrics", "GET"),
 ];
 
 /// The template of `path` and the methods it allows, if it is a route.
@@ -124,6 +125,10 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .then(discovery::healthz);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(st())
+        .then(discovery::metrics);
     let readyz = warp::path!("readyz")
         .and(warp::get())
         .and(st())
@@ -155,6 +160,8 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .or(healthz)
                 .unify()
                 .or(readyz)
+                .unify()
+                .or(metrics)
                 .unify(),
         )
         .recover(error::recover)

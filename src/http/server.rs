@@ -10,6 +10,7 @@
 use super::error::ApiError;
 use super::extract::PeerAddr;
 use super::route_of;
+use crate::metrics::Metrics;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
@@ -53,6 +54,7 @@ pub async fn serve(
     listener: TcpListener,
     router: BoxedFilter<(Response,)>,
     max_in_flight: usize,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let svc = warp::service(router);
@@ -75,10 +77,12 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let svc = svc.clone();
         let in_flight = in_flight.clone();
+        let metrics = metrics.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut svc = svc.clone();
             let in_flight = in_flight.clone();
-            async move { Ok::<_, Infallible>(handle(&mut svc, req, peer, &in_flight).await) }
+            let metrics = metrics.clone();
+            async move { Ok::<_, Infallible>(handle(&mut svc, req, peer, &in_flight, &metrics).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
@@ -105,6 +109,7 @@ async fn handle<S>(
     mut req: Request<Incoming>,
     peer: std::net::SocketAddr,
     in_flight: &Semaphore,
+    metrics: &Metrics,
 ) -> Response
 where
     S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
@@ -135,6 +140,19 @@ where
         h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
     }
     h.insert("x-request-id", request_id);
+    let method_label = match method.as_str() {
+        m @ ("GET" | "POST" | "DELETE" | "PUT" | "PATCH" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics
+        .http_requests
+        .with_label_values(&[route, method_label, resp.status().as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[route, method_label])
+        .observe(elapsed);
     let _e = span.enter();
     tracing::info!(
         target: "http",

@@ -8,6 +8,7 @@ mod helpers;
 mod keys;
 mod login;
 mod logout;
+mod metrics;
 mod mfa;
 mod multiprocess;
 mod orgs;
