@@ -165,6 +165,9 @@ pub struct Config {
     /// Most keys the in-process rate limiter holds.
     #[arg(long, env = "RATE_LIMIT_MEMORY_MAX_KEYS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate_limit_memory_max_keys: u64,
+    /// Days audit rows are kept.
+    #[arg(long, env = "AUDIT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub audit_retention_days: u32,
     /// `json` or `pretty`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -247,6 +250,8 @@ pub struct Settings {
     pub redis: Option<(String, String, Duration)>,
     /// Most keys the in-process limiter holds.
     pub memory_max_keys: u64,
+    /// Audit rows are kept this long, seconds.
+    pub audit_retention: i64,
     /// Requests handled at once.
     pub max_in_flight: usize,
     /// Hashes at once.
@@ -395,6 +400,7 @@ impl Config {
                 }
             },
             memory_max_keys: self.rate_limit_memory_max_keys,
+            audit_retention: i64::from(self.audit_retention_days) * 86_400,
             limits: Limits {
                 login: self.rate_limit_login,
                 signup: self.rate_limit_signup,

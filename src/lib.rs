@@ -1,6 +1,7 @@
 //! edge-idp: an identity provider that other services trust.
 //!
 //! # Layout
+//! - [`audit`]: the audit trail (log events and `audit_events` rows, written in batches).
 //! - [`config`]: environment and flags, validated into [`config::Settings`].
 //! - [`startup`]: [`startup::Application`]: build (migrate, keys, actors, bind), run, shut down.
 //! - [`http`]: route table, warp filters, handlers, problem responses, the server edge.
@@ -19,6 +20,7 @@
 //! `UsersMsg::LoginSucceeded` → `RefreshMsg::Start` (`sessions`, `refresh_tokens` rows) →
 //! `tokens::TokenIssuer::issue`.
 
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod healthcheck;

@@ -74,6 +74,7 @@ pub struct Application {
     root: ActorRef<()>,
     root_join: JoinHandle<()>,
     stop: watch::Sender<bool>,
+    audit_writer: JoinHandle<()>,
 }
 
 impl Application {
@@ -98,6 +99,18 @@ impl Application {
             .map(|n| n.get())
             .unwrap_or(2);
         let actors = Handles::new((cores * 2).max(4));
+        let (stop, _) = watch::channel(false);
+        let (audit, audit_writer) = crate::audit::Audit::spawn(db.clone(), clock.clone());
+        let on_rotate: keys::OnRotate = {
+            let audit = audit.clone();
+            Arc::new(move |kid: &str| {
+                audit.record(crate::audit::AuditEvent {
+                    kind: "key_rotation",
+                    detail: Some(kid.to_owned()),
+                    ..Default::default()
+                })
+            })
+        };
         let policy = RefreshPolicy {
             token_ttl: settings.refresh_token_ttl,
             session_max_ttl: settings.session_max_ttl,
@@ -123,6 +136,7 @@ impl Application {
                 handle: keys.clone(),
                 clock: clock.clone(),
                 rotation: rotation_policy(&settings),
+                on_rotate: Some(on_rotate),
             },
             users: UsersArgs {
                 store: db.clone(),
@@ -181,8 +195,8 @@ impl Application {
             revocations,
             clock,
             metrics,
+            audit,
         });
-        let (stop, _) = watch::channel(false);
         Ok(Self {
             listener,
             addr,
@@ -190,6 +204,7 @@ impl Application {
             root,
             root_join,
             stop,
+            audit_writer,
         })
     }
 
@@ -206,6 +221,11 @@ impl Application {
     /// A handle that stops the application.
     pub fn stopper(&self) -> Stopper {
         Stopper(self.stop.clone())
+    }
+
+    /// The audit trail (tests flush it before reading rows).
+    pub fn audit(&self) -> crate::audit::Audit {
+        self.state.audit.clone()
     }
 
     /// The rate limiter (tests read its backend and counters).
@@ -227,6 +247,7 @@ impl Application {
             root,
             root_join,
             stop,
+            audit_writer,
         } = self;
         let mut stopped = stop.subscribe();
         let janitor = tokio::spawn(prune_loop(state.clone(), stop.subscribe()));
@@ -249,7 +270,9 @@ impl Application {
         let _ = janitor.await;
         root.stop(Some("shutdown".into()));
         let _ = tokio::time::timeout(Duration::from_secs(10), root_join).await;
+        // The last audit handles go with the state; the writer then stores what is queued.
         drop(state);
+        let _ = tokio::time::timeout(Duration::from_secs(10), audit_writer).await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -281,7 +304,26 @@ pub async fn keys_command(settings: Settings, action: KeysAction) -> Result<Stri
     match action {
         KeysAction::Rotate => {
             let newest = set.newest().activates_at;
-            match keys::rotate(&db, &sealer, &rotation_policy(&settings), newest, now).await? {
+            let (audit, writer) = crate::audit::Audit::spawn(db.clone(), clock.clone());
+            let on_rotate: keys::OnRotate = Arc::new(move |kid: &str| {
+                audit.record(crate::audit::AuditEvent {
+                    kind: "key_rotation",
+                    detail: Some(format!("{kid} (edge-idp keys rotate)")),
+                    ..Default::default()
+                })
+            });
+            let rotated = keys::rotate(
+                &db,
+                &sealer,
+                &rotation_policy(&settings),
+                newest,
+                now,
+                Some(&on_rotate),
+            )
+            .await;
+            drop(on_rotate);
+            let _ = writer.await;
+            match rotated? {
                 Some(kid) => Ok(format!(
                     "rotated: {kid} is published now and signs from {}",
                     crate::http::auth::rfc3339(now + rotation_policy(&settings).prepublish)
@@ -359,6 +401,11 @@ async fn prune_loop(state: SharedState, mut stop: watch::Receiver<bool>) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "prune failed; will retry"),
+        }
+        if let Err(e) =
+            crate::audit::prune(&state.db, state.clock.now(), state.settings.audit_retention).await
+        {
+            tracing::warn!(error = %e, "audit prune failed; will retry");
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct AppState {
     pub revocations: crate::revocation::Revocations,
     /// Now.
     pub clock: Clock,
+    /// The audit trail.
+    pub audit: crate::audit::Audit,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
 }

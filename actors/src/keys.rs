@@ -25,6 +25,9 @@ use zeroize::Zeroizing;
 /// Shared handle to the current key set, swapped whole by the KeyManager.
 pub type KeyHandle = Arc<ArcSwap<KeySet>>;
 
+/// Called with the new kid after this instance stored a rotation (the audit trail).
+pub type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Why keys could not be loaded; each is a start-up failure with one clear line.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -409,6 +412,8 @@ pub struct KeyManagerArgs<S> {
     pub clock: Clock,
     /// Rotation schedule.
     pub rotation: RotationPolicy,
+    /// Told about each rotation this instance stores.
+    pub on_rotate: Option<OnRotate>,
 }
 
 /// Generates and stores a key that starts signing `policy.prepublish` seconds from `now`, and
@@ -420,6 +425,7 @@ pub async fn rotate<S: KeyStore>(
     policy: &RotationPolicy,
     newest_seen: i64,
     now: i64,
+    on_rotate: Option<&OnRotate>,
 ) -> Result<Option<String>, KeyError> {
     let activates_at = now + policy.prepublish;
     let (key, der) = tokio::task::spawn_blocking(move || SigningKey::generate(activates_at))
@@ -432,7 +438,10 @@ pub async fn rotate<S: KeyStore>(
         .insert_rotated_key(row, newest_seen, retire_at)
         .await?
     {
-        tracing::info!(target: "audit", event = "key_rotation", kid = %key.kid, activates_at, retire_previous_at = retire_at, "signing key rotated");
+        tracing::info!(kid = %key.kid, activates_at, retire_previous_at = retire_at, "signing key rotated");
+        if let Some(f) = on_rotate {
+            f(&key.kid);
+        }
         Ok(Some(key.kid.clone()))
     } else {
         Ok(None)
@@ -459,6 +468,7 @@ impl<S: KeyStore> KeyManagerArgs<S> {
             &self.rotation,
             newest_seen,
             self.clock.now(),
+            self.on_rotate.as_ref(),
         )
         .await
         .map_err(|e| DomainError::Internal(e.to_string()))?;

@@ -232,7 +232,7 @@ impl<S: SessionStore> RefreshArgs<S> {
             self.store
                 .revoke_session(v.session_id, now, "refresh_token_reused")
                 .await?;
-            tracing::warn!(target: "audit", event = "refresh_token_reused", session_id = %v.session_id, "refresh token reuse detected; family revoked");
+            tracing::warn!(session_id = %v.session_id, "refresh token reuse detected; family revoked");
             return Err(DomainError::RefreshTokenReused);
         }
         Err(DomainError::Unavailable(

@@ -14,6 +14,7 @@ use libsql::TransactionBehavior;
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../schema/0001_init.sql")),
     (2, "mfa", include_str!("../../schema/0002_mfa.sql")),
+    (3, "audit", include_str!("../../schema/0003_audit.sql")),
 ];
 
 /// Why the schema could not be brought up to date.
@@ -134,7 +135,7 @@ mod tests {
     async fn migrating_twice_is_a_no_op_and_a_newer_database_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_local(&dir.path().join("t.db")).await.unwrap();
-        assert_eq!(migrate(&db).await.unwrap(), vec![1, 2]);
+        assert_eq!(migrate(&db).await.unwrap(), vec![1, 2, 3]);
         assert!(migrate(&db).await.unwrap().is_empty());
         db.run(|c| async move {
             c.execute(

@@ -130,7 +130,7 @@ impl Db {
 }
 
 /// Maps a libSQL error to the storage error the actors understand.
-pub(crate) fn map_err(e: libsql::Error) -> StoreError {
+pub fn map_err(e: libsql::Error) -> StoreError {
     let text = e.to_string();
     match &e {
         libsql::Error::SqliteFailure(code, _) if is_busy(*code) => StoreError::Unavailable(text),

@@ -4,6 +4,7 @@ use super::auth::{limited, no_store, rfc3339, token_shaped_uuid, with_limits, Or
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError};
 use super::extract::{self, Client};
+use crate::audit::AuditEvent;
 use crate::passwords::check_policy;
 use crate::ratelimit::{account_key, Policy};
 use crate::state::SharedState;
@@ -111,7 +112,12 @@ pub async fn switch_org(state: SharedState, auth: Auth, body: Body) -> Result<Re
         amr: caller.claims.amr.clone(),
     };
     let access = state.tokens.issue(&principal, sid).await?;
-    tracing::info!(target: "audit", event = "switch_org", user_id = %caller.user_id, session_id = %sid, org_id = %org, "switched organization");
+    state.audit.record(AuditEvent {
+        user_id: Some(caller.user_id),
+        session_id: Some(sid),
+        org_id: Some(org),
+        ..caller.client.event("switch_org")
+    });
     let body = serde_json::json!({"access_token": access, "token_type": "Bearer", "expires_in": state.tokens.ttl()});
     Ok(no_store(warp::reply::json(&body).into_response()))
 }
@@ -160,7 +166,11 @@ pub async fn delete_session(
         return Err(ApiError::NotFound);
     }
     state.revocations.revoke([sid]);
-    tracing::info!(target: "audit", event = "session_deleted", user_id = %caller.user_id, session_id = %sid, "session ended");
+    state.audit.record(AuditEvent {
+        user_id: Some(caller.user_id),
+        session_id: Some(sid),
+        ..caller.client.event("session_deleted")
+    });
     Ok(no_content())
 }
 
@@ -200,21 +210,44 @@ pub async fn change_password(
         if req.current_password.expose().chars().count() > 128 {
             return Err(ApiError::InvalidCredentials);
         }
-        let verified = state.passwords.verify(req.current_password, Some(user.password_hash.clone())).await?;
+        let verified = state
+            .passwords
+            .verify(req.current_password, Some(user.password_hash.clone()))
+            .await?;
         if !verified.ok {
-            tracing::info!(target: "audit", event = "password_change_failed", user_id = %user.id, ip = %client.ip, "wrong current password");
+            state.audit.record(AuditEvent {
+                user_id: Some(user.id),
+                session_id: Some(caller.session_id),
+                ..client.event("password_change_failed")
+            });
             return Err(ApiError::InvalidCredentials);
         }
         let new_hash = state.passwords.hash(req.new_password).await?;
         let timeout = state.settings.ask_timeout;
         let (id, old) = (user.id, user.password_hash.clone());
-        if !ask(state.actors.users.pick(user.email.as_bytes()), |r| UsersMsg::ChangePassword(id, old, new_hash, r), timeout).await? {
+        if !ask(
+            state.actors.users.pick(user.email.as_bytes()),
+            |r| UsersMsg::ChangePassword(id, old, new_hash, r),
+            timeout,
+        )
+        .await?
+        {
             // Someone changed it between our read and our write: the check we made is stale.
             return Err(ApiError::InvalidCredentials);
         }
         let keep = caller.session_id;
-        let revoked = ask(state.actors.refresh.pick(id.as_bytes()), |r| RefreshMsg::RevokeAll(id, Some(keep), "password_changed", r), timeout).await?;
-        tracing::info!(target: "audit", event = "password_changed", user_id = %id, sessions_revoked = revoked.len(), ip = %client.ip, "password changed");
+        let revoked = ask(
+            state.actors.refresh.pick(id.as_bytes()),
+            |r| RefreshMsg::RevokeAll(id, Some(keep), "password_changed", r),
+            timeout,
+        )
+        .await?;
+        state.audit.record(AuditEvent {
+            user_id: Some(id),
+            session_id: Some(keep),
+            detail: Some(format!("{} other sessions revoked", revoked.len())),
+            ..client.event("password_changed")
+        });
         state.revocations.revoke(revoked);
         Ok(no_content())
     }

@@ -8,6 +8,7 @@
 
 use super::error::{rate_limit_headers, ApiError, FieldError};
 use super::extract::{self, Client};
+use crate::audit::AuditEvent;
 use crate::passwords::{check_policy, PolicyError};
 use crate::ratelimit::{account_key, Decision, Policy};
 use crate::state::SharedState;
@@ -244,7 +245,11 @@ pub async fn signup(state: SharedState, client: Client, body: Body) -> Result<Re
         state.settings.ask_timeout,
     )
     .await?;
-    tracing::info!(target: "audit", event = "signup", user_id = %user_id, ip = %client.ip, "account created");
+    state.audit.record(AuditEvent {
+        user_id: Some(user_id),
+        org_id: Some(org_id),
+        ..client.event("signup")
+    });
 
     let body = serde_json::json!({
         "user": UserView { id: user_id, email, name, created_at: rfc3339(now), mfa_enabled: false },
@@ -288,11 +293,11 @@ pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Res
             Some(u) if verified.ok => u,
             Some(u) => {
                 ask(state.actors.users.pick(email.as_bytes()), |r| UsersMsg::LoginFailed(u.id, r), timeout).await?;
-                tracing::info!(target: "audit", event = "login_failed", user_id = %u.id, ip = %client.ip, "wrong password");
+                state.audit.record(AuditEvent { user_id: Some(u.id), detail: Some("wrong password".into()), ..client.event("login_failed") });
                 return Err(ApiError::InvalidCredentials);
             }
             None => {
-                tracing::info!(target: "audit", event = "login_failed", ip = %client.ip, "unknown account");
+                state.audit.record(AuditEvent { detail: Some("unknown account".into()), ..client.event("login_failed") });
                 return Err(ApiError::InvalidCredentials);
             }
         };
@@ -306,7 +311,7 @@ pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Res
             let now = state.clock.now();
             let org = req.org_id.as_ref().map(|_| membership.org_id.to_string());
             state.db.create_challenge(hash, user.id, org, now, now + CHALLENGE_TTL).await?;
-            tracing::info!(target: "audit", event = "mfa_challenge", user_id = %user.id, ip = %client.ip, "password accepted; second factor required");
+            state.audit.record(AuditEvent { user_id: Some(user.id), ..client.event("mfa_challenge") });
             let body = serde_json::json!({"mfa_required": true, "mfa_token": token.expose(), "expires_in": CHALLENGE_TTL});
             mfa_required = true;
             return Ok(no_store(warp::reply::json(&body).into_response()));
@@ -354,7 +359,13 @@ pub(super) async fn issue_session(
         amr,
     };
     let access = state.tokens.issue(&principal, issued.session_id).await?;
-    tracing::info!(target: "audit", event = "login", user_id = %user_id, session_id = %issued.session_id, amr = ?principal.amr, ip = %client.ip, "logged in");
+    state.audit.record(AuditEvent {
+        user_id: Some(user_id),
+        session_id: Some(issued.session_id),
+        org_id: Some(principal.membership.org_id),
+        detail: Some(format!("amr={}", principal.amr.join("+"))),
+        ..client.event("login")
+    });
     Ok(token_response(state, &access, Some(&issued)))
 }
 
@@ -407,7 +418,7 @@ pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<R
             return Err(ApiError::InvalidRefreshToken);
         }
         let hash = token_hash(req.refresh_token.expose());
-        let Some((session_id, _)) = state.db.session_of_token(hash).await? else {
+        let Some((session_id, user_id)) = state.db.session_of_token(hash).await? else {
             return Err(ApiError::InvalidRefreshToken);
         };
         let shard = state.actors.refresh.pick(session_id.as_bytes());
@@ -421,6 +432,12 @@ pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<R
             Err(DomainError::RefreshTokenReused) => {
                 // The family is revoked: its access tokens stop working here at once.
                 state.revocations.revoke([session_id]);
+                state.audit.record(AuditEvent {
+                    user_id: Some(user_id),
+                    session_id: Some(session_id),
+                    detail: Some("family revoked".into()),
+                    ..client.event("refresh_token_reused")
+                });
                 return Err(ApiError::RefreshTokenReused);
             }
             other => other?,
@@ -464,7 +481,11 @@ pub async fn logout(state: SharedState, client: Client, body: Body) -> Result<Re
                     timeout,
                 )
                 .await?;
-                tracing::info!(target: "audit", event = "logout", user_id = %user_id, sessions = ids.len(), ip = %client.ip, "logged out everywhere");
+                state.audit.record(AuditEvent {
+                    user_id: Some(user_id),
+                    detail: Some(format!("all: {} sessions", ids.len())),
+                    ..client.event("logout")
+                });
                 state.revocations.revoke(ids);
             } else {
                 ask(
@@ -474,7 +495,11 @@ pub async fn logout(state: SharedState, client: Client, body: Body) -> Result<Re
                 )
                 .await?;
                 state.revocations.revoke([session_id]);
-                tracing::info!(target: "audit", event = "logout", user_id = %user_id, session_id = %session_id, ip = %client.ip, "logged out");
+                state.audit.record(AuditEvent {
+                    user_id: Some(user_id),
+                    session_id: Some(session_id),
+                    ..client.event("logout")
+                });
             }
         }
     }

@@ -20,41 +20,50 @@ pub struct Caller {
     pub session_id: Uuid,
     /// All claims.
     pub claims: AccessClaims,
+    /// Where the request came from.
+    pub client: super::extract::Client,
 }
 
 /// Extracts the caller, or the 401 to answer.
 pub fn bearer(
     state: SharedState,
 ) -> impl Filter<Extract = (Result<Caller, ApiError>,), Error = Infallible> + Clone {
-    warp::header::headers_cloned().then(move |h: warp::http::HeaderMap| {
-        let state = state.clone();
-        async move {
-            let value = h
-                .get(warp::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or(ApiError::InvalidToken)?;
-            let (scheme, token) = value.split_once(' ').ok_or(ApiError::InvalidToken)?;
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                return Err(ApiError::InvalidToken);
-            }
-            let claims = state
-                .tokens
-                .verify(token.trim())
-                .ok_or(ApiError::InvalidToken)?;
-            let user_id = Uuid::parse_str(&claims.sub).map_err(|_| ApiError::InvalidToken)?;
-            let session_id = Uuid::parse_str(&claims.sid).map_err(|_| ApiError::InvalidToken)?;
-            if !state
-                .revocations
-                .is_live(&state.db, session_id, state.clock.now())
-                .await?
-            {
-                return Err(ApiError::SessionRevoked);
-            }
-            Ok(Caller {
-                user_id,
-                session_id,
-                claims,
-            })
-        }
-    })
+    super::extract::client(state.clone())
+        .and(warp::header::headers_cloned())
+        .then(
+            move |client: super::extract::Client, h: warp::http::HeaderMap| {
+                let state = state.clone();
+                async move {
+                    let value = h
+                        .get(warp::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or(ApiError::InvalidToken)?;
+                    let (scheme, token) = value.split_once(' ').ok_or(ApiError::InvalidToken)?;
+                    if !scheme.eq_ignore_ascii_case("bearer") {
+                        return Err(ApiError::InvalidToken);
+                    }
+                    let claims = state
+                        .tokens
+                        .verify(token.trim())
+                        .ok_or(ApiError::InvalidToken)?;
+                    let user_id =
+                        Uuid::parse_str(&claims.sub).map_err(|_| ApiError::InvalidToken)?;
+                    let session_id =
+                        Uuid::parse_str(&claims.sid).map_err(|_| ApiError::InvalidToken)?;
+                    if !state
+                        .revocations
+                        .is_live(&state.db, session_id, state.clock.now())
+                        .await?
+                    {
+                        return Err(ApiError::SessionRevoked);
+                    }
+                    Ok(Caller {
+                        user_id,
+                        session_id,
+                        claims,
+                        client,
+                    })
+                }
+            },
+        )
 }

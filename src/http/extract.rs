@@ -26,6 +26,20 @@ pub struct Client {
     pub ip: IpAddr,
     /// `User-Agent`, truncated to 512 characters.
     pub user_agent: Option<String>,
+    /// `X-Request-Id` (the server edge guarantees a sane one).
+    pub request_id: Option<String>,
+}
+
+impl Client {
+    /// An audit event of `kind` from this client (IP and request id filled in).
+    pub fn event(&self, kind: &'static str) -> crate::audit::AuditEvent {
+        crate::audit::AuditEvent {
+            kind,
+            ip: Some(self.ip.to_string()),
+            request_id: self.request_id.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Injects the shared state.
@@ -58,7 +72,15 @@ pub fn client(
                     .get(warp::http::header::USER_AGENT)
                     .and_then(|v| v.to_str().ok())
                     .map(|s| s.chars().take(512).collect());
-                Client { ip, user_agent }
+                let request_id = headers
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Client {
+                    ip,
+                    user_agent,
+                    request_id,
+                }
             },
         )
 }

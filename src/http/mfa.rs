@@ -6,6 +6,7 @@ use super::auth::{
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError};
 use super::extract::{self, Client};
+use crate::audit::AuditEvent;
 use crate::ratelimit::{account_key, Policy};
 use crate::state::SharedState;
 use bytes::Bytes;
@@ -66,7 +67,10 @@ pub async fn enroll(state: SharedState, auth: Auth) -> Result<Response, ApiError
         state.settings.ask_timeout,
     )
     .await?;
-    tracing::info!(target: "audit", event = "mfa_enroll", user_id = %id, "MFA enrollment started");
+    state.audit.record(AuditEvent {
+        user_id: Some(id),
+        ..caller.client.event("mfa_enroll")
+    });
     let body =
         serde_json::json!({"secret": e.secret.expose(), "otpauth_uri": e.otpauth_uri.expose()});
     Ok(no_store(warp::reply::json(&body).into_response()))
@@ -85,7 +89,10 @@ pub async fn confirm(state: SharedState, auth: Auth, body: Body) -> Result<Respo
         state.settings.ask_timeout,
     )
     .await?;
-    tracing::info!(target: "audit", event = "mfa_enabled", user_id = %id, "MFA enabled");
+    state.audit.record(AuditEvent {
+        user_id: Some(id),
+        ..caller.client.event("mfa_enabled")
+    });
     let codes: Vec<&str> = codes.iter().map(SecretString::expose).collect();
     Ok(no_store(
         warp::reply::json(&serde_json::json!({"recovery_codes": codes})).into_response(),
@@ -105,7 +112,10 @@ pub async fn disable(state: SharedState, auth: Auth, body: Body) -> Result<Respo
         state.settings.ask_timeout,
     )
     .await?;
-    tracing::info!(target: "audit", event = "mfa_disabled", user_id = %id, "MFA disabled");
+    state.audit.record(AuditEvent {
+        user_id: Some(id),
+        ..caller.client.event("mfa_disabled")
+    });
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
 }
 
@@ -139,10 +149,19 @@ pub async fn verify(state: SharedState, client: Client, body: Body) -> Result<Re
     .await?;
     let result = async {
         let shard = state.actors.users.pick(ch.email.as_bytes());
-        match ask(shard, |r| UsersMsg::MfaCheck(ch.user_id, req.code, r), state.settings.ask_timeout).await {
+        match ask(
+            shard,
+            |r| UsersMsg::MfaCheck(ch.user_id, req.code, r),
+            state.settings.ask_timeout,
+        )
+        .await
+        {
             Err(DomainError::InvalidMfaCode) => {
                 state.db.fail_challenge(hash).await?;
-                tracing::info!(target: "audit", event = "mfa_failed", user_id = %ch.user_id, ip = %client.ip, "wrong second factor");
+                state.audit.record(AuditEvent {
+                    user_id: Some(ch.user_id),
+                    ..client.event("mfa_failed")
+                });
                 return Err(ApiError::InvalidMfaCode);
             }
             other => other?,
@@ -150,8 +169,18 @@ pub async fn verify(state: SharedState, client: Client, body: Body) -> Result<Re
         if !state.db.consume_challenge(hash, now, MAX_ATTEMPTS).await? {
             return Err(ApiError::InvalidMfaToken);
         }
-        let membership = membership_for_login(&state, ch.user_id, ch.org_id.as_deref(), ch.default_org_id).await?;
-        issue_session(&state, &client, ch.user_id, ch.email.clone(), membership, vec!["pwd".to_owned(), "otp".to_owned()]).await
+        let membership =
+            membership_for_login(&state, ch.user_id, ch.org_id.as_deref(), ch.default_org_id)
+                .await?;
+        issue_session(
+            &state,
+            &client,
+            ch.user_id,
+            ch.email.clone(),
+            membership,
+            vec!["pwd".to_owned(), "otp".to_owned()],
+        )
+        .await
     }
     .await;
     Ok(with_limits(respond(result).await, &decision))

@@ -8,6 +8,7 @@ use super::auth::{token_shaped_uuid, OrgView};
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError};
 use super::extract;
+use crate::audit::AuditEvent;
 use crate::db::Removal;
 use crate::state::SharedState;
 use bytes::Bytes;
@@ -53,7 +54,11 @@ pub async fn create(state: SharedState, auth: Auth, body: Body) -> Result<Respon
         .db
         .create_org(id, name.clone(), caller.user_id, state.clock.now())
         .await?;
-    tracing::info!(target: "audit", event = "org_created", user_id = %caller.user_id, org_id = %id, "organization created");
+    state.audit.record(AuditEvent {
+        user_id: Some(caller.user_id),
+        org_id: Some(id),
+        ..caller.client.event("org_created")
+    });
     let view = OrgView::from(Membership {
         org_id: id,
         org_name: name,
@@ -132,7 +137,13 @@ pub async fn add_member(
     {
         return Err(ApiError::AlreadyMember);
     }
-    tracing::info!(target: "audit", event = "member_added", user_id = %caller.user_id, org_id = %org_id, member_id = %user.id, role = role.as_str(), "member added");
+    state.audit.record(AuditEvent {
+        user_id: Some(caller.user_id),
+        org_id: Some(org_id),
+        subject_id: Some(user.id),
+        detail: Some(role.as_str().to_owned()),
+        ..caller.client.event("member_added")
+    });
     let body = serde_json::json!({"user_id": user.id, "org_id": org_id, "role": role});
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response())
 }
@@ -171,6 +182,11 @@ pub async fn remove_member(
         Removal::NotMember => return Err(ApiError::NotFound),
         Removal::LastOwner => return Err(ApiError::LastOwner),
     }
-    tracing::info!(target: "audit", event = "member_removed", user_id = %caller.user_id, org_id = %org_id, member_id = %target, "member removed");
+    state.audit.record(AuditEvent {
+        user_id: Some(caller.user_id),
+        org_id: Some(org_id),
+        subject_id: Some(target),
+        ..caller.client.event("member_removed")
+    });
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
 }

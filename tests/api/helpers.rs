@@ -23,6 +23,7 @@ pub struct TestApp {
     pub actors: Arc<Handles>,
     pub dir: PathBuf,
     limiter: edge_idp::ratelimit::RateLimiter,
+    audit: Option<edge_idp::audit::Audit>,
     stopper: Stopper,
     join: Option<JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
@@ -114,6 +115,7 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
     let base = format!("http://127.0.0.1:{}", app.port());
     let actors = app.actors();
     let limiter = app.limiter();
+    let audit = Some(app.audit());
     let stopper = app.stopper();
     let join = tokio::spawn(async move {
         app.run_until_stopped().await.expect("runs");
@@ -125,6 +127,7 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
         actors,
         dir,
         limiter,
+        audit,
         stopper,
         join: Some(join),
         _tmp: tmp,
@@ -134,6 +137,8 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
 impl TestApp {
     /// Stops the server and waits until it has shut down (database closed, actors stopped).
     pub async fn stop(mut self) -> PathBuf {
+        // Our audit handle would keep the writer (and so the shutdown) waiting.
+        self.audit.take();
         self.stopper.stop();
         if let Some(j) = self.join.take() {
             j.await.expect("server task");
@@ -250,6 +255,13 @@ pub async fn verify_with_jwks(http: &reqwest::Client, jwks_url: &str, token: &st
 }
 
 impl TestApp {
+    /// Waits until every audit event recorded so far is stored.
+    pub async fn flush_audit(&self) {
+        if let Some(a) = &self.audit {
+            a.flush().await;
+        }
+    }
+
     /// The server's rate limiter (backend in use, counters).
     pub fn limiter(&self) -> edge_idp::ratelimit::RateLimiter {
         self.limiter.clone()

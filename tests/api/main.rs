@@ -1,6 +1,7 @@
 //! Black-box tests over HTTP: one binary (each extra test binary costs a link on two cores).
 
 mod account;
+mod audit;
 mod deploy;
 mod discovery;
 mod general;
