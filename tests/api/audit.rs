@@ -226,6 +226,7 @@ async fn no_secret_appears_in_the_server_log_output() {
     for pair in base_args(tmp.path()).chunks(2) {
         cmd.arg(&pair[0]).arg(&pair[1]);
     }
+    cmd.args(["--refresh-reuse-grace-secs", "0"]);
     let mut child = cmd
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
@@ -288,9 +289,27 @@ async fn no_secret_appears_in_the_server_log_output() {
         .json()
         .await
         .unwrap();
+    // Reuse of the first token (strict mode), under a request id we follow into the actor.
+    let r = http
+        .post(format!("{base}/auth/refresh"))
+        .header("x-request-id", "trace-reuse-1")
+        .json(&json!({"refresh_token": rt}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let t3: Value = post(
+        "/auth/login",
+        json!({"email": "log@example.com", "password": PASSWORD}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     let e: Value = http
         .post(format!("{base}/auth/mfa/enroll"))
-        .bearer_auth(t2["access_token"].as_str().unwrap())
+        .bearer_auth(t3["access_token"].as_str().unwrap())
         .send()
         .await
         .unwrap()
@@ -299,7 +318,7 @@ async fn no_secret_appears_in_the_server_log_output() {
         .unwrap();
     let _ = post(
         "/auth/logout",
-        json!({"refresh_token": t2["refresh_token"]}),
+        json!({"refresh_token": t3["refresh_token"]}),
     )
     .await
     .unwrap();
@@ -307,6 +326,11 @@ async fn no_secret_appears_in_the_server_log_output() {
     let _ = child.wait();
     let log = lines.lock().unwrap().join("\n");
     assert!(log.contains("\"audit\""), "the audit events are in the log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("edge_idp_actors::refresh") && l.contains("trace-reuse-1")),
+        "the request id follows the request into the RefreshFamilies actor"
+    );
     let key_material =
         std::fs::read_to_string(tmp.path().join("mfa_encryption.key")).unwrap_or_default();
     for secret in [
@@ -315,6 +339,7 @@ async fn no_secret_appears_in_the_server_log_output() {
         &rt,
         t["access_token"].as_str().unwrap(),
         t2["refresh_token"].as_str().unwrap(),
+        t3["refresh_token"].as_str().unwrap(),
         e["secret"].as_str().unwrap(),
         MASTER_KEY,
         key_material.trim(),
