@@ -62,6 +62,9 @@ pub fn base_args(dir: &Path) -> Vec<String> {
     let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
     [
         ("--rate-limit-redis-prefix", prefix.as_str()),
+        // Generous: CI sets REDIS_URL for every test, and a loaded two-core machine must not make
+        // a slow Redis answer look like an outage (which would split counters between backends).
+        ("--redis-timeout-ms", "2000"),
         ("--listen-addr", "127.0.0.1:0"),
         ("--data-dir", dir.to_str().expect("utf-8 temp path")),
         ("--mfa-encryption-key", MASTER_KEY),
