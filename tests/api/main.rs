@@ -2,6 +2,7 @@
 
 mod account;
 mod audit;
+mod crash;
 mod deploy;
 mod discovery;
 mod general;

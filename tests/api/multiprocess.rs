@@ -8,9 +8,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-struct Server {
+pub struct Server {
     child: Child,
-    base: String,
+    pub base: String,
+}
+
+impl Server {
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {
@@ -21,7 +29,7 @@ impl Drop for Server {
 }
 
 /// Starts the real binary on port 0 and reads the bound address from its `listening` log line.
-fn start(dir: &Path, grace: u32) -> Server {
+pub fn start(dir: &Path, grace: u32) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-idp"));
     for pair in base_args(dir).chunks(2) {
         cmd.arg(&pair[0]).arg(&pair[1]);
@@ -57,7 +65,7 @@ fn start(dir: &Path, grace: u32) -> Server {
     }
 }
 
-async fn post(base: &str, path: &str, body: Value) -> reqwest::Response {
+pub async fn post(base: &str, path: &str, body: Value) -> reqwest::Response {
     client()
         .post(format!("{base}{path}"))
         .json(&body)
