@@ -23,7 +23,7 @@ use moka::sync::Cache;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -321,12 +321,6 @@ impl BackendProbe for RedisBackend {
     }
 }
 
-/// Rejections per policy and the backend in use, for metrics.
-#[derive(Default)]
-pub struct Stats {
-    rejected: [AtomicU64; 4],
-}
-
 /// The rate limiter every limited route calls.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -334,7 +328,6 @@ pub struct RateLimiter {
     memory: Memory,
     redis: Option<RedisBackend>,
     health: Arc<BackendHealth>,
-    stats: Arc<Stats>,
     clock: Clock,
 }
 
@@ -368,7 +361,6 @@ impl RateLimiter {
             memory: Memory::new(max_keys, Duration::from_secs(u64::from(longest))),
             redis,
             health,
-            stats: Arc::default(),
             clock,
         }
     }
@@ -403,13 +395,7 @@ impl RateLimiter {
                 Err(e) => self.health.mark_down("redis", &e),
             }
         }
-        let d = decision.unwrap_or_else(|| self.memory.check(&checks, now));
-        if !d.allowed {
-            if let Some((p, _, _)) = checks.first() {
-                self.stats.rejected[*p as usize].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        d
+        decision.unwrap_or_else(|| self.memory.check(&checks, now))
     }
 
     /// `"redis"` while the shared backend is in use, else `"memory"`.
@@ -419,11 +405,6 @@ impl RateLimiter {
         } else {
             "memory"
         }
-    }
-
-    /// Rejections so far for `policy` (counted on the first policy of a check).
-    pub fn rejections(&self, policy: Policy) -> u64 {
-        self.stats.rejected[policy as usize].load(Ordering::Relaxed)
     }
 
     /// How often the backend switched between Redis and memory.
