@@ -191,7 +191,7 @@ pub(super) fn with_limits(mut resp: Response, d: &Decision) -> Response {
 }
 
 /// Renders a handler's error as its problem response.
-pub async fn respond(r: Result<Response, ApiError>) -> Response {
+pub fn respond(r: Result<Response, ApiError>) -> Response {
     r.unwrap_or_else(ApiError::into_response)
 }
 
@@ -326,7 +326,7 @@ pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Res
         Err(ApiError::NotAMember) => "not_a_member",
         Err(_) => "error",
     });
-    Ok(with_limits(respond(result).await, &decision))
+    Ok(with_limits(respond(result), &decision))
 }
 
 /// Starts a session (token family) and answers the token response.
@@ -462,7 +462,7 @@ pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<R
         Err(_) => state.metrics.refresh("error"),
         Ok(_) => {}
     }
-    Ok(with_limits(respond(result).await, &decision))
+    Ok(with_limits(respond(result), &decision))
 }
 
 /// `POST /auth/logout`: revokes the token's session, or all the user's sessions. Always 204,

@@ -183,5 +183,5 @@ pub async fn verify(state: SharedState, client: Client, body: Body) -> Result<Re
         .await
     }
     .await;
-    Ok(with_limits(respond(result).await, &decision))
+    Ok(with_limits(respond(result), &decision))
 }

@@ -83,34 +83,34 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     let post_json = |p: BoxedFilter<()>| p.and(warp::post()).and(st()).and(cl()).and(json_body());
 
     let signup = post_json(warp::path!("auth" / "signup").boxed())
-        .then(|s, c, b| async move { auth::respond(auth::signup(s, c, b).await).await });
+        .then(|s, c, b| async move { auth::respond(auth::signup(s, c, b).await) });
     let login = post_json(warp::path!("auth" / "login").boxed())
-        .then(|s, c, b| async move { auth::respond(auth::login(s, c, b).await).await });
+        .then(|s, c, b| async move { auth::respond(auth::login(s, c, b).await) });
     let refresh = post_json(warp::path!("auth" / "refresh").boxed())
-        .then(|s, c, b| async move { auth::respond(auth::refresh(s, c, b).await).await });
+        .then(|s, c, b| async move { auth::respond(auth::refresh(s, c, b).await) });
     let logout = post_json(warp::path!("auth" / "logout").boxed())
-        .then(|s, c, b| async move { auth::respond(auth::logout(s, c, b).await).await });
+        .then(|s, c, b| async move { auth::respond(auth::logout(s, c, b).await) });
 
     let auth = || bearer::bearer(state.clone());
     let mfa_enroll = warp::path!("auth" / "mfa" / "enroll")
         .and(warp::post())
         .and(st())
         .and(auth())
-        .then(|s, a| async move { auth::respond(mfa::enroll(s, a).await).await });
+        .then(|s, a| async move { auth::respond(mfa::enroll(s, a).await) });
     let mfa_confirm = warp::path!("auth" / "mfa" / "confirm")
         .and(warp::post())
         .and(st())
         .and(auth())
         .and(json_body())
-        .then(|s, a, b| async move { auth::respond(mfa::confirm(s, a, b).await).await });
+        .then(|s, a, b| async move { auth::respond(mfa::confirm(s, a, b).await) });
     let mfa_disable = warp::path!("auth" / "mfa" / "disable")
         .and(warp::post())
         .and(st())
         .and(auth())
         .and(json_body())
-        .then(|s, a, b| async move { auth::respond(mfa::disable(s, a, b).await).await });
+        .then(|s, a, b| async move { auth::respond(mfa::disable(s, a, b).await) });
     let mfa_verify = post_json(warp::path!("auth" / "mfa" / "verify").boxed())
-        .then(|s, c, b| async move { auth::respond(mfa::verify(s, c, b).await).await });
+        .then(|s, c, b| async move { auth::respond(mfa::verify(s, c, b).await) });
 
     let account = account_routes(&state);
 
@@ -173,7 +173,7 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
 fn account_routes(state: &SharedState) -> BoxedFilter<(Response,)> {
     let st = || with_state(state.clone());
     let auth = || bearer::bearer(state.clone());
-    let r = |res: Result<Response, ApiError>| async move { auth::respond(res).await };
+    let r = |res: Result<Response, ApiError>| async move { auth::respond(res) };
 
     let me = warp::path!("auth" / "me")
         .and(warp::get())
