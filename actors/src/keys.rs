@@ -153,6 +153,34 @@ pub fn thumbprint(n: &str, e: &str) -> String {
     ))
 }
 
+/// One public key as JWKS publishes it (RFC 7517): RSA, for signatures, RS256.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PublicJwk {
+    /// Always `RSA`.
+    #[schema(example = "RSA")]
+    pub kty: &'static str,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    #[schema(example = "sig")]
+    pub key_use: &'static str,
+    /// Always `RS256`.
+    #[schema(example = "RS256")]
+    pub alg: &'static str,
+    /// RFC 7638 thumbprint of the key; the `kid` of the tokens it signs.
+    pub kid: String,
+    /// Modulus, base64url.
+    pub n: String,
+    /// Public exponent, base64url.
+    pub e: String,
+}
+
+/// The JWKS document: every key whose tokens may still be valid, and the next one.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct JwkSet {
+    /// Published keys, oldest activation first.
+    pub keys: Vec<PublicJwk>,
+}
+
 /// The keys in force: every one that still verifies, among them the one that signs now.
 ///
 /// Which key signs is decided at signing time from the keys' activation times, so every
@@ -190,11 +218,18 @@ impl KeySet {
             let dk = DecodingKey::from_rsa_components(&k.n, &k.e)
                 .map_err(|e| KeyError::Crypto(e.to_string()))?;
             decoding.insert(k.kid.clone(), dk);
-            jwks.push(serde_json::json!({
-                "kty": "RSA", "use": "sig", "alg": "RS256", "kid": k.kid, "n": k.n, "e": k.e
-            }));
+            jwks.push(PublicJwk {
+                kty: "RSA",
+                key_use: "sig",
+                alg: "RS256",
+                kid: k.kid.clone(),
+                n: k.n.clone(),
+                e: k.e.clone(),
+            });
         }
-        let jwks_json: Arc<str> = serde_json::json!({ "keys": jwks }).to_string().into();
+        let jwks_json: Arc<str> = serde_json::to_string(&JwkSet { keys: jwks })
+            .map_err(|e| KeyError::Crypto(e.to_string()))?
+            .into();
         Ok(Self {
             published,
             decoding,

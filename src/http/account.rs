@@ -1,8 +1,10 @@
 //! The caller's own account: `/auth/me`, `/auth/switch-org`, `/auth/sessions`, `/auth/password`.
 
-use super::auth::{limited, no_store, rfc3339, token_shaped_uuid, with_limits, OrgView, UserView};
+use super::auth::{
+    limited, no_store, rfc3339, token_shaped_uuid, with_limits, OrgView, TokenResponse, UserView,
+};
 use super::bearer::Caller;
-use super::error::{ApiError, FieldError};
+use super::error::{ApiError, FieldError, Problem};
 use super::extract::{self, Client};
 use crate::audit::AuditEvent;
 use crate::passwords::check_policy;
@@ -15,6 +17,7 @@ use edge_idp_actors::users::UsersMsg;
 use edge_idp_actors::{ask, SecretString};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
+use utoipa::ToSchema;
 use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -24,7 +27,7 @@ type Body = Result<Bytes, ApiError>;
 type Auth = Result<Caller, ApiError>;
 
 /// `POST /auth/switch-org`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchOrgRequest {
     /// The organization to work in.
@@ -32,23 +35,50 @@ pub struct SwitchOrgRequest {
 }
 
 /// `POST /auth/password`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
     /// The password in force.
+    #[schema(value_type = String, format = Password)]
     pub current_password: SecretString,
     /// The new password; checked against the policy.
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     pub new_password: SecretString,
 }
 
-#[derive(Serialize)]
-struct SessionView {
+/// A live session (refresh-token family) of the caller.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Session)]
+pub struct SessionView {
     id: Uuid,
+    /// RFC 3339, UTC: the login.
+    #[schema(format = DateTime)]
     created_at: String,
+    /// RFC 3339, UTC: the last refresh.
+    #[schema(format = DateTime)]
     last_used_at: String,
+    /// `User-Agent` of the login.
     user_agent: Option<String>,
+    /// Client IP of the login.
     ip: Option<String>,
+    /// Whether this is the session of the calling token.
     current: bool,
+}
+
+/// `200` of `GET /auth/sessions`.
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    sessions: Vec<SessionView>,
+}
+
+/// `200` of `GET /auth/me`.
+#[derive(Serialize, ToSchema)]
+pub struct MeResponse {
+    user: UserView,
+    /// Every organization the caller belongs to, with its role there.
+    organizations: Vec<OrgView>,
+    /// The session's active organization.
+    active_org_id: Option<Uuid>,
 }
 
 fn no_content() -> Response {
@@ -56,6 +86,8 @@ fn no_content() -> Response {
 }
 
 /// `GET /auth/me`.
+#[utoipa::path(get, path = "/auth/me", tag = "account", security(("bearer" = [])),
+    responses((status = 200, description = "The caller, its organizations and the active one", body = MeResponse)))]
 #[instrument(skip_all)]
 pub async fn me(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
     let caller = auth?;
@@ -76,15 +108,21 @@ pub async fn me(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
         .principal(caller.session_id)
         .await?
         .map(|p| p.membership.org_id);
-    let body = serde_json::json!({
-        "user": UserView::from(&user),
-        "organizations": orgs,
-        "active_org_id": active,
-    });
+    let body = MeResponse {
+        user: UserView::from(&user),
+        organizations: orgs,
+        active_org_id: active,
+    };
     Ok(warp::reply::json(&body).into_response())
 }
 
 /// `POST /auth/switch-org`: a new access token for another organization, same session.
+#[utoipa::path(post, path = "/auth/switch-org", tag = "account", security(("bearer" = [])),
+    request_body = SwitchOrgRequest,
+    responses(
+        (status = 200, description = "An access token for that organization; no refresh fields", body = TokenResponse),
+        (status = 403, description = "`not_a_member` (also for an unknown organization)", body = Problem),
+    ))]
 #[instrument(skip_all)]
 pub async fn switch_org(state: SharedState, auth: Auth, body: Body) -> Result<Response, ApiError> {
     let caller = auth?;
@@ -118,11 +156,13 @@ pub async fn switch_org(state: SharedState, auth: Auth, body: Body) -> Result<Re
         org_id: Some(org),
         ..caller.client.event("switch_org")
     });
-    let body = serde_json::json!({"access_token": access, "token_type": "Bearer", "expires_in": state.tokens.ttl()});
+    let body = TokenResponse::access_only(&access, state.tokens.ttl());
     Ok(no_store(warp::reply::json(&body).into_response()))
 }
 
 /// `GET /auth/sessions`: the caller's live sessions.
+#[utoipa::path(get, path = "/auth/sessions", tag = "account", security(("bearer" = [])),
+    responses((status = 200, description = "Live sessions only", body = SessionList)))]
 #[instrument(skip_all)]
 pub async fn sessions(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
     let caller = auth?;
@@ -141,10 +181,16 @@ pub async fn sessions(state: SharedState, auth: Auth) -> Result<Response, ApiErr
             ip: s.ip,
         })
         .collect();
-    Ok(warp::reply::json(&serde_json::json!({"sessions": list})).into_response())
+    Ok(warp::reply::json(&SessionList { sessions: list }).into_response())
 }
 
 /// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions; another user's is a 404.
+#[utoipa::path(delete, path = "/auth/sessions/{id}", tag = "account", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id (UUID)")),
+    responses(
+        (status = 204, description = "That session's refresh tokens stop working"),
+        (status = 404, description = "`not_found`, also for another user's session", body = Problem),
+    ))]
 #[instrument(skip_all)]
 pub async fn delete_session(
     state: SharedState,
@@ -176,6 +222,14 @@ pub async fn delete_session(
 
 /// `POST /auth/password`: checks the current password, applies the policy, revokes every other
 /// session. Counted against the login rate limits, since it is a password check.
+#[utoipa::path(post, path = "/auth/password", tag = "account", security(("bearer" = [])),
+    request_body = PasswordRequest,
+    responses(
+        (status = 204, description = "Changed; every other session is revoked"),
+        (status = 401, description = "`invalid_credentials`: the current password is wrong", body = Problem),
+        (status = 422, description = "`validation_failed` or `weak_password`", body = Problem),
+        (status = 429, description = "`rate_limited`, with `Retry-After` and `RateLimit-*`", body = Problem),
+    ))]
 #[instrument(skip_all, fields(ip = %client.ip))]
 pub async fn change_password(
     state: SharedState,

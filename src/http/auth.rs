@@ -6,7 +6,7 @@
 //! through a RefreshFamilies shard (`refresh_tokens` row), and signs the access token
 //! (`tokens`).
 
-use super::error::{rate_limit_headers, ApiError, FieldError};
+use super::error::{rate_limit_headers, ApiError, FieldError, Problem};
 use super::extract::{self, Client};
 use crate::audit::AuditEvent;
 use crate::passwords::{check_policy, PolicyError};
@@ -23,6 +23,7 @@ use edge_idp_actors::{ask, DomainError, SecretString};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use tracing::instrument;
+use utoipa::ToSchema;
 use uuid::Uuid;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -31,44 +32,52 @@ use warp::Reply;
 type Body = Result<Bytes, ApiError>;
 
 /// `POST /auth/signup`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
     /// Email; trimmed and lower-cased.
+    #[schema(example = "ada@example.com", format = Email)]
     pub email: String,
-    /// Password; checked against the policy.
+    /// Password; checked against the policy (8 to 128 characters, not a common password).
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     pub password: SecretString,
     /// Display name.
+    #[schema(max_length = 100)]
     pub name: Option<String>,
     /// Name of the personal organization; default "Personal".
+    #[schema(max_length = 100)]
     pub organization_name: Option<String>,
 }
 
 /// `POST /auth/login`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Email.
+    #[schema(example = "ada@example.com", format = Email)]
     pub email: String,
     /// Password.
+    #[schema(value_type = String, format = Password)]
     pub password: SecretString,
     /// Organization to log into; default the personal one.
     pub org_id: Option<String>,
 }
 
 /// `POST /auth/refresh`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The current refresh token.
+    #[schema(value_type = String)]
     pub refresh_token: SecretString,
 }
 
 /// `POST /auth/logout`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogoutRequest {
     /// Any refresh token of the session (used or current).
+    #[schema(value_type = String)]
     pub refresh_token: SecretString,
     /// Revoke every session of the user.
     #[serde(default)]
@@ -76,11 +85,14 @@ pub struct LogoutRequest {
 }
 
 /// A user as API responses show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
     id: Uuid,
     email: String,
     name: Option<String>,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
     created_at: String,
     mfa_enabled: bool,
 }
@@ -116,22 +128,73 @@ pub fn token_shaped_uuid(s: &str) -> Option<Uuid> {
 }
 
 /// An organization with the caller's role.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Organization)]
 pub struct OrgView {
     id: Uuid,
     name: String,
     role: Role,
 }
 
-#[derive(Serialize)]
-struct TokenResponse<'a> {
+/// The token response of login, MFA verify and refresh; switch-org leaves out the two refresh
+/// fields.
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse<'a> {
+    /// RS256 JWT (`typ: at+jwt`), verifiable with the JWKS alone.
     access_token: &'a str,
+    /// Always `Bearer`.
+    #[schema(example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the access token expires.
     expires_in: i64,
+    /// Opaque rotating refresh token.
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
+    /// Seconds until the refresh token expires.
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_expires_in: Option<i64>,
+}
+
+impl<'a> TokenResponse<'a> {
+    /// An access token alone (switch-org).
+    pub fn access_only(access_token: &'a str, expires_in: i64) -> Self {
+        Self {
+            access_token,
+            token_type: "Bearer",
+            expires_in,
+            refresh_token: None,
+            refresh_expires_in: None,
+        }
+    }
+}
+
+/// `201` of signup.
+#[derive(Serialize, ToSchema)]
+pub struct SignupResponse {
+    user: UserView,
+    /// The personal organization, owned by the new user.
+    organization: OrgView,
+}
+
+/// `200` of a login whose account has MFA on: no tokens until `/auth/mfa/verify`.
+#[derive(Serialize, ToSchema)]
+pub struct MfaChallenge<'a> {
+    /// Always `true`.
+    mfa_required: bool,
+    /// Single-use challenge for `/auth/mfa/verify`.
+    mfa_token: &'a str,
+    /// Seconds until the challenge expires.
+    expires_in: i64,
+}
+
+/// `200` of login: tokens, or an MFA challenge.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginResponse<'a> {
+    /// MFA is off: the token response.
+    Tokens(TokenResponse<'a>),
+    /// MFA is on: a challenge.
+    Challenge(MfaChallenge<'a>),
 }
 
 /// RFC 3339 UTC for a Unix time.
@@ -200,6 +263,13 @@ fn weak(e: PolicyError) -> ApiError {
 }
 
 /// `POST /auth/signup`: account, personal organization, owner membership.
+#[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = SignupRequest,
+    responses(
+        (status = 201, description = "Account and personal organization created", body = SignupResponse),
+        (status = 409, description = "`email_taken`", body = Problem),
+        (status = 422, description = "`validation_failed`, or `weak_password`: shorter than 8, longer than 128 characters, or common", body = Problem),
+        (status = 429, description = "`rate_limited`, with `Retry-After` and `RateLimit-*`", body = Problem),
+    ))]
 #[instrument(skip_all, fields(ip = %client.ip))]
 pub async fn signup(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
     let req: SignupRequest = extract::parse(body)?;
@@ -251,16 +321,33 @@ pub async fn signup(state: SharedState, client: Client, body: Body) -> Result<Re
         ..client.event("signup")
     });
 
-    let body = serde_json::json!({
-        "user": UserView { id: user_id, email, name, created_at: rfc3339(now), mfa_enabled: false },
-        "organization": OrgView { id: org_id, name: org_name, role: Role::Owner },
-    });
+    let body = SignupResponse {
+        user: UserView {
+            id: user_id,
+            email,
+            name,
+            created_at: rfc3339(now),
+            mfa_enabled: false,
+        },
+        organization: OrgView {
+            id: org_id,
+            name: org_name,
+            role: Role::Owner,
+        },
+    };
     let resp =
         warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response();
     Ok(with_limits(resp, &decision))
 }
 
 /// `POST /auth/login`: password check, then a new session and its tokens.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Tokens; or, when MFA is on, a challenge and no tokens", body = LoginResponse),
+        (status = 401, description = "`invalid_credentials`, for a wrong password and an unknown email alike", body = Problem),
+        (status = 403, description = "`not_a_member` of the requested organization", body = Problem),
+        (status = 429, description = "`rate_limited`, with `Retry-After` and `RateLimit-*`", body = Problem),
+    ))]
 #[instrument(skip_all, fields(ip = %client.ip))]
 pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
     let req: LoginRequest = extract::parse(body)?;
@@ -287,36 +374,76 @@ pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Res
             return Err(ApiError::InvalidCredentials);
         }
         let user = state.db.user_by_email(&email).await?;
-        let verified = state.passwords.verify(req.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let verified = state
+            .passwords
+            .verify(req.password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
         let timeout = state.settings.ask_timeout;
         let user = match user {
             Some(u) if verified.ok => u,
             Some(u) => {
-                ask(state.actors.users.pick(email.as_bytes()), |r| UsersMsg::LoginFailed(u.id, r), timeout).await?;
-                state.audit.record(AuditEvent { user_id: Some(u.id), detail: Some("wrong password".into()), ..client.event("login_failed") });
+                ask(
+                    state.actors.users.pick(email.as_bytes()),
+                    |r| UsersMsg::LoginFailed(u.id, r),
+                    timeout,
+                )
+                .await?;
+                state.audit.record(AuditEvent {
+                    user_id: Some(u.id),
+                    detail: Some("wrong password".into()),
+                    ..client.event("login_failed")
+                });
                 return Err(ApiError::InvalidCredentials);
             }
             None => {
-                state.audit.record(AuditEvent { detail: Some("unknown account".into()), ..client.event("login_failed") });
+                state.audit.record(AuditEvent {
+                    detail: Some("unknown account".into()),
+                    ..client.event("login_failed")
+                });
                 return Err(ApiError::InvalidCredentials);
             }
         };
-        let membership = membership_for_login(&state, user.id, req.org_id.as_deref(), user.default_org_id).await?;
+        let membership =
+            membership_for_login(&state, user.id, req.org_id.as_deref(), user.default_org_id)
+                .await?;
         let rehash = verified.rehash.map(|new| (user.password_hash.clone(), new));
-        ask(state.actors.users.pick(email.as_bytes()), |r| UsersMsg::LoginSucceeded(user.id, rehash, r), timeout).await?;
+        ask(
+            state.actors.users.pick(email.as_bytes()),
+            |r| UsersMsg::LoginSucceeded(user.id, rehash, r),
+            timeout,
+        )
+        .await?;
         if user.mfa_enabled {
             // The password was right; the second factor decides. The requested organization
             // travels with the challenge.
             let (token, hash) = new_challenge_token()?;
             let now = state.clock.now();
             let org = req.org_id.as_ref().map(|_| membership.org_id.to_string());
-            state.db.create_challenge(hash, user.id, org, now, now + CHALLENGE_TTL).await?;
-            state.audit.record(AuditEvent { user_id: Some(user.id), ..client.event("mfa_challenge") });
-            let body = serde_json::json!({"mfa_required": true, "mfa_token": token.expose(), "expires_in": CHALLENGE_TTL});
+            state
+                .db
+                .create_challenge(hash, user.id, org, now, now + CHALLENGE_TTL)
+                .await?;
+            state.audit.record(AuditEvent {
+                user_id: Some(user.id),
+                ..client.event("mfa_challenge")
+            });
+            let body = MfaChallenge {
+                mfa_required: true,
+                mfa_token: token.expose(),
+                expires_in: CHALLENGE_TTL,
+            };
             mfa_required = true;
             return Ok(no_store(warp::reply::json(&body).into_response()));
         }
-        issue_session(&state, &client, user.id, user.email, membership, vec!["pwd".to_owned()]).await
+        issue_session(
+            &state,
+            &client,
+            user.id,
+            user.email,
+            membership,
+            vec!["pwd".to_owned()],
+        )
+        .await
     }
     .await;
     state.metrics.login(match &result {
@@ -402,6 +529,12 @@ pub fn token_shaped(t: &str) -> bool {
 }
 
 /// `POST /auth/refresh`: rotation with grace replay and reuse detection.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "Tokens with a new refresh token", body = TokenResponse),
+        (status = 401, description = "`invalid_refresh_token` (unknown, expired, revoked) or `refresh_token_reused` (the family is now revoked)", body = Problem),
+        (status = 429, description = "`rate_limited`, with `Retry-After` and `RateLimit-*`", body = Problem),
+    ))]
 #[instrument(skip_all, fields(ip = %client.ip))]
 pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
     let req: RefreshRequest = extract::parse(body)?;
@@ -467,6 +600,8 @@ pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<R
 
 /// `POST /auth/logout`: revokes the token's session, or all the user's sessions. Always 204,
 /// so the answer is no oracle for which tokens exist.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = LogoutRequest,
+    responses((status = 204, description = "Revoked; also the answer for an unknown token")))]
 #[instrument(skip_all, fields(ip = %client.ip))]
 pub async fn logout(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
     let req: LogoutRequest = extract::parse(body)?;

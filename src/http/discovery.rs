@@ -2,9 +2,12 @@
 //!
 //! JWKS is served from the pre-rendered snapshot of the KeyManager: no database, no mailbox.
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use crate::state::SharedState;
+use edge_idp_actors::keys::JwkSet;
+use serde::Serialize;
 use std::time::Duration;
+use utoipa::ToSchema;
 use warp::http::{header, HeaderValue};
 use warp::reply::Response;
 use warp::Reply;
@@ -13,7 +16,35 @@ use warp::Reply;
 /// long (key rotation keeps that promise), so a cached JWKS never misses a `kid`.
 pub const JWKS_MAX_AGE: u64 = 300;
 
+/// OpenID Provider metadata (OpenID Connect Discovery 1.0).
+#[derive(Serialize, ToSchema)]
+pub struct OpenIdConfiguration {
+    /// `ISSUER`.
+    issuer: String,
+    /// Absolute URL of the JWKS.
+    jwks_uri: String,
+    /// Where tokens are obtained (the password login).
+    token_endpoint: String,
+    token_endpoint_auth_methods_supported: [&'static str; 1],
+    grant_types_supported: [&'static str; 2],
+    response_types_supported: [&'static str; 1],
+    subject_types_supported: [&'static str; 1],
+    id_token_signing_alg_values_supported: [&'static str; 1],
+    /// Claims of the access tokens.
+    claims_supported: [&'static str; 12],
+}
+
+/// `{"status"}` of the health endpoints.
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` (liveness) or `ready` (readiness).
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
 /// `GET /.well-known/jwks.json`.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
+    responses((status = 200, description = "Every key whose tokens may still be valid, and the next one; `Cache-Control: public, max-age=300`", body = JwkSet)))]
 pub async fn jwks(state: SharedState) -> Response {
     let body = state.keys.load().jwks_json.clone();
     let mut resp = warp::http::Response::new(body.to_string().into());
@@ -31,19 +62,24 @@ pub async fn jwks(state: SharedState) -> Response {
 }
 
 /// `GET /.well-known/openid-configuration`.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
+    responses((status = 200, description = "OIDC discovery metadata", body = OpenIdConfiguration)))]
 pub async fn openid_configuration(state: SharedState) -> Response {
     let iss = &state.settings.issuer;
-    let body = serde_json::json!({
-        "issuer": iss,
-        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
-        "token_endpoint": format!("{iss}/auth/login"),
-        "token_endpoint_auth_methods_supported": ["none"],
-        "grant_types_supported": ["password", "refresh_token"],
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "claims_supported": ["iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "org_id", "role", "email", "amr"],
-    });
+    let body = OpenIdConfiguration {
+        issuer: iss.clone(),
+        jwks_uri: format!("{iss}/.well-known/jwks.json"),
+        token_endpoint: format!("{iss}/auth/login"),
+        token_endpoint_auth_methods_supported: ["none"],
+        grant_types_supported: ["password", "refresh_token"],
+        response_types_supported: ["token"],
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: ["RS256"],
+        claims_supported: [
+            "iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "org_id", "role", "email",
+            "amr",
+        ],
+    };
     let mut resp = warp::reply::json(&body).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -53,24 +89,31 @@ pub async fn openid_configuration(state: SharedState) -> Response {
 }
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Status)))]
 pub async fn healthz() -> Response {
-    warp::reply::json(&serde_json::json!({"status": "ok"})).into_response()
+    warp::reply::json(&Status { status: "ok" }).into_response()
 }
 
 /// `GET /readyz`: the database answers and signing keys are loaded.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The database answers and keys are loaded", body = Status),
+        (status = 503, description = "`unavailable`: not ready", body = Problem),
+    ))]
 pub async fn readyz(state: SharedState) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await;
     let keys_loaded = !state.keys.load().published.is_empty();
     match db {
-        Ok(Ok(())) if keys_loaded => {
-            warp::reply::json(&serde_json::json!({"status": "ready"})).into_response()
-        }
+        Ok(Ok(())) if keys_loaded => warp::reply::json(&Status { status: "ready" }).into_response(),
         Ok(Err(e)) => ApiError::Unavailable(format!("database: {e}")).into_response(),
         _ => ApiError::Unavailable("not ready".into()).into_response(),
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: SharedState) -> Response {
     let body = state
         .metrics

@@ -10,7 +10,7 @@ use warp::reply::Response;
 use warp::Reply;
 
 /// One invalid field of a 422 `validation_failed`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field's name in the request body.
     pub field: String,
@@ -110,15 +110,24 @@ impl From<edge_idp_actors::StoreError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// RFC 9457 problem details, the body of every error (`application/problem+json`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// A URI naming the problem type.
     #[serde(rename = "type")]
     kind: String,
+    /// Short human-readable summary.
     title: &'a str,
+    /// The HTTP status.
     status: u16,
+    /// What happened, for people; never internals.
     detail: String,
+    /// Stable snake_case code that clients match on.
+    #[schema(example = "invalid_credentials")]
     code: &'a str,
+    /// The invalid fields of a 422 `validation_failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldError>>)]
     errors: Option<&'a [FieldError]>,
 }
 

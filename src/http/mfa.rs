@@ -4,7 +4,7 @@ use super::auth::{
     issue_session, limited, membership_for_login, no_store, respond, token_shaped, with_limits,
 };
 use super::bearer::Caller;
-use super::error::{ApiError, FieldError};
+use super::error::{ApiError, FieldError, Problem};
 use super::extract::{self, Client};
 use crate::audit::AuditEvent;
 use crate::ratelimit::{account_key, Policy};
@@ -15,8 +15,9 @@ use edge_idp_actors::mfa::MAX_ATTEMPTS;
 use edge_idp_actors::store::MfaStore;
 use edge_idp_actors::users::UsersMsg;
 use edge_idp_actors::{ask, DomainError, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::instrument;
+use utoipa::ToSchema;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
@@ -25,21 +26,40 @@ type Body = Result<Bytes, ApiError>;
 type Auth = Result<Caller, ApiError>;
 
 /// `{"code"}` of confirm and disable.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeRequest {
     /// A TOTP code, or (disable only) a recovery code.
+    #[schema(value_type = String, example = "123456")]
     pub code: SecretString,
 }
 
 /// `POST /auth/mfa/verify`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The challenge from login.
+    #[schema(value_type = String)]
     pub mfa_token: SecretString,
     /// A TOTP code or an unused recovery code.
+    #[schema(value_type = String, example = "123456")]
     pub code: SecretString,
+}
+
+/// `200` of enroll: the new secret, pending until confirmed.
+#[derive(Serialize, ToSchema)]
+pub struct Enrollment<'a> {
+    /// The TOTP secret, base32 (SHA1, 6 digits, 30 s).
+    secret: &'a str,
+    /// The same secret as an `otpauth://totp/` URI for authenticator apps.
+    otpauth_uri: &'a str,
+}
+
+/// `200` of confirm: MFA is on.
+#[derive(Serialize, ToSchema)]
+pub struct RecoveryCodes<'a> {
+    /// Ten single-use recovery codes, shown once.
+    recovery_codes: Vec<&'a str>,
 }
 
 fn check_code_length(code: &SecretString) -> Result<(), ApiError> {
@@ -57,6 +77,11 @@ fn email_shard(caller: &Caller) -> Vec<u8> {
 }
 
 /// `POST /auth/mfa/enroll`: a fresh secret, pending until confirmed.
+#[utoipa::path(post, path = "/auth/mfa/enroll", tag = "mfa", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A new secret, pending until confirmed", body = Enrollment),
+        (status = 409, description = "`mfa_already_enabled`", body = Problem),
+    ))]
 #[instrument(skip_all)]
 pub async fn enroll(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
     let caller = auth?;
@@ -71,12 +96,21 @@ pub async fn enroll(state: SharedState, auth: Auth) -> Result<Response, ApiError
         user_id: Some(id),
         ..caller.client.event("mfa_enroll")
     });
-    let body =
-        serde_json::json!({"secret": e.secret.expose(), "otpauth_uri": e.otpauth_uri.expose()});
+    let body = Enrollment {
+        secret: e.secret.expose(),
+        otpauth_uri: e.otpauth_uri.expose(),
+    };
     Ok(no_store(warp::reply::json(&body).into_response()))
 }
 
 /// `POST /auth/mfa/confirm`: a valid code turns MFA on and answers the recovery codes, once.
+#[utoipa::path(post, path = "/auth/mfa/confirm", tag = "mfa", security(("bearer" = [])),
+    request_body = CodeRequest,
+    responses(
+        (status = 200, description = "MFA is on; the recovery codes, shown once", body = RecoveryCodes),
+        (status = 401, description = "`invalid_mfa_code`", body = Problem),
+        (status = 409, description = "`mfa_not_pending`", body = Problem),
+    ))]
 #[instrument(skip_all)]
 pub async fn confirm(state: SharedState, auth: Auth, body: Body) -> Result<Response, ApiError> {
     let caller = auth?;
@@ -95,11 +129,20 @@ pub async fn confirm(state: SharedState, auth: Auth, body: Body) -> Result<Respo
     });
     let codes: Vec<&str> = codes.iter().map(SecretString::expose).collect();
     Ok(no_store(
-        warp::reply::json(&serde_json::json!({"recovery_codes": codes})).into_response(),
+        warp::reply::json(&RecoveryCodes {
+            recovery_codes: codes,
+        })
+        .into_response(),
     ))
 }
 
 /// `POST /auth/mfa/disable`: a valid TOTP or recovery code turns MFA off.
+#[utoipa::path(post, path = "/auth/mfa/disable", tag = "mfa", security(("bearer" = [])),
+    request_body = CodeRequest,
+    responses(
+        (status = 204, description = "MFA is off"),
+        (status = 401, description = "`invalid_mfa_code`", body = Problem),
+    ))]
 #[instrument(skip_all)]
 pub async fn disable(state: SharedState, auth: Auth, body: Body) -> Result<Response, ApiError> {
     let caller = auth?;
@@ -120,6 +163,12 @@ pub async fn disable(state: SharedState, auth: Auth, body: Body) -> Result<Respo
 }
 
 /// `POST /auth/mfa/verify`: the second step of a login with MFA.
+#[utoipa::path(post, path = "/auth/mfa/verify", tag = "mfa", request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "Tokens, `amr` `[\"pwd\",\"otp\"]`", body = super::auth::TokenResponse),
+        (status = 401, description = "`invalid_mfa_code` (wrong, or a step already used) or `invalid_mfa_token` (unknown, expired, used, burned)", body = Problem),
+        (status = 429, description = "`rate_limited`, with `Retry-After` and `RateLimit-*`", body = Problem),
+    ))]
 #[instrument(skip_all, fields(ip = %client.ip))]
 pub async fn verify(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
     let req: VerifyRequest = extract::parse(body)?;

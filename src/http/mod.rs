@@ -4,6 +4,7 @@
 //!   `Allow`) from it before any handler runs, and tests compare it with API.md.
 //! - [`auth`], [`discovery`]: handlers. [`extract`]: bodies, client IP, validation.
 //! - [`error`]: [`error::ApiError`] and the single mapping to problem responses.
+//! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers and their types.
 //! - [`server`]: accept loop, request ids, security headers, in-flight bound, access log.
 
 pub mod account;
@@ -13,6 +14,7 @@ pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod mfa;
+pub mod openapi;
 pub mod orgs;
 pub mod server;
 
@@ -47,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/healthz", "GET"),
     ("/readyz", "GET"),
     ("/metrics", "GET"),
+    ("/openapi.json", "GET"),
 ];
 
 /// The template of `path` and the methods it allows, if it is a route.
@@ -129,6 +132,9 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(st())
         .then(discovery::metrics);
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .then(openapi::openapi_json);
     let readyz = warp::path!("readyz")
         .and(warp::get())
         .and(st())
@@ -162,6 +168,8 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .or(readyz)
                 .unify()
                 .or(metrics)
+                .unify()
+                .or(openapi)
                 .unify(),
         )
         .recover(error::recover)

@@ -6,15 +6,16 @@
 
 use super::auth::{token_shaped_uuid, OrgView};
 use super::bearer::Caller;
-use super::error::{ApiError, FieldError};
+use super::error::{ApiError, FieldError, Problem};
 use super::extract;
 use crate::audit::AuditEvent;
 use crate::db::Removal;
 use crate::state::SharedState;
 use bytes::Bytes;
 use edge_idp_actors::store::{Membership, Role, UserStore};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::instrument;
+use utoipa::ToSchema;
 use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -24,24 +25,44 @@ type Body = Result<Bytes, ApiError>;
 type Auth = Result<Caller, ApiError>;
 
 /// `POST /orgs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgRequest {
     /// Display name, 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
 
 /// `POST /orgs/{org_id}/members`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMemberRequest {
     /// The account to add.
+    #[schema(format = Email)]
     pub email: String,
     /// `admin` or `member`.
+    #[schema(example = "member", pattern = "^(admin|member)$")]
     pub role: String,
 }
 
+/// `200` of `GET /orgs`.
+#[derive(Serialize, ToSchema)]
+pub struct OrgList {
+    organizations: Vec<OrgView>,
+}
+
+/// `201` of adding a member.
+#[derive(Serialize, ToSchema)]
+pub struct MemberAdded {
+    user_id: Uuid,
+    org_id: Uuid,
+    role: Role,
+}
+
 /// `POST /orgs`: the caller becomes its owner.
+#[utoipa::path(post, path = "/orgs", tag = "orgs", security(("bearer" = [])),
+    request_body = CreateOrgRequest,
+    responses((status = 201, description = "Created; the caller is its owner", body = OrgView)))]
 #[instrument(skip_all)]
 pub async fn create(state: SharedState, auth: Auth, body: Body) -> Result<Response, ApiError> {
     let caller = auth?;
@@ -68,6 +89,8 @@ pub async fn create(state: SharedState, auth: Auth, body: Body) -> Result<Respon
 }
 
 /// `GET /orgs`.
+#[utoipa::path(get, path = "/orgs", tag = "orgs", security(("bearer" = [])),
+    responses((status = 200, description = "The caller's organizations", body = OrgList)))]
 #[instrument(skip_all)]
 pub async fn list(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
     let caller = auth?;
@@ -78,7 +101,10 @@ pub async fn list(state: SharedState, auth: Auth) -> Result<Response, ApiError> 
         .into_iter()
         .map(OrgView::from)
         .collect();
-    Ok(warp::reply::json(&serde_json::json!({"organizations": orgs})).into_response())
+    Ok(warp::reply::json(&OrgList {
+        organizations: orgs,
+    })
+    .into_response())
 }
 
 /// The caller's role in `org`, or 403.
@@ -96,6 +122,15 @@ async fn caller_role(
 }
 
 /// `POST /orgs/{org_id}/members`.
+#[utoipa::path(post, path = "/orgs/{org_id}/members", tag = "orgs", security(("bearer" = [])),
+    params(("org_id" = String, Path, description = "Organization id (UUID)")),
+    request_body = AddMemberRequest,
+    responses(
+        (status = 201, description = "Added", body = MemberAdded),
+        (status = 403, description = "`forbidden`: the caller is not owner or admin there (or the organization is unknown)", body = Problem),
+        (status = 404, description = "`user_not_found`", body = Problem),
+        (status = 409, description = "`already_member`", body = Problem),
+    ))]
 #[instrument(skip_all)]
 pub async fn add_member(
     state: SharedState,
@@ -144,11 +179,26 @@ pub async fn add_member(
         detail: Some(role.as_str().to_owned()),
         ..caller.client.event("member_added")
     });
-    let body = serde_json::json!({"user_id": user.id, "org_id": org_id, "role": role});
+    let body = MemberAdded {
+        user_id: user.id,
+        org_id,
+        role,
+    };
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response())
 }
 
 /// `DELETE /orgs/{org_id}/members/{user_id}`.
+#[utoipa::path(delete, path = "/orgs/{org_id}/members/{user_id}", tag = "orgs", security(("bearer" = [])),
+    params(
+        ("org_id" = String, Path, description = "Organization id (UUID)"),
+        ("user_id" = String, Path, description = "User id (UUID)"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 403, description = "`forbidden`", body = Problem),
+        (status = 404, description = "`not_found`", body = Problem),
+        (status = 409, description = "`last_owner`", body = Problem),
+    ))]
 #[instrument(skip_all)]
 pub async fn remove_member(
     state: SharedState,

@@ -13,6 +13,7 @@ mod logout;
 mod metrics;
 mod mfa;
 mod multiprocess;
+mod openapi;
 mod orgs;
 mod ratelimit;
 mod refresh;
