@@ -19,6 +19,7 @@ if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$VERSION"; then
   "$VENV/bin/pip" install -q "schemathesis==$VERSION"
 fi
 [ -x "$BIN" ] || cargo build --bin edge-idp
+BIN=$(realpath "$BIN")
 
 DATA=$(mktemp -d)
 OUT=$(mktemp -d)
@@ -50,10 +51,11 @@ CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,respo
 run() {
   local name=$1; shift
   log "run: $name"
-  "$VENV/bin/st" run "$BASE/openapi.json" --checks "$CHECKS" \
+  # From the run's own folder: schemathesis keeps a cache in the working directory.
+  (cd "$OUT" && "$VENV/bin/st" run "$BASE/openapi.json" --checks "$CHECKS" \
     --phases examples,coverage,fuzzing --max-examples "${ST_MAX_EXAMPLES:-60}" \
     ${ST_SEED:+--seed "$ST_SEED"} --workers 2 --request-timeout 10 --no-color \
-    --report junit --report-dir "$OUT/$name" "$@"
+    --report junit --report-dir "$OUT/$name" "$@")
 }
 status=0
 # Authenticated: the Bearer endpoints' handlers run. Password change and logout cannot succeed
