@@ -13,15 +13,16 @@ WORKDIR /src
 # Dependencies first, in their own layer: rebuilt only when the manifests or the lock change.
 COPY Cargo.toml Cargo.lock ./
 COPY actors/Cargo.toml actors/Cargo.toml
-RUN mkdir -p src actors/src benches \
+COPY bench/Cargo.toml bench/Cargo.toml
+RUN mkdir -p src actors/src benches bench/src \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs actors/src/lib.rs \
-    && echo 'fn main() {}' > benches/ratelimit.rs \
-    && cargo build --release --locked --bin edge-idp \
-    && rm -rf src actors/src benches
+    && echo 'fn main() {}' > benches/ratelimit.rs && echo 'fn main() {}' > bench/src/main.rs \
+    && cargo build --release --locked -p edge-idp --bin edge-idp \
+    && rm -rf src actors/src benches bench/src
 COPY . .
 # Make sure cargo sees the real sources as newer than the placeholder build.
 RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
-    && cargo build --release --locked --bin edge-idp \
+    && cargo build --release --locked -p edge-idp --bin edge-idp \
     && strip target/release/edge-idp
 
 FROM ${BASE_IMAGE}

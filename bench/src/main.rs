@@ -1,0 +1,433 @@
+//! `edge-idp-bench`: load scenarios against a real edge-idp process, each figure set against a
+//! physical bound measured in the same run on the same machine.
+//!
+//! Why a separate process: the server's peak RSS is one of the figures, and a load generator in
+//! the same process would blur it. The bench starts the server as a child (itself, re-executed
+//! with `__server`), and the hello-world warp baseline the same way (`__hello`), so both are
+//! measured from outside under the same client.
+//!
+//! Bounds: login is Argon2-bound (`login ÷ hashes/s`), refresh is RS256-bound (`refresh ÷
+//! signatures/s`), `jwks` and `me` are HTTP-bound (`÷ hello-world req/s`). `--smoke` runs every
+//! scenario briefly with cheap Argon2 and fails on any error; `cargo test` runs it.
+
+mod client;
+mod scenarios;
+
+use clap::Parser;
+use client::Http;
+use scenarios::{Prepared, Scenario};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// Command line of the bench.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "edge-idp-bench",
+    about = "Load benchmark of edge-idp with physical baselines"
+)]
+pub struct Args {
+    /// Seconds, small counts, cheap Argon2; exits non-zero on any error. What CI runs.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds per scenario and per baseline.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Scenarios to run, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "signup,login,login_mfa,refresh,me,jwks"
+    )]
+    pub scenarios: Vec<Scenario>,
+    /// Target a running server instead of starting one (no RSS figures then; its rate limits
+    /// must allow the load).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Argon2 memory cost, KiB (the server's default).
+    #[arg(long, default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+    /// Argon2 iterations (the server's default).
+    #[arg(long, default_value_t = 2)]
+    pub argon2_iterations: u32,
+    /// Accounts prepared for login and me.
+    #[arg(long, default_value_t = 64)]
+    pub users: usize,
+    /// Accounts with MFA prepared for login_mfa. Replay protection lets an account log in with
+    /// TOTP about once per 30 s step, so at N logins/s a run of T s needs about N×T of them.
+    #[arg(long, default_value_t = 900)]
+    pub mfa_users: usize,
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    match argv.get(1).map(String::as_str) {
+        Some("__server") => return child::server(&argv[2..]),
+        Some("__hello") => return child::hello(&argv[2..]),
+        _ => {}
+    }
+    let mut args = Args::parse();
+    if args.smoke {
+        args.concurrency = args.concurrency.min(4);
+        args.duration = args.duration.min(1.0);
+        args.argon2_memory_kib = 1024;
+        args.argon2_iterations = 1;
+        args.users = args.users.min(8);
+        args.mfa_users = args.mfa_users.min(24);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edge-idp-bench: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("edge-idp-bench: some requests failed (see the errors column)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("edge-idp-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn spawn_self(mode: &str, args: &[String]) -> Result<Proc, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .arg(mode)
+        .args(args)
+        // The bench decides the server's settings; the caller's environment must not (a
+        // REDIS_URL, say, would move rate limiting out of the process).
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {mode}: {e}"))?;
+    Ok(Proc(child))
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, MiB.
+fn rss(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Resets the peak RSS counter (Linux `clear_refs` 5), so each scenario reports its own peak.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+async fn wait_ready(http: &Http, base: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((200, _)) = http.get(&format!("{base}/healthz"), None).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{base} did not become healthy in 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dur = Duration::from_secs_f64(args.duration);
+    let http = Http::new(args.concurrency);
+    eprintln!(
+        "machine: {} cores, {}; concurrency {}, {:.1} s per figure",
+        cores,
+        cpu_model(),
+        args.concurrency,
+        args.duration
+    );
+
+    // Physical bounds first, on an idle machine.
+    eprintln!(
+        "baseline: Argon2id m={} KiB t={} p=1 on {cores} threads",
+        args.argon2_memory_kib, args.argon2_iterations
+    );
+    let hashes =
+        scenarios::argon2_per_sec(args.argon2_memory_kib, args.argon2_iterations, cores, dur)?;
+    eprintln!("baseline: RS256 signatures (aws-lc-rs, key parsed once) on {cores} threads");
+    let signs = scenarios::rs256_per_sec(cores, dur)?;
+    eprintln!("baseline: hello-world warp route");
+    let hello = {
+        let port = free_port()?;
+        let _p = spawn_self("__hello", &[port.to_string()])?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(&http, &base).await?;
+        scenarios::hello(&http, &base, args.concurrency, dur).await
+    };
+
+    // The server.
+    let data = tempfile_dir()?;
+    let (server, base) = match &args.url {
+        Some(url) => (None, url.trim_end_matches('/').to_owned()),
+        None => {
+            let port = free_port()?;
+            // 32 bytes, URL-safe base64: a throwaway key for a throwaway database.
+            let key = "YmVuY2gtb25seS1tYXN0ZXIta2V5LTAwMDAwMDAwMDA";
+            let mut sargs: Vec<String> = vec![
+                "--listen-addr".into(),
+                format!("127.0.0.1:{port}"),
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--issuer".into(),
+                format!("http://127.0.0.1:{port}"),
+                "--mfa-encryption-key".into(),
+                key.into(),
+                "--argon2-memory-kib".into(),
+                args.argon2_memory_kib.to_string(),
+                "--argon2-iterations".into(),
+                args.argon2_iterations.to_string(),
+            ];
+            for flag in [
+                "--rate-limit-login",
+                "--rate-limit-signup",
+                "--rate-limit-refresh",
+            ] {
+                sargs.push(flag.into());
+                sargs.push("100000000/60".into());
+            }
+            let p = spawn_self("__server", &sargs)?;
+            (Some(p), format!("http://127.0.0.1:{port}"))
+        }
+    };
+    wait_ready(&http, &base).await?;
+    let pid = server.as_ref().map(Proc::pid);
+    // Settle, then read the idle footprint.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = pid.and_then(rss).map(|r| r.0);
+
+    eprintln!(
+        "preparing {} accounts and {} with MFA",
+        args.users,
+        if args.scenarios.contains(&Scenario::LoginMfa) {
+            args.mfa_users
+        } else {
+            0
+        }
+    );
+    let prepared = Prepared::new(&http, &base, &args).await?;
+
+    let mut rows = Vec::new();
+    let mut ok = true;
+    for s in &args.scenarios {
+        if let Some(pid) = pid {
+            reset_peak(pid);
+        }
+        eprintln!("scenario: {}", s.name());
+        let stats = s
+            .run(&http, &base, &prepared, args.concurrency, dur)
+            .await?;
+        let peak = pid.and_then(rss).map(|r| r.1);
+        let (bound_name, bound) = match s {
+            Scenario::Login | Scenario::LoginMfa | Scenario::Signup => ("argon2 hashes/s", hashes),
+            Scenario::Refresh => ("RS256 signs/s", signs),
+            Scenario::Me | Scenario::Jwks => ("hello-world req/s", hello.rps),
+        };
+        ok &= stats.errors == 0 && stats.count > 0;
+        rows.push(json!({
+            "scenario": s.name(),
+            "requests": stats.count,
+            "req_per_s": stats.rps,
+            "p50_ms": stats.p50_ms,
+            "p99_ms": stats.p99_ms,
+            "errors": stats.errors,
+            "exhausted": stats.exhausted,
+            "first_error": stats.first_error,
+            "peak_rss_mib": peak,
+            "bound": bound_name,
+            "bound_per_s": bound,
+            "ratio_to_bound": stats.rps / bound,
+        }));
+    }
+    let report = json!({
+        "machine": {"cores": cores, "cpu": cpu_model()},
+        "settings": {
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "argon2_memory_kib": args.argon2_memory_kib,
+            "argon2_iterations": args.argon2_iterations,
+            "smoke": args.smoke,
+        },
+        "baselines": {
+            "argon2_hashes_per_s": hashes,
+            "rs256_signs_per_s": signs,
+            "hello_world_req_per_s": hello.rps,
+            "hello_world_p99_ms": hello.p99_ms,
+        },
+        "idle_rss_mib": idle_rss,
+        "scenarios": rows,
+    });
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(ok)
+}
+
+fn tempfile_dir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("edge-idp-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn print_table(r: &serde_json::Value) {
+    let b = &r["baselines"];
+    println!(
+        "baselines: argon2 {:.1} hashes/s | RS256 {:.0} signs/s | hello-world {:.0} req/s | idle RSS {}",
+        b["argon2_hashes_per_s"].as_f64().unwrap_or(0.0),
+        b["rs256_signs_per_s"].as_f64().unwrap_or(0.0),
+        b["hello_world_req_per_s"].as_f64().unwrap_or(0.0),
+        r["idle_rss_mib"].as_f64().map_or("n/a".into(), |m| format!("{m:.1} MiB")),
+    );
+    println!(
+        "{:<10} {:>9} {:>10} {:>9} {:>9} {:>7} {:>10} {:>18} {:>7}",
+        "scenario", "requests", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS", "bound", "ratio"
+    );
+    for s in r["scenarios"].as_array().into_iter().flatten() {
+        println!(
+            "{:<10} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>7} {:>10} {:>18} {:>7.2}",
+            s["scenario"].as_str().unwrap_or(""),
+            s["requests"].as_u64().unwrap_or(0),
+            s["req_per_s"].as_f64().unwrap_or(0.0),
+            s["p50_ms"].as_f64().unwrap_or(0.0),
+            s["p99_ms"].as_f64().unwrap_or(0.0),
+            s["errors"].as_u64().unwrap_or(0),
+            s["peak_rss_mib"]
+                .as_f64()
+                .map_or("n/a".into(), |m| format!("{m:.1} MiB")),
+            s["bound"].as_str().unwrap_or(""),
+            s["ratio_to_bound"].as_f64().unwrap_or(0.0),
+        );
+        if let Some(e) = s["first_error"].as_str() {
+            println!("           first error: {e}");
+        }
+        if s["exhausted"] == true {
+            println!("           ran out of unused TOTP steps: a lower bound (raise --mfa-users)");
+        }
+    }
+}
+
+/// The child processes: the server under test and the hello-world baseline.
+mod child {
+    use super::ExitCode;
+    use clap::Parser;
+    use warp::Filter;
+
+    /// The real server, as `edge-idp serve` runs it, with `args` as its command line.
+    pub fn server(args: &[String]) -> ExitCode {
+        let cli = match edge_idp::config::Cli::try_parse_from(
+            std::iter::once("edge-idp".to_owned()).chain(args.iter().cloned()),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("bench server: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let config = cli.config;
+        edge_idp::telemetry::init(config.log_format);
+        let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        else {
+            return ExitCode::FAILURE;
+        };
+        let result: Result<(), String> = rt.block_on(async {
+            let (key, _) = config.resolve_master_key().map_err(|e| e.to_string())?;
+            let settings = config.validate(key).map_err(|e| e.to_string())?;
+            let app = edge_idp::startup::Application::build(settings)
+                .await
+                .map_err(|e| e.to_string())?;
+            app.run_until_stopped().await.map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench server: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// A hello-world warp route on the port in `args[0]`: the HTTP ceiling of this machine.
+    pub fn hello(args: &[String]) -> ExitCode {
+        let Some(port) = args.first().and_then(|p| p.parse::<u16>().ok()) else {
+            return ExitCode::from(2);
+        };
+        let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        else {
+            return ExitCode::FAILURE;
+        };
+        rt.block_on(async move {
+            let hello = warp::path!("healthz").map(|| "ok");
+            warp::serve(hello).run(([127, 0, 0, 1], port)).await;
+        });
+        ExitCode::SUCCESS
+    }
+}
