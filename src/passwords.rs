@@ -1,17 +1,25 @@
 //! Password hashing (Argon2id) and the password policy.
 //!
 //! A hash costs ~20 ms and 19 MiB, so an unbounded number in flight would turn a login flood
-//! into memory exhaustion. Hashes run on the blocking pool behind a semaphore sized to the cores;
-//! a request that cannot get a slot within the ask timeout is shed with 503 rather than queued
-//! forever. Unknown emails are verified against a dummy hash of the same cost, so the answer and
-//! its timing do not reveal whether an account exists.
+//! into memory exhaustion. Hashes run on a fixed set of `HASH_CONCURRENCY` threads of their own
+//! (not tokio's blocking pool, which grows to hundreds of threads), behind a semaphore of the
+//! same size; a request that cannot get a slot within the ask timeout is shed with 503 rather
+//! than queued forever. Each hashing thread allocates its Argon2 working memory once and reuses
+//! it for every hash: the server's memory for hashing is exactly `HASH_CONCURRENCY × m_cost`,
+//! whatever the load, and no hash pays for a 19 MiB allocation and its page faults. The buffer
+//! holds Argon2's internal blocks of the last hash (as good as the hash itself to an attacker,
+//! which is to say a brute-force target), is overwritten by the next one, and is zeroized when
+//! the thread ends. Unknown emails are verified against a dummy hash of the same cost, so the
+//! answer and its timing do not reveal whether an account exists.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use edge_idp_actors::{DomainError, SecretString};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use subtle::ConstantTimeEq;
+use tokio::sync::{oneshot, Semaphore};
+use zeroize::Zeroize;
 
 /// Why a password is refused by the policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +77,7 @@ pub struct Verified {
 pub struct Passwords {
     params: Params,
     slots: Arc<Semaphore>,
+    pool: HashPool,
     wait: Duration,
     dummy: Arc<str>,
     /// Time spent waiting for a slot, and hashes computing or waiting.
@@ -79,33 +88,143 @@ fn hasher(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
-fn hash_blocking(params: &Params, password: &str) -> Result<String, DomainError> {
+fn internal(context: &str) -> impl Fn(argon2::password_hash::Error) -> DomainError + '_ {
+    move |e| DomainError::Internal(format!("{context}: {e}"))
+}
+
+/// A new PHC string for `password`, computed in `memory` (grown once to the cost's size).
+fn hash_in(
+    memory: &mut Vec<Block>,
+    params: &Params,
+    password: &str,
+) -> Result<String, DomainError> {
     let salt_bytes = edge_idp_actors::crypto::random_bytes::<16>()
         .map_err(|e| DomainError::Internal(e.to_string()))?;
-    let salt =
-        SaltString::encode_b64(&salt_bytes).map_err(|e| DomainError::Internal(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(internal("salt"))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    fill(memory, params.block_count());
     hasher(params)
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| DomainError::Internal(format!("argon2: {e}")))
+        .hash_password_into_with_memory(password.as_bytes(), &salt_bytes, &mut out, &mut memory[..])
+        .map_err(|e| DomainError::Internal(format!("argon2: {e}")))?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(internal("params"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(internal("output"))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the parsed PHC hash, computed in `memory` with the hash's own
+/// algorithm, version and costs; the comparison is constant-time.
+fn matches_in(
+    memory: &mut Vec<Block>,
+    parsed: &PasswordHash<'_>,
+    password: &str,
+) -> Result<bool, DomainError> {
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(internal("stored hash"))?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| DomainError::Internal(format!("stored hash: {e}")))?
+        .unwrap_or_default();
+    let params = Params::try_from(parsed).map_err(internal("stored hash"))?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(DomainError::Internal(
+            "stored hash without salt or output".into(),
+        ));
+    };
+    let mut salt_buf = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_buf)
+        .map_err(internal("stored salt"))?;
+    let mut out = vec![0u8; expected.len()];
+    fill(memory, params.block_count());
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..])
+        .map_err(|e| DomainError::Internal(format!("argon2: {e}")))?;
+    let ok = bool::from(out.as_slice().ct_eq(expected.as_bytes()));
+    out.zeroize();
+    Ok(ok)
+}
+
+fn fill(memory: &mut Vec<Block>, blocks: usize) {
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+}
+
+/// Work for a hashing thread: runs with that thread's working memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// `n` threads that hash, each with its own reused Argon2 memory. The threads end, zeroizing
+/// their memory, when the last [`Passwords`] clone is dropped.
+#[derive(Clone)]
+struct HashPool {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl HashPool {
+    fn new(threads: usize, initial_blocks: usize) -> Result<Self, DomainError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    let mut memory = vec![Block::default(); initial_blocks];
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => break,
+                        };
+                        let Ok(job) = job else { break };
+                        job(&mut memory);
+                    }
+                    for block in memory.iter_mut() {
+                        block.zeroize();
+                    }
+                })
+                .map_err(|e| DomainError::Internal(format!("hash thread: {e}")))?;
+        }
+        Ok(Self { jobs: tx })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> Result<T, DomainError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |memory| {
+                let _ = tx.send(f(memory));
+            }))
+            .map_err(|_| DomainError::Unavailable("password hashing stopped".into()))?;
+        rx.await
+            .map_err(|_| DomainError::Internal("hash thread failed".into()))
+    }
 }
 
 impl Passwords {
-    /// Builds the hasher and computes the dummy hash (one hash, on the blocking pool).
+    /// Starts the hashing threads and computes the dummy hash (one hash).
     pub async fn new(
         params: Params,
         concurrency: usize,
         wait: Duration,
         observe: (prometheus::Histogram, prometheus::IntGauge),
     ) -> Result<Self, DomainError> {
+        let pool = HashPool::new(concurrency, params.block_count())?;
         let p = params.clone();
-        let dummy = tokio::task::spawn_blocking(move || {
-            hash_blocking(&p, "edge-idp dummy password for unknown accounts")
-        })
-        .await
-        .map_err(|e| DomainError::Internal(e.to_string()))??;
+        let dummy = pool
+            .run(move |memory| hash_in(memory, &p, "edge-idp dummy password for unknown accounts"))
+            .await??;
         Ok(Self {
             params,
+            pool,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             wait,
             dummy: dummy.into(),
@@ -115,7 +234,7 @@ impl Passwords {
 
     async fn on_slot<T: Send + 'static>(
         &self,
-        f: impl FnOnce() -> T + Send + 'static,
+        f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, DomainError> {
         let (wait_hist, queue) = &self.observe;
         queue.inc();
@@ -136,21 +255,20 @@ impl Passwords {
             }
         };
         let queue = queue.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let r = f();
-            drop(permit);
-            queue.dec();
-            r
-        })
-        .await
-        .map_err(|e| DomainError::Internal(format!("hash task: {e}")))?;
-        Ok(r)
+        self.pool
+            .run(move |memory| {
+                let r = f(memory);
+                drop(permit);
+                queue.dec();
+                r
+            })
+            .await
     }
 
     /// Hashes a new password.
     pub async fn hash(&self, password: SecretString) -> Result<String, DomainError> {
         let params = self.params.clone();
-        self.on_slot(move || hash_blocking(&params, password.expose()))
+        self.on_slot(move |memory| hash_in(memory, &params, password.expose()))
             .await?
     }
 
@@ -164,13 +282,10 @@ impl Passwords {
         let params = self.params.clone();
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
-        self.on_slot(move || {
+        self.on_slot(move |memory| {
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| DomainError::Internal(format!("stored hash unreadable: {e}")))?;
-            let ok = hasher(&params)
-                .verify_password(password.expose().as_bytes(), &parsed)
-                .is_ok()
-                && known;
+            let ok = matches_in(memory, &parsed, password.expose())? && known;
             let current = Params::try_from(&parsed).map(|p| {
                 p.m_cost() == params.m_cost()
                     && p.t_cost() == params.t_cost()
@@ -178,7 +293,7 @@ impl Passwords {
             });
             let outdated = parsed.algorithm != argon2::ARGON2ID_IDENT || !current.unwrap_or(false);
             let rehash = if ok && outdated {
-                Some(hash_blocking(&params, password.expose())?)
+                Some(hash_in(memory, &params, password.expose())?)
             } else {
                 None
             };
@@ -272,5 +387,48 @@ mod tests {
             .unwrap();
         assert!(v.ok);
         assert!(v.rehash.unwrap().contains("m=128,t=2,p=1"));
+    }
+
+    #[tokio::test]
+    async fn hashes_interoperate_with_the_argon2_crates_own_hasher_and_verifier() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let params = Params::new(256, 2, 1, None).unwrap();
+        let p = Passwords::new(params.clone(), 2, Duration::from_secs(5), observe())
+            .await
+            .unwrap();
+        // Ours, checked by the reference verifier: right and wrong password.
+        let ours = p
+            .hash(SecretString::new("pässword one".into()))
+            .await
+            .unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(hasher(&params)
+            .verify_password("pässword one".as_bytes(), &parsed)
+            .is_ok());
+        assert!(hasher(&params)
+            .verify_password(b"password two", &parsed)
+            .is_err());
+        // The reference hasher's, checked by ours (hashes stored before this pool existed),
+        // with other costs and a longer output than ours.
+        let other = Params::new(512, 3, 1, Some(48)).unwrap();
+        let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
+        let theirs = hasher(&other)
+            .hash_password(b"legacy password", &salt)
+            .unwrap()
+            .to_string();
+        let v = p
+            .verify(
+                SecretString::new("legacy password".into()),
+                Some(theirs.clone()),
+            )
+            .await
+            .unwrap();
+        assert!(v.ok && v.rehash.is_some(), "{v:?}");
+        assert!(
+            !p.verify(SecretString::new("legacy passwort".into()), Some(theirs))
+                .await
+                .unwrap()
+                .ok
+        );
     }
 }
