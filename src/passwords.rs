@@ -167,7 +167,7 @@ struct HashPool {
 }
 
 impl HashPool {
-    fn new(threads: usize, initial_blocks: usize) -> Result<Self, DomainError> {
+    fn new(threads: usize) -> Result<Self, DomainError> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
@@ -175,7 +175,8 @@ impl HashPool {
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
-                    let mut memory = vec![Block::default(); initial_blocks];
+                    // Allocated at this thread's first hash, so an idle server does not hold it.
+                    let mut memory = Vec::new();
                     loop {
                         // The lock is held only while waiting for the next job.
                         let job = match rx.lock() {
@@ -217,11 +218,18 @@ impl Passwords {
         wait: Duration,
         observe: (prometheus::Histogram, prometheus::IntGauge),
     ) -> Result<Self, DomainError> {
-        let pool = HashPool::new(concurrency, params.block_count())?;
+        let pool = HashPool::new(concurrency)?;
         let p = params.clone();
-        let dummy = pool
-            .run(move |memory| hash_in(memory, &p, "edge-idp dummy password for unknown accounts"))
-            .await??;
+        // In memory of its own, freed at once: an idle server holds no hashing memory.
+        let dummy = tokio::task::spawn_blocking(move || {
+            hash_in(
+                &mut Vec::new(),
+                &p,
+                "edge-idp dummy password for unknown accounts",
+            )
+        })
+        .await
+        .map_err(|e| DomainError::Internal(e.to_string()))??;
         Ok(Self {
             params,
             pool,

@@ -11,6 +11,7 @@
 //! scenario briefly with cheap Argon2 and fails on any error; `cargo test` runs it.
 
 mod client;
+mod dataset;
 mod scenarios;
 
 use clap::Parser;
@@ -64,6 +65,13 @@ pub struct Args {
     /// TOTP about once per 30 s step, so at N logins/s a run of T s needs about N×T of them.
     #[arg(long, default_value_t = 900)]
     pub mfa_users: usize,
+    /// Before the scenarios, fill the database with this many extra accounts (with
+    /// organizations and one session each), e.g. 1000000.
+    #[arg(long, default_value_t = 0)]
+    pub dataset_users: u64,
+    /// ... and this many refresh-token rows over their sessions, e.g. 10000000.
+    #[arg(long, default_value_t = 0)]
+    pub dataset_tokens: u64,
 }
 
 fn main() -> ExitCode {
@@ -238,6 +246,23 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     wait_ready(&http, &base).await?;
     let pid = server.as_ref().map(Proc::pid);
+    let mut seeded = None;
+    if args.dataset_users > 0 && args.url.is_none() {
+        eprintln!(
+            "dataset: {} accounts, {} refresh-token rows",
+            args.dataset_users, args.dataset_tokens
+        );
+        let phc = scenarios::phc(args.argon2_memory_kib, args.argon2_iterations)?;
+        let took = dataset::seed(
+            &data.join("edge-idp.db"),
+            args.dataset_users,
+            args.dataset_tokens,
+            &phc,
+        )
+        .await?;
+        eprintln!("dataset: written in {took:.1?}");
+        seeded = Some(took.as_secs_f64());
+    }
     // Settle, then read the idle footprint.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = pid.and_then(rss).map(|r| r.0);
@@ -301,6 +326,11 @@ async fn run(args: Args) -> Result<bool, String> {
             "hello_world_p99_ms": hello.p99_ms,
         },
         "idle_rss_mib": idle_rss,
+        "dataset": {
+            "users": args.dataset_users,
+            "refresh_tokens": args.dataset_tokens,
+            "seconds_to_write": seeded,
+        },
         "scenarios": rows,
     });
     print_table(&report);

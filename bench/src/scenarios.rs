@@ -583,6 +583,18 @@ pub fn argon2_per_sec(m_kib: u32, t: u32, threads: usize, dur: Duration) -> Resu
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
+/// A PHC Argon2id hash at the given cost, for seeded accounts.
+pub fn phc(m_kib: u32, t: u32) -> Result<String, String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let params = Params::new(m_kib, t, 1, None).map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(b"seeded-accounts!").map_err(|e| e.to_string())?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(PASSWORD.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// RS256 (RSA-2048 PKCS#1 v1.5, SHA-256) signatures per second on `threads` threads, with a
 /// key parsed once: what signing an access token costs at best.
 pub fn rs256_per_sec(threads: usize, dur: Duration) -> Result<f64, String> {
