@@ -46,8 +46,13 @@ pub struct Status {
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
     responses((status = 200, description = "Every key whose tokens may still be valid, and the next one; `Cache-Control: public, max-age=300`", body = JwkSet)))]
 pub async fn jwks(state: SharedState) -> Response {
-    let body = state.keys.load().jwks_json.clone();
-    let mut resp = warp::http::Response::new(body.to_string().into());
+    let body = state.keys.load().jwks_json.to_string();
+    public_json(body, JWKS_MAX_AGE)
+}
+
+/// A pre-rendered JSON document that caches may keep for `max_age` seconds.
+pub fn public_json(body: String, max_age: u64) -> Response {
+    let mut resp = warp::http::Response::new(body.into());
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -55,7 +60,7 @@ pub async fn jwks(state: SharedState) -> Response {
     );
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_str(&format!("public, max-age={JWKS_MAX_AGE}"))
+        HeaderValue::from_str(&format!("public, max-age={max_age}"))
             .unwrap_or(HeaderValue::from_static("public")),
     );
     resp

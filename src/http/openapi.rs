@@ -26,7 +26,6 @@ use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Response, Type};
 use utoipa::{Modify, OpenApi};
-use warp::http::{header, HeaderValue};
 
 /// The media type of every error body (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -86,17 +85,7 @@ pub fn document() -> &'static str {
 #[utoipa::path(get, path = "/openapi.json", tag = "discovery",
     responses((status = 200, description = "This document (OpenAPI 3.1)", body = serde_json::Value)))]
 pub async fn openapi_json() -> warp::reply::Response {
-    let mut resp: warp::reply::Response = warp::http::Response::new(document().into());
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    resp
+    discovery::public_json(document().to_owned(), 3600)
 }
 
 /// Adds the Bearer scheme and the error responses every endpoint shares (see the module docs).
