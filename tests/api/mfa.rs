@@ -357,6 +357,8 @@ async fn the_database_holds_no_plaintext_secret_and_swapped_secrets_do_not_open(
         .await
         .unwrap();
     let conn = db.connect().unwrap();
+    // The server writes in the background (audit rows): wait for its lock, as it does.
+    conn.query("PRAGMA busy_timeout = 5000", ()).await.unwrap();
     let mut rows = conn.query("SELECT u.email, m.secret_sealed FROM mfa_secrets m JOIN users u ON u.id = m.user_id ORDER BY u.email", ()).await.unwrap();
     let mut sealed = Vec::new();
     while let Some(r) = rows.next().await.unwrap() {

@@ -280,14 +280,16 @@ async fn concurrent_owner_removals_never_leave_an_organization_without_an_owner(
         .build()
         .await
         .unwrap();
-    db.connect()
-        .unwrap()
-        .execute(
-            "UPDATE memberships SET role = 'owner' WHERE user_id = ?1",
-            [uid(&b_s)],
-        )
-        .await
-        .unwrap();
+    let conn = db.connect().unwrap();
+    // The server writes too (audit rows are flushed in the background): wait for its lock
+    // like the server's own connections do, instead of failing on SQLITE_BUSY.
+    conn.query("PRAGMA busy_timeout = 5000", ()).await.unwrap();
+    conn.execute(
+        "UPDATE memberships SET role = 'owner' WHERE user_id = ?1",
+        [uid(&b_s)],
+    )
+    .await
+    .unwrap();
     let (ida, idb) = (uid(&a_s), uid(&b_s));
     let (ra, rb) = tokio::join!(remove(&app, &a, &org, &ida), remove(&app, &b, &org, &idb));
     let mut s = [ra.status().as_u16(), rb.status().as_u16()];
