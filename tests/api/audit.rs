@@ -9,11 +9,8 @@ use std::sync::{Arc, Mutex};
 
 async fn rows(app: &TestApp) -> Vec<Value> {
     app.flush_audit().await;
-    let db = libsql::Builder::new_local(app.dir.join("edge-idp.db"))
-        .build()
-        .await
-        .unwrap();
-    let c = db.connect().unwrap();
+    let db = direct_db(&app.dir).await;
+    let c = &db.conn;
     let mut r = c.query("SELECT at, kind, user_id, session_id, org_id, subject_id, ip, request_id, detail FROM audit_events ORDER BY id", ()).await.unwrap();
     let mut out = Vec::new();
     while let Some(row) = r.next().await.unwrap() {

@@ -81,11 +81,8 @@ async fn post_quiet(
 }
 
 async fn integrity_ok(dir: &std::path::Path) {
-    let db = libsql::Builder::new_local(dir.join("edge-idp.db"))
-        .build()
-        .await
-        .unwrap();
-    let c = db.connect().unwrap();
+    let db = direct_db(dir).await;
+    let c = &db.conn;
     let mut rows = c.query("PRAGMA integrity_check", ()).await.unwrap();
     let v: String = rows.next().await.unwrap().unwrap().get(0).unwrap();
     assert_eq!(v, "ok");

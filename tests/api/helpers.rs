@@ -305,3 +305,21 @@ pub fn rfc6238(secret: &[u8], unix: i64) -> String {
         | u32::from(h[off + 3]);
     format!("{:06}", bin % 1_000_000)
 }
+
+/// A direct connection to a server's database file, for checks the API cannot make. It waits
+/// for the server's write lock (the server flushes audit rows in the background) as the
+/// server's own connections do, instead of failing on SQLITE_BUSY.
+pub struct DirectDb {
+    _db: libsql::Database,
+    pub conn: libsql::Connection,
+}
+
+pub async fn direct_db(dir: &Path) -> DirectDb {
+    let db = libsql::Builder::new_local(dir.join("edge-idp.db"))
+        .build()
+        .await
+        .unwrap();
+    let conn = db.connect().unwrap();
+    conn.query("PRAGMA busy_timeout = 5000", ()).await.unwrap();
+    DirectDb { _db: db, conn }
+}

@@ -352,13 +352,8 @@ async fn the_database_holds_no_plaintext_secret_and_swapped_secrets_do_not_open(
     let _keep = app.keep_dir();
     let (a, _) = with_mfa(&app, "mfa6@example.com").await;
     let (b, _) = with_mfa(&app, "mfa7@example.com").await;
-    let db = libsql::Builder::new_local(app.dir.join("edge-idp.db"))
-        .build()
-        .await
-        .unwrap();
-    let conn = db.connect().unwrap();
-    // The server writes in the background (audit rows): wait for its lock, as it does.
-    conn.query("PRAGMA busy_timeout = 5000", ()).await.unwrap();
+    let db = direct_db(&app.dir).await;
+    let conn = &db.conn;
     let mut rows = conn.query("SELECT u.email, m.secret_sealed FROM mfa_secrets m JOIN users u ON u.id = m.user_id ORDER BY u.email", ()).await.unwrap();
     let mut sealed = Vec::new();
     while let Some(r) = rows.next().await.unwrap() {

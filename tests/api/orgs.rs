@@ -276,14 +276,8 @@ async fn concurrent_owner_removals_never_leave_an_organization_without_an_owner(
             .status(),
         201
     );
-    let db = libsql::Builder::new_local(app.dir.join("edge-idp.db"))
-        .build()
-        .await
-        .unwrap();
-    let conn = db.connect().unwrap();
-    // The server writes too (audit rows are flushed in the background): wait for its lock
-    // like the server's own connections do, instead of failing on SQLITE_BUSY.
-    conn.query("PRAGMA busy_timeout = 5000", ()).await.unwrap();
+    let db = direct_db(&app.dir).await;
+    let conn = &db.conn;
     conn.execute(
         "UPDATE memberships SET role = 'owner' WHERE user_id = ?1",
         [uid(&b_s)],

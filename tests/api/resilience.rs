@@ -139,11 +139,8 @@ async fn a_hash_with_old_argon2_costs_is_upgraded_at_the_next_login() {
     )
     .await;
     app.login("abel@example.com").await;
-    let db = libsql::Builder::new_local(dir.join("edge-idp.db"))
-        .build()
-        .await
-        .unwrap();
-    let conn = db.connect().unwrap();
+    let db = direct_db(&dir).await;
+    let conn = &db.conn;
     let mut rows = conn
         .query(
             "SELECT password_hash FROM users WHERE email = 'abel@example.com'",
