@@ -2,10 +2,13 @@
 //!
 //! Refresh-token reuse is the attack this service exists to catch, and several tabs refreshing
 //! at once is what its users do most; both must be right. Each family is handled by one shard
-//! (chosen by session id), so rotations of one family are serialised in process. Across
-//! processes sharing the database the guarantee comes from [`SessionStore::rotate`]: a
-//! conditional `UPDATE … WHERE used_at IS NULL` inside one immediate transaction, so exactly one
-//! rotation wins; a loser re-reads and sees a used token, which is a grace replay or reuse.
+//! (chosen by the presented token's hash), so the parallel presentations of one token by several
+//! tabs are answered in order in process. The guarantee itself, in process and across processes
+//! sharing the database, comes from [`SessionStore::present`]: the token is read and rotated in
+//! one immediate transaction, under the database's write lock, so exactly one presentation
+//! rotates it and every other one reads it used, which is a grace replay or reuse. That one
+//! transaction is also the whole database cost of a rotation: it returns the access token's
+//! principal with it.
 //!
 //! - **Rotation**: an unused, unexpired token becomes used; a successor is issued.
 //! - **Grace replay**: within `grace` seconds after its rotation, presenting the token again
@@ -16,7 +19,7 @@
 use crate::crypto::{b64url, random_bytes, sha256, Sealer};
 use crate::error::DomainError;
 use crate::secret::SecretString;
-use crate::store::{NewSession, Rotation, SessionStore};
+use crate::store::{NewSession, Presentation, Principal, SessionStore};
 use crate::Clock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
@@ -66,20 +69,51 @@ pub struct Issued {
     pub replayed: bool,
 }
 
+/// The answer to a presented refresh token that was not simply invalid.
+#[derive(Debug)]
+pub enum Rotated {
+    /// A successor (new, or the same one again within the grace window) and who the access token
+    /// is for.
+    Issued(Issued, Principal),
+    /// The token was used before, outside the grace window: its family is now revoked.
+    Reused {
+        /// The revoked family.
+        session_id: Uuid,
+        /// Its owner.
+        user_id: Uuid,
+    },
+}
+
 /// Messages of the RefreshFamilies actor.
 pub enum RefreshMsg {
     /// Starts a family with its first token.
     Start(StartSession, Reply<Issued>),
     /// Rotates the token whose SHA-256 is given.
-    Rotate([u8; 32], Reply<Issued>),
+    Rotate([u8; 32], Reply<Rotated>),
     /// Revokes one family.
     Revoke(Uuid, &'static str, Reply<bool>),
     /// Revokes every family of a user but one: `(user_id, except, reason)`.
     RevokeAll(Uuid, Option<Uuid>, &'static str, Reply<Vec<Uuid>>),
     /// Moves a family to another organization: `(session_id, org_id)`.
     SwitchOrg(Uuid, Uuid, Reply<bool>),
-    /// Test hook: panics inside the handler, to exercise supervision.
-    Crash,
+    /// Test hook: a panic or a stall, to exercise supervision and timeouts.
+    Fault(crate::Fault),
+}
+
+impl RefreshMsg {
+    /// Whether the caller stopped waiting (its ask timed out) before the message was handled.
+    /// Such a request is dropped: a rotation nobody receives would leave the client holding a
+    /// used token, and its retry would look like reuse in strict mode.
+    fn abandoned(&self) -> bool {
+        match self {
+            RefreshMsg::Start(_, r) => r.is_closed(),
+            RefreshMsg::Rotate(_, r) => r.is_closed(),
+            RefreshMsg::Revoke(_, _, r) => r.is_closed(),
+            RefreshMsg::RevokeAll(_, _, _, r) => r.is_closed(),
+            RefreshMsg::SwitchOrg(_, _, r) => r.is_closed(),
+            RefreshMsg::Fault(_) => false,
+        }
+    }
 }
 
 /// Start-up arguments of a RefreshFamilies shard.
@@ -116,8 +150,15 @@ fn new_token() -> Result<(SecretString, [u8; 32]), DomainError> {
     Ok((SecretString::new(token), hash))
 }
 
-/// Associated data of a sealed successor: it opens only in its own row.
-fn successor_aad(session_id: Uuid, predecessor: &[u8; 32]) -> Vec<u8> {
+/// Associated data of a sealed successor: it opens only in the row of the token it succeeds
+/// (the row's key is that token's hash).
+fn successor_aad(predecessor: &[u8; 32]) -> &[u8] {
+    predecessor
+}
+
+/// The associated data used before the sealing moved ahead of the row read; still opened, so
+/// a grace replay across an upgrade keeps working.
+fn legacy_successor_aad(session_id: Uuid, predecessor: &[u8; 32]) -> Vec<u8> {
     let mut aad = session_id.as_bytes().to_vec();
     aad.extend_from_slice(predecessor);
     aad
@@ -152,92 +193,94 @@ impl<S: SessionStore> RefreshArgs<S> {
         })
     }
 
-    async fn rotate(&self, presented: [u8; 32]) -> Result<Issued, DomainError> {
-        // Two passes at most: a lost race against another process is re-read once, and then the
-        // token is used, which the second pass answers without writing a rotation.
-        for _ in 0..2 {
-            let Some(v) = self.store.refresh_view(presented).await? else {
-                return Err(DomainError::InvalidRefreshToken);
+    async fn rotate(&self, presented: [u8; 32]) -> Result<Rotated, DomainError> {
+        let now = self.clock.now();
+        // The successor is made (and sealed) before the store is asked, so the one transaction
+        // that reads the token can also rotate it.
+        let (token, hash) = new_token()?;
+        let sealed = if self.policy.grace > 0 {
+            Some(
+                self.sealer
+                    .seal(token.expose().as_bytes(), successor_aad(&presented))
+                    .map_err(|e| DomainError::Internal(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let Some(p) = self
+            .store
+            .present(Presentation {
+                token_hash: presented,
+                successor_hash: hash,
+                successor_sealed: sealed,
+                token_ttl: self.policy.token_ttl,
+                now,
+            })
+            .await?
+        else {
+            return Err(DomainError::InvalidRefreshToken);
+        };
+        let v = p.view;
+        if let Some(expires_at) = p.rotated {
+            let principal = p.principal.ok_or(DomainError::InvalidRefreshToken)?;
+            let issued = Issued {
+                session_id: v.session_id,
+                refresh_token: token,
+                expires_at,
+                replayed: false,
             };
-            let now = self.clock.now();
-            if let Some(reason) = &v.session_revoked {
-                // A used token of a family revoked for reuse is still reuse (strict mode: all but
-                // one of N parallel presentations); anything else of a revoked family is invalid.
-                return Err(if v.used_at.is_some() && reason == REUSE {
-                    DomainError::RefreshTokenReused
-                } else {
-                    DomainError::InvalidRefreshToken
-                });
-            }
-            if now >= v.session_expires_at {
-                return Err(DomainError::InvalidRefreshToken);
-            }
-            let Some(used_at) = v.used_at else {
-                if now >= v.expires_at {
-                    return Err(DomainError::InvalidRefreshToken);
-                }
-                let (token, hash) = new_token()?;
-                let sealed = if self.policy.grace > 0 {
-                    let aad = successor_aad(v.session_id, &presented);
-                    Some(
-                        self.sealer
-                            .seal(token.expose().as_bytes(), &aad)
-                            .map_err(|e| DomainError::Internal(e.to_string()))?,
-                    )
-                } else {
-                    None
-                };
-                let expires_at = (now + self.policy.token_ttl).min(v.session_expires_at);
-                let won = self
-                    .store
-                    .rotate(Rotation {
-                        session_id: v.session_id,
-                        token_hash: presented,
-                        successor_hash: hash,
-                        successor_sealed: sealed,
-                        successor_generation: v.generation + 1,
-                        successor_expires_at: expires_at,
-                        now,
-                    })
-                    .await?;
-                if won {
-                    return Ok(Issued {
-                        session_id: v.session_id,
-                        refresh_token: token,
-                        expires_at,
-                        replayed: false,
-                    });
-                }
-                continue;
-            };
-            let in_grace =
-                self.policy.grace > 0 && now < used_at + self.policy.grace && !v.successor_used;
-            if let (true, Some(sealed), Some(expires_at)) =
-                (in_grace, &v.successor_sealed, v.successor_expires_at)
-            {
-                let aad = successor_aad(v.session_id, &presented);
-                let plain = self
-                    .sealer
-                    .open(sealed, &aad)
-                    .map_err(|e| DomainError::Internal(e.to_string()))?;
-                let token = String::from_utf8(plain.to_vec())
-                    .map_err(|e| DomainError::Internal(e.to_string()))?;
-                return Ok(Issued {
-                    session_id: v.session_id,
-                    refresh_token: SecretString::new(token),
-                    expires_at,
-                    replayed: true,
-                });
-            }
-            self.store
-                .revoke_session(v.session_id, now, "refresh_token_reused")
-                .await?;
-            tracing::warn!(session_id = %v.session_id, "refresh token reuse detected; family revoked");
-            return Err(DomainError::RefreshTokenReused);
+            return Ok(Rotated::Issued(issued, principal));
         }
-        Err(DomainError::Unavailable(
-            "refresh rotation contention".into(),
-        ))
+        drop(token);
+        if let Some(reason) = &v.session_revoked {
+            // A used token of a family revoked for reuse is still reuse (strict mode: all but
+            // one of N parallel presentations); anything else of a revoked family is invalid.
+            return if v.used_at.is_some() && reason == REUSE {
+                Ok(Rotated::Reused {
+                    session_id: v.session_id,
+                    user_id: v.user_id,
+                })
+            } else {
+                Err(DomainError::InvalidRefreshToken)
+            };
+        }
+        if now >= v.session_expires_at {
+            return Err(DomainError::InvalidRefreshToken);
+        }
+        let Some(used_at) = v.used_at else {
+            // Unused and not rotated: expired.
+            return Err(DomainError::InvalidRefreshToken);
+        };
+        let in_grace =
+            self.policy.grace > 0 && now < used_at + self.policy.grace && !v.successor_used;
+        if let (true, Some(sealed), Some(expires_at)) =
+            (in_grace, &v.successor_sealed, v.successor_expires_at)
+        {
+            let plain = self
+                .sealer
+                .open(sealed, successor_aad(&presented))
+                .or_else(|_| {
+                    self.sealer
+                        .open(sealed, &legacy_successor_aad(v.session_id, &presented))
+                })
+                .map_err(|e| DomainError::Internal(e.to_string()))?;
+            let token = String::from_utf8(plain.to_vec())
+                .map_err(|e| DomainError::Internal(e.to_string()))?;
+            let principal = p.principal.ok_or(DomainError::InvalidRefreshToken)?;
+            let issued = Issued {
+                session_id: v.session_id,
+                refresh_token: SecretString::new(token),
+                expires_at,
+                replayed: true,
+            };
+            return Ok(Rotated::Issued(issued, principal));
+        }
+        self.store.revoke_session(v.session_id, now, REUSE).await?;
+        tracing::warn!(session_id = %v.session_id, "refresh token reuse detected; family revoked");
+        Ok(Rotated::Reused {
+            session_id: v.session_id,
+            user_id: v.user_id,
+        })
     }
 }
 
@@ -260,6 +303,10 @@ impl<S: SessionStore> Actor for RefreshFamilies<S> {
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if msg.abandoned() {
+            tracing::debug!("request abandoned by its caller before its turn; dropped");
+            return Ok(());
+        }
         match msg {
             RefreshMsg::Start(req, reply) => {
                 let _ = reply.send(st.start(req).await);
@@ -285,7 +332,7 @@ impl<S: SessionStore> Actor for RefreshFamilies<S> {
                 let r = st.store.set_active_org(session_id, org_id).await;
                 let _ = reply.send(r.map_err(Into::into));
             }
-            RefreshMsg::Crash => panic!("injected fault: RefreshFamilies"),
+            RefreshMsg::Fault(f) => f.strike("RefreshFamilies").await,
         }
         Ok(())
     }

@@ -125,6 +125,8 @@ pub struct NewSession {
 pub struct RefreshView {
     /// Family.
     pub session_id: Uuid,
+    /// Owner of the family.
+    pub user_id: Uuid,
     /// Position in the family, 0 for the token issued at login.
     pub generation: i64,
     /// Expiry of this token.
@@ -143,23 +145,44 @@ pub struct RefreshView {
     pub session_expires_at: i64,
 }
 
-/// One rotation, applied only if the presented token is still unused.
+impl RefreshView {
+    /// Whether presenting this token at `now` rotates it: unused, unexpired, in a live session.
+    pub fn rotatable(&self, now: i64) -> bool {
+        self.used_at.is_none()
+            && now < self.expires_at
+            && self.session_revoked.is_none()
+            && now < self.session_expires_at
+    }
+}
+
+/// A refresh token presented for rotation, with the successor that replaces it if it is
+/// [rotatable](RefreshView::rotatable).
 #[derive(Debug, Clone)]
-pub struct Rotation {
-    /// Family.
-    pub session_id: Uuid,
+pub struct Presentation {
     /// Hash of the presented token.
     pub token_hash: [u8; 32],
     /// Hash of the successor.
     pub successor_hash: [u8; 32],
     /// The successor sealed for grace replay; `None` when the grace window is 0.
     pub successor_sealed: Option<Vec<u8>>,
-    /// Generation of the successor.
-    pub successor_generation: i64,
-    /// Expiry of the successor.
-    pub successor_expires_at: i64,
+    /// Lifetime of the successor (`REFRESH_TOKEN_TTL`), cut at the session's hard end.
+    pub token_ttl: i64,
     /// Now.
     pub now: i64,
+}
+
+/// What the store found for a presentation, and whether it rotated.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    /// The token and its session as they were before this presentation, read under the write
+    /// lock that the rotation (if any) committed under.
+    pub view: RefreshView,
+    /// Expiry of the successor when this presentation rotated the token; `None` when it
+    /// changed nothing.
+    pub rotated: Option<i64>,
+    /// Who the session's access token is for (read in the same transaction); `None` when the
+    /// session is revoked or the user belongs to no organization.
+    pub principal: Option<Principal>,
 }
 
 /// Who a session's access token is for.
@@ -246,14 +269,13 @@ pub trait UserStore: Clone + Send + Sync + 'static {
 pub trait SessionStore: Clone + Send + Sync + 'static {
     /// Inserts the session and its first token in one transaction.
     fn start_session(&self, s: NewSession) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Reads a token and its session.
-    fn refresh_view(
+    /// Reads the presented token and its session and, if it is rotatable, rotates it, all in one
+    /// immediate transaction: exactly one presentation of a token rotates it, across processes.
+    /// `None` for an unknown token.
+    fn present(
         &self,
-        token_hash: [u8; 32],
-    ) -> impl Future<Output = StoreResult<Option<RefreshView>>> + Send;
-    /// Applies a rotation with a conditional update: returns `false`, changing nothing, when the
-    /// token was already used or the session revoked, also by another process.
-    fn rotate(&self, r: Rotation) -> impl Future<Output = StoreResult<bool>> + Send;
+        p: Presentation,
+    ) -> impl Future<Output = StoreResult<Option<Presented>>> + Send;
     /// The session a token belongs to, used or not (logout accepts any token of the family).
     fn session_of_token(
         &self,
@@ -286,12 +308,13 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
         &self,
         session_id: Uuid,
     ) -> impl Future<Output = StoreResult<Option<Principal>>> + Send;
-    /// Whether the session exists, is not revoked and has not reached its hard end.
-    fn session_live(
+    /// The active organization of the session if it exists, is not revoked and has not
+    /// reached its hard end; `None` otherwise.
+    fn session_org(
         &self,
         session_id: Uuid,
         now: i64,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<Uuid>>> + Send;
     /// Erases sealed successors older than `grace` and deletes what has expired.
     fn prune(&self, now: i64, grace: i64) -> impl Future<Output = StoreResult<Pruned>> + Send;
 }

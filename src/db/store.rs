@@ -7,8 +7,8 @@
 use super::{is_unique_violation, map_err, Db};
 use edge_idp_actors::store::{
     Challenge, KeyStore, Membership, MfaRecord, MfaStatus, MfaStore, NewSession, NewUser,
-    Principal, Pruned, RefreshView, Role, Rotation, SessionStore, StoreResult, StoredKey,
-    UserRecord, UserStore,
+    Presentation, Presented, Principal, Pruned, RefreshView, Role, SessionStore, StoreResult,
+    StoredKey, UserRecord, UserStore,
 };
 use edge_idp_actors::StoreError;
 use libsql::{params, Connection, Row, TransactionBehavior, Value};
@@ -69,13 +69,56 @@ pub(super) async fn first_row(
     rows.next().await.map_err(map_err)
 }
 
+/// Who session `sid`'s access token is for, read on `c` (inside the caller's transaction, if any).
+async fn principal_on(c: &Connection, sid: String) -> StoreResult<Option<Principal>> {
+    let Some(r) = first_row(
+        c,
+        "SELECT u.id, u.email, s.amr, ma.org_id, oa.name, ma.role, md.org_id, od.name, md.role \
+         FROM sessions s JOIN users u ON u.id = s.user_id \
+         LEFT JOIN memberships ma ON ma.org_id = s.active_org_id AND ma.user_id = u.id \
+         LEFT JOIN organizations oa ON oa.id = ma.org_id \
+         LEFT JOIN memberships md ON md.org_id = u.default_org_id AND md.user_id = u.id \
+         LEFT JOIN organizations od ON od.id = md.org_id \
+         WHERE s.id = ?1",
+        [sid],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let membership = match (opt_uuid(&r, 3)?, opt_uuid(&r, 6)?) {
+        (Some(org_id), _) => Membership {
+            org_id,
+            org_name: r.get(4).map_err(map_err)?,
+            role: role(&r.get::<String>(5).map_err(map_err)?)?,
+        },
+        (None, Some(org_id)) => Membership {
+            org_id,
+            org_name: r.get(7).map_err(map_err)?,
+            role: role(&r.get::<String>(8).map_err(map_err)?)?,
+        },
+        (None, None) => return Ok(None),
+    };
+    let amr: String = r.get(2).map_err(map_err)?;
+    Ok(Some(Principal {
+        user_id: uuid(&r, 0)?,
+        email: r.get(1).map_err(map_err)?,
+        membership,
+        amr: amr
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    }))
+}
+
 fn blob(b: &[u8]) -> Value {
     Value::Blob(b.to_vec())
 }
 
 impl UserStore for Db {
     async fn create_user(&self, u: NewUser) -> StoreResult<()> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
             let (id, org) = (u.id.to_string(), u.org_id.to_string());
             tx.execute("INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)", params![org.clone(), u.org_name, u.created_at])
@@ -131,7 +174,7 @@ impl UserStore for Db {
         new_hash: String,
         now: i64,
     ) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let n = c
                 .execute(
                     "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE id = ?1 AND password_hash = ?2",
@@ -145,7 +188,7 @@ impl UserStore for Db {
     }
 
     async fn record_login_failure(&self, user_id: Uuid, now: i64) -> StoreResult<()> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             c.execute("UPDATE users SET failed_logins = failed_logins + 1, last_failed_at = ?2 WHERE id = ?1", params![user_id.to_string(), now])
                 .await
                 .map_err(map_err)?;
@@ -160,7 +203,7 @@ impl UserStore for Db {
         now: i64,
         rehash: Option<(String, String)>,
     ) -> StoreResult<()> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let id = user_id.to_string();
             c.execute("UPDATE users SET failed_logins = 0, last_login_at = ?2 WHERE id = ?1", params![id.clone(), now]).await.map_err(map_err)?;
             if let Some((old, new)) = rehash {
@@ -179,7 +222,7 @@ impl UserStore for Db {
 
 impl SessionStore for Db {
     async fn start_session(&self, s: NewSession) -> StoreResult<()> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
             tx.execute(
                 "INSERT INTO sessions (id, user_id, active_org_id, amr, user_agent, ip, created_at, last_used_at, expires_at) \
@@ -199,67 +242,74 @@ impl SessionStore for Db {
         .await
     }
 
-    async fn refresh_view(&self, token_hash: [u8; 32]) -> StoreResult<Option<RefreshView>> {
-        self.run(move |c| async move {
+    async fn present(&self, p: Presentation) -> StoreResult<Option<Presented>> {
+        self.write(move |c| async move {
+            // Immediate: the write lock is taken before the read, so what is read is what the
+            // rotation replaces, in this process and in any other sharing the file.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
             let Some(r) = first_row(
-                &c,
-                "SELECT r.session_id, r.generation, r.expires_at, r.used_at, r.successor_sealed, \
+                &tx,
+                "SELECT r.session_id, s.user_id, r.generation, r.expires_at, r.used_at, r.successor_sealed, \
                         n.used_at IS NOT NULL, n.expires_at, CASE WHEN s.revoked_at IS NULL THEN NULL ELSE COALESCE(s.revoked_reason, 'revoked') END, s.expires_at \
                  FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
                  LEFT JOIN refresh_tokens n ON n.token_hash = r.successor_hash \
                  WHERE r.token_hash = ?1",
-                [blob(&token_hash)],
+                [blob(&p.token_hash)],
             )
             .await?
             else {
+                tx.commit().await.map_err(map_err)?;
                 return Ok(None);
             };
-            Ok(Some(RefreshView {
+            let view = RefreshView {
                 session_id: uuid(&r, 0)?,
-                generation: r.get(1).map_err(map_err)?,
-                expires_at: r.get(2).map_err(map_err)?,
-                used_at: r.get(3).map_err(map_err)?,
-                successor_sealed: r.get(4).map_err(map_err)?,
-                successor_used: r.get::<i64>(5).map_err(map_err)? != 0,
-                successor_expires_at: r.get(6).map_err(map_err)?,
-                session_revoked: r.get(7).map_err(map_err)?,
-                session_expires_at: r.get(8).map_err(map_err)?,
-            }))
-        })
-        .await
-    }
-
-    async fn rotate(&self, rot: Rotation) -> StoreResult<bool> {
-        self.run(move |c| async move {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            let sid = rot.session_id.to_string();
-            let sealed = rot.successor_sealed.map(Value::Blob).unwrap_or(Value::Null);
-            let changed = tx
-                .execute(
-                    "UPDATE refresh_tokens SET used_at = ?2, successor_hash = ?3, successor_sealed = ?4 \
-                     WHERE token_hash = ?1 AND used_at IS NULL \
-                       AND EXISTS (SELECT 1 FROM sessions WHERE id = ?5 AND revoked_at IS NULL)",
-                    params![blob(&rot.token_hash), rot.now, blob(&rot.successor_hash), sealed, sid.clone()],
+                user_id: uuid(&r, 1)?,
+                generation: r.get(2).map_err(map_err)?,
+                expires_at: r.get(3).map_err(map_err)?,
+                used_at: r.get(4).map_err(map_err)?,
+                successor_sealed: r.get(5).map_err(map_err)?,
+                successor_used: r.get::<i64>(6).map_err(map_err)? != 0,
+                successor_expires_at: r.get(7).map_err(map_err)?,
+                session_revoked: r.get(8).map_err(map_err)?,
+                session_expires_at: r.get(9).map_err(map_err)?,
+            };
+            let sid = view.session_id.to_string();
+            let mut rotated = None;
+            if view.rotatable(p.now) {
+                let expires_at = (p.now + p.token_ttl).min(view.session_expires_at);
+                let sealed = p.successor_sealed.map(Value::Blob).unwrap_or(Value::Null);
+                // Conditional even under the write lock: the row decides, not what was read.
+                let changed = tx
+                    .execute(
+                        "UPDATE refresh_tokens SET used_at = ?2, successor_hash = ?3, successor_sealed = ?4 \
+                         WHERE token_hash = ?1 AND used_at IS NULL",
+                        params![blob(&p.token_hash), p.now, blob(&p.successor_hash), sealed],
+                    )
+                    .await
+                    .map_err(map_err)?;
+                if changed != 1 {
+                    return Err(StoreError::Other("refresh token changed under the write lock".into()));
+                }
+                tx.execute(
+                    "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![blob(&p.successor_hash), sid.clone(), view.generation + 1, p.now, expires_at],
                 )
                 .await
                 .map_err(map_err)?;
-            if changed == 0 {
-                tx.rollback().await.map_err(map_err)?;
-                return Ok(false);
+                // The presented token's own predecessor can no longer be replayed: erase its copy.
+                tx.execute("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_hash = ?1 AND successor_sealed IS NOT NULL", [blob(&p.token_hash)])
+                    .await
+                    .map_err(map_err)?;
+                tx.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![sid.clone(), p.now]).await.map_err(map_err)?;
+                rotated = Some(expires_at);
             }
-            tx.execute(
-                "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![blob(&rot.successor_hash), sid.clone(), rot.successor_generation, rot.now, rot.successor_expires_at],
-            )
-            .await
-            .map_err(map_err)?;
-            // The presented token's own predecessor can no longer be replayed: erase its copy.
-            tx.execute("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_hash = ?1", [blob(&rot.token_hash)])
-                .await
-                .map_err(map_err)?;
-            tx.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![sid, rot.now]).await.map_err(map_err)?;
+            let principal = if view.session_revoked.is_none() {
+                principal_on(&tx, sid).await?
+            } else {
+                None
+            };
             tx.commit().await.map_err(map_err)?;
-            Ok(true)
+            Ok(Some(Presented { view, rotated, principal }))
         })
         .await
     }
@@ -283,7 +333,7 @@ impl SessionStore for Db {
         now: i64,
         reason: &'static str,
     ) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
             let sid = session_id.to_string();
             let n = tx
@@ -306,7 +356,7 @@ impl SessionStore for Db {
         now: i64,
         reason: &'static str,
     ) -> StoreResult<Vec<Uuid>> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
             let uid = user_id.to_string();
             let keep = except.map(|e| e.to_string()).unwrap_or_default();
@@ -336,7 +386,7 @@ impl SessionStore for Db {
     }
 
     async fn set_active_org(&self, session_id: Uuid, org_id: Uuid) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let n = c
                 .execute(
                     "UPDATE sessions SET active_org_id = ?2 WHERE id = ?1 AND revoked_at IS NULL",
@@ -350,53 +400,25 @@ impl SessionStore for Db {
     }
 
     async fn principal(&self, session_id: Uuid) -> StoreResult<Option<Principal>> {
-        self.run(move |c| async move {
-            let Some(r) = first_row(
-                &c,
-                "SELECT u.id, u.email, s.amr, ma.org_id, oa.name, ma.role, md.org_id, od.name, md.role \
-                 FROM sessions s JOIN users u ON u.id = s.user_id \
-                 LEFT JOIN memberships ma ON ma.org_id = s.active_org_id AND ma.user_id = u.id \
-                 LEFT JOIN organizations oa ON oa.id = ma.org_id \
-                 LEFT JOIN memberships md ON md.org_id = u.default_org_id AND md.user_id = u.id \
-                 LEFT JOIN organizations od ON od.id = md.org_id \
-                 WHERE s.id = ?1",
-                [session_id.to_string()],
-            )
-            .await?
-            else {
-                return Ok(None);
-            };
-            let membership = match (opt_uuid(&r, 3)?, opt_uuid(&r, 6)?) {
-                (Some(org_id), _) => Membership { org_id, org_name: r.get(4).map_err(map_err)?, role: role(&r.get::<String>(5).map_err(map_err)?)? },
-                (None, Some(org_id)) => Membership { org_id, org_name: r.get(7).map_err(map_err)?, role: role(&r.get::<String>(8).map_err(map_err)?)? },
-                (None, None) => return Ok(None),
-            };
-            let amr: String = r.get(2).map_err(map_err)?;
-            Ok(Some(Principal {
-                user_id: uuid(&r, 0)?,
-                email: r.get(1).map_err(map_err)?,
-                membership,
-                amr: amr.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-            }))
-        })
-        .await
+        self.run(move |c| async move { principal_on(&c, session_id.to_string()).await })
+            .await
     }
 
-    async fn session_live(&self, session_id: Uuid, now: i64) -> StoreResult<bool> {
+    async fn session_org(&self, session_id: Uuid, now: i64) -> StoreResult<Option<Uuid>> {
         self.run(move |c| async move {
             let r = first_row(
                 &c,
-                "SELECT 1 FROM sessions WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                "SELECT active_org_id FROM sessions WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
                 params![session_id.to_string(), now],
             )
             .await?;
-            Ok(r.is_some())
+            r.map(|r| uuid(&r, 0)).transpose()
         })
         .await
     }
 
     async fn prune(&self, now: i64, grace: i64) -> StoreResult<Pruned> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let successors_erased = c
                 .execute("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL AND used_at <= ?1", [now - grace])
                 .await
@@ -451,7 +473,7 @@ impl KeyStore for Db {
     }
 
     async fn insert_first_key(&self, k: StoredKey) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
             if first_row(&tx, "SELECT 1 FROM signing_keys LIMIT 1", ()).await?.is_some() {
                 tx.rollback().await.map_err(map_err)?;
@@ -475,7 +497,7 @@ impl KeyStore for Db {
         newest_seen: i64,
         retire_others_at: i64,
     ) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
             if first_row(&tx, "SELECT 1 FROM signing_keys WHERE activates_at > ?1", [newest_seen]).await?.is_some() {
                 tx.rollback().await.map_err(map_err)?;
@@ -500,7 +522,7 @@ impl KeyStore for Db {
     }
 
     async fn insert_key(&self, k: StoredKey) -> StoreResult<()> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             c.execute(
                 "INSERT OR IGNORE INTO signing_keys (kid, private_sealed, created_at, activates_at, retires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![k.kid, blob(&k.private_sealed), k.created_at, k.activates_at, k.retires_at],
@@ -545,7 +567,7 @@ impl MfaStore for Db {
         key_version: i64,
         now: i64,
     ) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let n = c
                 .execute(
                     "INSERT INTO mfa_secrets (user_id, secret_sealed, key_version, status, created_at) VALUES (?1, ?2, ?3, 'pending', ?4) \
@@ -567,7 +589,7 @@ impl MfaStore for Db {
         recovery_hashes: Vec<[u8; 32]>,
         now: i64,
     ) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
             let uid = user_id.to_string();
             let n = tx
@@ -594,7 +616,7 @@ impl MfaStore for Db {
     }
 
     async fn accept_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let n = c
                 .execute(
                     "UPDATE mfa_secrets SET last_step = ?2 WHERE user_id = ?1 AND status = 'enabled' AND (last_step IS NULL OR last_step < ?2)",
@@ -613,7 +635,7 @@ impl MfaStore for Db {
         hash: [u8; 32],
         now: i64,
     ) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let n = c
                 .execute(
                     "UPDATE mfa_recovery_codes SET used_at = ?3 WHERE user_id = ?1 AND code_hash = ?2 AND used_at IS NULL",
@@ -627,7 +649,7 @@ impl MfaStore for Db {
     }
 
     async fn disable_mfa(&self, user_id: Uuid) -> StoreResult<()> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .await
@@ -664,7 +686,7 @@ impl MfaStore for Db {
         now: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             c.execute(
                 "INSERT INTO mfa_challenges (token_hash, user_id, org_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![blob(&hash), user_id.to_string(), org_id, now, expires_at],
@@ -702,7 +724,7 @@ impl MfaStore for Db {
     }
 
     async fn fail_challenge(&self, hash: [u8; 32]) -> StoreResult<()> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             c.execute("UPDATE mfa_challenges SET attempts = attempts + 1 WHERE token_hash = ?1 AND used_at IS NULL", [blob(&hash)])
                 .await
                 .map_err(map_err)?;
@@ -717,7 +739,7 @@ impl MfaStore for Db {
         now: i64,
         max_attempts: i64,
     ) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let n = c
                 .execute(
                     "UPDATE mfa_challenges SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL AND attempts < ?3 AND expires_at > ?2",

@@ -14,12 +14,12 @@ use crate::ratelimit::{account_key, Decision, Policy};
 use crate::state::SharedState;
 use bytes::Bytes;
 use edge_idp_actors::mfa::{new_challenge_token, CHALLENGE_TTL};
-use edge_idp_actors::refresh::{token_hash, Issued, RefreshMsg, StartSession};
+use edge_idp_actors::refresh::{token_hash, Issued, RefreshMsg, Rotated, StartSession};
 use edge_idp_actors::store::{
     Membership, MfaStore, NewUser, Principal, Role, SessionStore, UserStore,
 };
 use edge_idp_actors::users::UsersMsg;
-use edge_idp_actors::{ask, DomainError, SecretString};
+use edge_idp_actors::{ask, SecretString};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use tracing::instrument;
@@ -99,6 +99,18 @@ pub struct UserView {
 
 impl From<&edge_idp_actors::store::UserRecord> for UserView {
     fn from(u: &edge_idp_actors::store::UserRecord) -> Self {
+        Self {
+            id: u.id,
+            email: u.email.clone(),
+            name: u.name.clone(),
+            created_at: rfc3339(u.created_at),
+            mfa_enabled: u.mfa_enabled,
+        }
+    }
+}
+
+impl From<&crate::db::Profile> for UserView {
+    fn from(u: &crate::db::Profile) -> Self {
         Self {
             id: u.id,
             email: u.email.clone(),
@@ -551,18 +563,21 @@ pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<R
             return Err(ApiError::InvalidRefreshToken);
         }
         let hash = token_hash(req.refresh_token.expose());
-        let Some((session_id, user_id)) = state.db.session_of_token(hash).await? else {
-            return Err(ApiError::InvalidRefreshToken);
-        };
-        let shard = state.actors.refresh.pick(session_id.as_bytes());
-        let issued = match ask(
+        // Sharded by the token, not its family: the family is known only once the row is read,
+        // and that read is the rotation's own transaction.
+        let shard = state.actors.refresh.pick(&hash);
+        let (issued, principal) = match ask(
             shard,
             |r| RefreshMsg::Rotate(hash, r),
             state.settings.ask_timeout,
         )
-        .await
+        .await?
         {
-            Err(DomainError::RefreshTokenReused) => {
+            Rotated::Issued(issued, principal) => (issued, principal),
+            Rotated::Reused {
+                session_id,
+                user_id,
+            } => {
                 // The family is revoked: its access tokens stop working here at once.
                 state.revocations.revoke([session_id]);
                 state.audit.record(AuditEvent {
@@ -573,13 +588,8 @@ pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<R
                 });
                 return Err(ApiError::RefreshTokenReused);
             }
-            other => other?,
         };
-        let principal = state
-            .db
-            .principal(session_id)
-            .await?
-            .ok_or(DomainError::InvalidRefreshToken)?;
+        let session_id = issued.session_id;
         let access = state.tokens.issue(&principal, session_id).await?;
         state.metrics.refresh(if issued.replayed {
             "replayed"
