@@ -129,7 +129,7 @@ async fn write(db: &Db, batch: Vec<Item>) {
     if !events.is_empty() {
         let n = events.len();
         let r = db
-            .run(move |c| async move {
+            .write(move |c| async move {
                 let tx = c.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await.map_err(map_err)?;
                 for (at, e) in events {
                     let id = |u: Option<Uuid>| u.map(|u| u.to_string());
@@ -159,7 +159,7 @@ pub async fn prune(
     now: i64,
     retention_secs: i64,
 ) -> Result<u64, edge_idp_actors::StoreError> {
-    db.run(move |c| async move {
+    db.write(move |c| async move {
         c.execute(
             "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < ?1 LIMIT 5000)",
             [now - retention_secs],

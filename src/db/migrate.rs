@@ -47,7 +47,7 @@ pub enum MigrateError {
 pub async fn migrate(db: &Db) -> Result<Vec<i64>, MigrateError> {
     let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
     let found = db
-        .run(|c| async move {
+        .write(|c| async move {
             c.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
                 (),
@@ -65,7 +65,7 @@ pub async fn migrate(db: &Db) -> Result<Vec<i64>, MigrateError> {
     let mut applied = Vec::new();
     for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
         let did = db
-            .run(move |c| async move {
+            .write(move |c| async move {
                 let tx = c
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .await
