@@ -11,8 +11,10 @@
 //! - [`tokens`]: RS256 access tokens signed from the key snapshot.
 //! - [`ratelimit`]: GCRA limits on a bounded in-process store.
 //! - [`revocation`]: revoked sessions, answered from caches on the Bearer path.
+//! - [`profiles`]: the `/auth/me` profile, cached per user briefly.
 //! - [`state`], [`telemetry`]: shared handler state; logging.
 //! - [`healthcheck`]: the `healthcheck` subcommand the container runs.
+//! - [`fuzzing`]: the parsers the fuzz targets (`fuzz/`) drive, replayed over their corpus by `cargo test`.
 //!
 //! The actors (keys, users, refresh families) live in the `edge-idp-actors` crate; this crate
 //! wires them to HTTP and storage. The login path, route to row: `http::ROUTES` →
@@ -23,10 +25,12 @@
 pub mod audit;
 pub mod config;
 pub mod db;
+pub mod fuzzing;
 pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod passwords;
+pub mod profiles;
 pub mod ratelimit;
 pub mod revocation;
 pub mod startup;

@@ -7,9 +7,10 @@
 //! - `revoked`: sessions known revoked. Writes on this instance insert here *before* they
 //!   answer, so this instance refuses at once. Entries outlive any access token they could
 //!   concern (`ACCESS_TOKEN_TTL` plus a minute).
-//! - `live`: sessions seen live in the database, kept for [`LIVE_TTL`] only. A revocation made by
-//!   another instance sharing the database is therefore seen here within `LIVE_TTL` (2 s, inside
-//!   the 5 s of API.md).
+//! - `live`: sessions seen live in the database, with their active organization, kept for
+//!   [`LIVE_TTL`] only. A revocation made by another instance sharing the database is therefore
+//!   seen here within `LIVE_TTL` (2 s, inside the 5 s of API.md). `/auth/me` answers the active
+//!   organization from here too, so it reads nothing from the database for it.
 //!
 //! `revoked` is consulted first, so a stale `live` entry can never hide a local revocation.
 
@@ -29,7 +30,7 @@ const MAX_ENTRIES: u64 = 1_000_000;
 #[derive(Clone)]
 pub struct Revocations {
     revoked: Cache<Uuid, ()>,
-    live: Cache<Uuid, ()>,
+    live: Cache<Uuid, Uuid>,
 }
 
 impl Revocations {
@@ -56,21 +57,32 @@ impl Revocations {
         }
     }
 
-    /// Whether the session may still be used, reading the database at most once per
-    /// [`LIVE_TTL`] per live session.
-    pub async fn is_live(&self, db: &Db, session: Uuid, now: i64) -> Result<bool, StoreError> {
-        if self.revoked.contains_key(&session) {
-            return Ok(false);
-        }
+    /// Records a switch of organization made by this instance.
+    pub fn switched(&self, session: Uuid, org_id: Uuid) {
         if self.live.contains_key(&session) {
-            return Ok(true);
+            self.live.insert(session, org_id);
         }
-        let live = db.session_live(session, now).await?;
-        if live {
-            self.live.insert(session, ());
-        } else {
-            self.revoked.insert(session, ());
+    }
+
+    /// The active organization of the session if it may still be used, `None` if it may not;
+    /// reads the database at most once per [`LIVE_TTL`] per live session.
+    pub async fn live_org(
+        &self,
+        db: &Db,
+        session: Uuid,
+        now: i64,
+    ) -> Result<Option<Uuid>, StoreError> {
+        if self.revoked.contains_key(&session) {
+            return Ok(None);
         }
-        Ok(live)
+        if let Some(org) = self.live.get(&session) {
+            return Ok(Some(org));
+        }
+        let org = db.session_org(session, now).await?;
+        match org {
+            Some(org) => self.live.insert(session, org),
+            None => self.revoked.insert(session, ()),
+        }
+        Ok(org)
     }
 }

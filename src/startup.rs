@@ -167,6 +167,7 @@ impl Application {
         let passwords = Passwords::new(
             settings.argon2.clone(),
             settings.hash_concurrency,
+            settings.hash_queue,
             settings.ask_timeout,
             (metrics.hash_wait.clone(), metrics.hash_queue.clone()),
         )
@@ -193,6 +194,7 @@ impl Application {
             tokens,
             limiter,
             revocations,
+            profiles: Default::default(),
             clock,
             metrics,
             audit,

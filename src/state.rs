@@ -27,6 +27,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Revoked sessions, for Bearer checks.
     pub revocations: crate::revocation::Revocations,
+    /// `/auth/me` profiles.
+    pub profiles: crate::profiles::Profiles,
     /// Now.
     pub clock: Clock,
     /// The audit trail.

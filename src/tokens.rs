@@ -2,11 +2,26 @@
 //!
 //! Signing reads the KeyManager's published snapshot (no mailbox) and runs on the blocking pool:
 //! an RSA-2048 signature is a quarter of a millisecond of CPU, too long for a runtime worker.
+//!
+//! Verification is cheaper (tens of microseconds) but happens on every Bearer request, mostly
+//! for the same few tokens again and again. A token that verified once is remembered by its
+//! SHA-256 with its claims: the same bytes carry the same signature, so the answer cannot
+//! change, except by time, and `exp`/`nbf` are checked again on every use. Tokens that fail are
+//! not remembered (garbage would only fill the cache). A remembered token signed by a key that
+//! has since left the JWKS would still pass, but keys leave the JWKS only after every token they
+//! signed has expired.
 
 use edge_idp_actors::store::Principal;
 use edge_idp_actors::{Clock, DomainError, KeyHandle};
+use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
+
+/// Tokens remembered as verified, and for how long at most.
+const VERIFIED_MAX: u64 = 50_000;
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
 /// The claims of an access token (API.md, "Access token").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -45,6 +60,7 @@ pub struct TokenIssuer {
     audience: String,
     ttl: i64,
     clock: Clock,
+    verified: Cache<[u8; 32], Arc<AccessClaims>>,
 }
 
 impl TokenIssuer {
@@ -56,6 +72,10 @@ impl TokenIssuer {
             audience,
             ttl,
             clock,
+            verified: Cache::builder()
+                .max_capacity(VERIFIED_MAX)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
         }
     }
 
@@ -67,11 +87,27 @@ impl TokenIssuer {
     /// Verifies a Bearer token: RS256 with a published `kid`, `typ` `at+jwt`, `iss`, `aud`, and
     /// `exp`/`nbf` against this issuer's clock (60 s of skew allowed on `nbf` only). `None` for
     /// anything else; the reason is not the caller's business.
-    pub fn verify(&self, token: &str) -> Option<AccessClaims> {
-        use jsonwebtoken::{Algorithm, Validation};
+    pub fn verify(&self, token: &str) -> Option<Arc<AccessClaims>> {
         if token.len() > 8192 {
             return None;
         }
+        let digest = edge_idp_actors::crypto::sha256(token.as_bytes());
+        let claims = match self.verified.get(&digest) {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.verify_signed(token)?);
+                self.verified.insert(digest, claims.clone());
+                claims
+            }
+        };
+        let now = self.clock.now();
+        (claims.exp > now && claims.nbf <= now + 60).then_some(claims)
+    }
+
+    /// The claims of a token whose signature, header, issuer and audience check out; time is
+    /// the caller's to check.
+    fn verify_signed(&self, token: &str) -> Option<AccessClaims> {
+        use jsonwebtoken::{Algorithm, Validation};
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::RS256 || header.typ.as_deref() != Some("at+jwt") {
             return None;
@@ -84,11 +120,9 @@ impl TokenIssuer {
         v.validate_exp = false;
         v.validate_nbf = false;
         v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &v)
-            .ok()?
-            .claims;
-        let now = self.clock.now();
-        (claims.exp > now && claims.nbf <= now + 60).then_some(claims)
+        jsonwebtoken::decode::<AccessClaims>(token, key, &v)
+            .ok()
+            .map(|d| d.claims)
     }
 
     /// Signs an access token for `principal` in session `sid`.

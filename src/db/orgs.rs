@@ -7,7 +7,7 @@
 use super::store::{first_row, opt_uuid, role, uuid};
 use super::{is_unique_violation, map_err, Db};
 use edge_idp_actors::store::{Membership, Role, StoreResult, UserRecord};
-use libsql::{params, TransactionBehavior};
+use libsql::{params, Connection, TransactionBehavior};
 use uuid::Uuid;
 
 /// Outcome of removing a member.
@@ -19,6 +19,25 @@ pub enum Removal {
     NotMember,
     /// The user is the organization's only owner.
     LastOwner,
+}
+
+/// An account as `GET /auth/me` shows it: no password hash.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// User id.
+    pub id: Uuid,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Signup time, Unix seconds.
+    pub created_at: i64,
+    /// Whether MFA is on.
+    pub mfa_enabled: bool,
+    /// The personal organization.
+    pub default_org_id: Uuid,
+    /// Every membership, oldest organization first.
+    pub memberships: Vec<Membership>,
 }
 
 /// A session as `GET /auth/sessions` lists it.
@@ -36,6 +55,26 @@ pub struct SessionRow {
     pub ip: Option<String>,
 }
 
+async fn memberships_on(c: &Connection, user_id: Uuid) -> StoreResult<Vec<Membership>> {
+    let mut rows = c
+        .query(
+            "SELECT o.id, o.name, m.role FROM memberships m JOIN organizations o ON o.id = m.org_id \
+             WHERE m.user_id = ?1 ORDER BY o.created_at, o.id",
+            [user_id.to_string()],
+        )
+        .await
+        .map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().await.map_err(map_err)? {
+        out.push(Membership {
+            org_id: uuid(&r, 0)?,
+            org_name: r.get(1).map_err(map_err)?,
+            role: role(&r.get::<String>(2).map_err(map_err)?)?,
+        });
+    }
+    Ok(out)
+}
+
 impl Db {
     /// An account by id.
     pub async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
@@ -44,20 +83,31 @@ impl Db {
 
     /// Every membership of a user, oldest organization first.
     pub async fn memberships_of(&self, user_id: Uuid) -> StoreResult<Vec<Membership>> {
+        self.run(move |c| async move { memberships_on(&c, user_id).await })
+            .await
+    }
+
+    /// The account and its memberships, read together.
+    pub async fn profile(&self, user_id: Uuid) -> StoreResult<Option<Profile>> {
         self.run(move |c| async move {
-            let mut rows = c
-                .query(
-                    "SELECT o.id, o.name, m.role FROM memberships m JOIN organizations o ON o.id = m.org_id \
-                     WHERE m.user_id = ?1 ORDER BY o.created_at, o.id",
-                    [user_id.to_string()],
-                )
-                .await
-                .map_err(map_err)?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next().await.map_err(map_err)? {
-                out.push(Membership { org_id: uuid(&r, 0)?, org_name: r.get(1).map_err(map_err)?, role: role(&r.get::<String>(2).map_err(map_err)?)? });
-            }
-            Ok(out)
+            let Some(r) = first_row(
+                &c,
+                "SELECT email, name, created_at, mfa_enabled, default_org_id FROM users WHERE id = ?1",
+                [user_id.to_string()],
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(Profile {
+                id: user_id,
+                email: r.get(0).map_err(map_err)?,
+                name: r.get(1).map_err(map_err)?,
+                created_at: r.get(2).map_err(map_err)?,
+                mfa_enabled: r.get::<i64>(3).map_err(map_err)? != 0,
+                default_org_id: uuid(&r, 4)?,
+                memberships: memberships_on(&c, user_id).await?,
+            }))
         })
         .await
     }
@@ -70,7 +120,7 @@ impl Db {
         owner: Uuid,
         now: i64,
     ) -> StoreResult<()> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
             tx.execute("INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)", params![org_id.to_string(), name, now])
                 .await
@@ -94,7 +144,7 @@ impl Db {
         role: Role,
         now: i64,
     ) -> StoreResult<bool> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             match c
                 .execute(
                     "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -112,7 +162,7 @@ impl Db {
 
     /// Removes a member unless they are the last owner.
     pub async fn remove_member(&self, org_id: Uuid, user_id: Uuid) -> StoreResult<Removal> {
-        self.run(move |c| async move {
+        self.write(move |c| async move {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .await

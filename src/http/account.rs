@@ -12,7 +12,7 @@ use crate::ratelimit::{account_key, Policy};
 use crate::state::SharedState;
 use bytes::Bytes;
 use edge_idp_actors::refresh::RefreshMsg;
-use edge_idp_actors::store::{Principal, SessionStore, UserStore};
+use edge_idp_actors::store::{Principal, UserStore};
 use edge_idp_actors::users::UsersMsg;
 use edge_idp_actors::{ask, SecretString};
 use serde::{Deserialize, Serialize};
@@ -91,26 +91,25 @@ fn no_content() -> Response {
 #[instrument(skip_all)]
 pub async fn me(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
     let caller = auth?;
-    let user = state
-        .db
-        .user_by_id(caller.user_id)
+    let profile = state
+        .profiles
+        .get(&state.db, caller.user_id)
         .await?
         .ok_or(ApiError::InvalidToken)?;
-    let orgs: Vec<OrgView> = state
-        .db
-        .memberships_of(user.id)
-        .await?
+    // The session's organization while the user is a member there, else the default one: the
+    // organization its next access token will be for.
+    let member = |org: Uuid| profile.memberships.iter().any(|m| m.org_id == org);
+    let active = [caller.active_org_id, profile.default_org_id]
         .into_iter()
-        .map(OrgView::from)
-        .collect();
-    let active = state
-        .db
-        .principal(caller.session_id)
-        .await?
-        .map(|p| p.membership.org_id);
+        .find(|&org| member(org));
     let body = MeResponse {
-        user: UserView::from(&user),
-        organizations: orgs,
+        user: UserView::from(&*profile),
+        organizations: profile
+            .memberships
+            .iter()
+            .cloned()
+            .map(OrgView::from)
+            .collect(),
         active_org_id: active,
     };
     Ok(warp::reply::json(&body).into_response())
@@ -143,6 +142,7 @@ pub async fn switch_org(state: SharedState, auth: Auth, body: Body) -> Result<Re
     {
         return Err(ApiError::SessionRevoked);
     }
+    state.revocations.switched(sid, org);
     let principal = Principal {
         user_id: caller.user_id,
         email: caller.claims.email.clone(),

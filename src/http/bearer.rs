@@ -19,9 +19,21 @@ pub struct Caller {
     /// `sid`.
     pub session_id: Uuid,
     /// All claims.
-    pub claims: AccessClaims,
+    pub claims: std::sync::Arc<AccessClaims>,
+    /// The session's active organization (as of at most `LIVE_TTL` ago; it may differ from
+    /// `org_id` in a token minted before a switch).
+    pub active_org_id: Uuid,
     /// Where the request came from.
     pub client: super::extract::Client,
+}
+
+/// The token of an `Authorization` value of the `Bearer` scheme (any case), trimmed.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Extracts the caller, or the 401 to answer.
@@ -34,33 +46,26 @@ pub fn bearer(
             move |client: super::extract::Client, h: warp::http::HeaderMap| {
                 let state = state.clone();
                 async move {
-                    let value = h
+                    let token = h
                         .get(warp::http::header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok())
+                        .and_then(bearer_token)
                         .ok_or(ApiError::InvalidToken)?;
-                    let (scheme, token) = value.split_once(' ').ok_or(ApiError::InvalidToken)?;
-                    if !scheme.eq_ignore_ascii_case("bearer") {
-                        return Err(ApiError::InvalidToken);
-                    }
-                    let claims = state
-                        .tokens
-                        .verify(token.trim())
-                        .ok_or(ApiError::InvalidToken)?;
+                    let claims = state.tokens.verify(token).ok_or(ApiError::InvalidToken)?;
                     let user_id =
                         Uuid::parse_str(&claims.sub).map_err(|_| ApiError::InvalidToken)?;
                     let session_id =
                         Uuid::parse_str(&claims.sid).map_err(|_| ApiError::InvalidToken)?;
-                    if !state
+                    let active_org_id = state
                         .revocations
-                        .is_live(&state.db, session_id, state.clock.now())
+                        .live_org(&state.db, session_id, state.clock.now())
                         .await?
-                    {
-                        return Err(ApiError::SessionRevoked);
-                    }
+                        .ok_or(ApiError::SessionRevoked)?;
                     Ok(Caller {
                         user_id,
                         session_id,
                         claims,
+                        active_org_id,
                         client,
                     })
                 }

@@ -123,6 +123,7 @@ pub async fn confirm(state: SharedState, auth: Auth, body: Body) -> Result<Respo
         state.settings.ask_timeout,
     )
     .await?;
+    state.profiles.forget([id]);
     state.audit.record(AuditEvent {
         user_id: Some(id),
         ..caller.client.event("mfa_enabled")
@@ -155,6 +156,7 @@ pub async fn disable(state: SharedState, auth: Auth, body: Body) -> Result<Respo
         state.settings.ask_timeout,
     )
     .await?;
+    state.profiles.forget([id]);
     state.audit.record(AuditEvent {
         user_id: Some(id),
         ..caller.client.event("mfa_disabled")

@@ -75,6 +75,7 @@ pub async fn create(state: SharedState, auth: Auth, body: Body) -> Result<Respon
         .db
         .create_org(id, name.clone(), caller.user_id, state.clock.now())
         .await?;
+    state.profiles.forget([caller.user_id]);
     state.audit.record(AuditEvent {
         user_id: Some(caller.user_id),
         org_id: Some(id),
@@ -172,6 +173,7 @@ pub async fn add_member(
     {
         return Err(ApiError::AlreadyMember);
     }
+    state.profiles.forget([user.id]);
     state.audit.record(AuditEvent {
         user_id: Some(caller.user_id),
         org_id: Some(org_id),
@@ -232,6 +234,7 @@ pub async fn remove_member(
         Removal::NotMember => return Err(ApiError::NotFound),
         Removal::LastOwner => return Err(ApiError::LastOwner),
     }
+    state.profiles.forget([target]);
     state.audit.record(AuditEvent {
         user_id: Some(caller.user_id),
         org_id: Some(org_id),
