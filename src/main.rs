@@ -71,12 +71,14 @@ fn main() -> ExitCode {
         let app = Application::build(settings).await.map_err(|e| e.to_string())?;
         app.run_until_stopped().await.map_err(|e| e.to_string())
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "edge-idp stopped with an error");
             eprintln!("edge-idp: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    edge_idp::telemetry::flush();
+    code
 }
