@@ -180,6 +180,10 @@ pub struct Config {
     /// Password hashes computed at once; default the number of cores.
     #[arg(long, env = "HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub hash_concurrency: Option<u32>,
+    /// Requests that may wait for a hashing slot; more are answered 503 at once. Default: 16
+    /// per hashing slot.
+    #[arg(long, env = "HASH_QUEUE", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub hash_queue: Option<u32>,
     /// How long a request waits for an actor or a hashing slot, milliseconds.
     #[arg(long, env = "ACTOR_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub actor_timeout_ms: u64,
@@ -256,6 +260,8 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Hashes at once.
     pub hash_concurrency: usize,
+    /// Requests that may wait for a hash slot.
+    pub hash_queue: usize,
     /// Actor and hashing-slot wait.
     pub ask_timeout: Duration,
     /// Mode.
@@ -408,6 +414,10 @@ impl Config {
             },
             max_in_flight: self.max_in_flight as usize,
             hash_concurrency: self.hash_concurrency.map(|n| n as usize).unwrap_or(cores),
+            hash_queue: self
+                .hash_queue
+                .map(|n| n as usize)
+                .unwrap_or(16 * self.hash_concurrency.map(|n| n as usize).unwrap_or(cores)),
             ask_timeout: Duration::from_millis(self.actor_timeout_ms),
             app_env: self.app_env,
         })

@@ -3,8 +3,10 @@
 //! A hash costs ~20 ms and 19 MiB, so an unbounded number in flight would turn a login flood
 //! into memory exhaustion. Hashes run on a fixed set of `HASH_CONCURRENCY` threads of their own
 //! (not tokio's blocking pool, which grows to hundreds of threads), behind a semaphore of the
-//! same size; a request that cannot get a slot within the ask timeout is shed with 503 rather
-//! than queued forever. Each hashing thread allocates its Argon2 working memory once and reuses
+//! same size. At most `HASH_QUEUE` requests wait for a slot: one more is shed at once with 503
+//! (its client retries after `Retry-After`), so under twice the load the machine can hash, the
+//! waits stay short instead of growing until every request times out; a request that still
+//! cannot get a slot within the ask timeout is shed too. Each hashing thread allocates its Argon2 working memory once and reuses
 //! it for every hash: the server's memory for hashing is exactly `HASH_CONCURRENCY × m_cost`,
 //! whatever the load, and no hash pays for a 19 MiB allocation and its page faults. The buffer
 //! holds Argon2's internal blocks of the last hash (as good as the hash itself to an attacker,
@@ -15,6 +17,7 @@
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use edge_idp_actors::{DomainError, SecretString};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -77,6 +80,9 @@ pub struct Verified {
 pub struct Passwords {
     params: Params,
     slots: Arc<Semaphore>,
+    /// Requests waiting for a slot, and how many may.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     pool: HashPool,
     wait: Duration,
     dummy: Arc<str>,
@@ -211,10 +217,12 @@ impl HashPool {
 }
 
 impl Passwords {
-    /// Starts the hashing threads and computes the dummy hash (one hash).
+    /// Starts the hashing threads and computes the dummy hash (one hash). `max_waiting`
+    /// requests may wait for one of the `concurrency` slots, for `wait` at most.
     pub async fn new(
         params: Params,
         concurrency: usize,
+        max_waiting: usize,
         wait: Duration,
         observe: (prometheus::Histogram, prometheus::IntGauge),
     ) -> Result<Self, DomainError> {
@@ -234,6 +242,8 @@ impl Passwords {
             params,
             pool,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting,
             wait,
             dummy: dummy.into(),
             observe,
@@ -245,10 +255,33 @@ impl Passwords {
         f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, DomainError> {
         let (wait_hist, queue) = &self.observe;
-        queue.inc();
-        let started = std::time::Instant::now();
-        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await;
-        wait_hist.observe(started.elapsed().as_secs_f64());
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                queue.inc();
+                wait_hist.observe(0.0);
+                Ok(Ok(p))
+            }
+            Err(_) => {
+                let admitted = self
+                    .waiting
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < self.max_waiting).then_some(n + 1)
+                    })
+                    .is_ok();
+                if !admitted {
+                    return Err(DomainError::Unavailable(
+                        "password hashing saturated: too many waiting".into(),
+                    ));
+                }
+                queue.inc();
+                let started = std::time::Instant::now();
+                let permit =
+                    tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await;
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                wait_hist.observe(started.elapsed().as_secs_f64());
+                permit
+            }
+        };
         let permit = match permit {
             Ok(Ok(p)) => p,
             Ok(Err(_)) => {
@@ -338,9 +371,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn beyond_the_waiting_bound_a_hash_is_shed_at_once_and_admitted_again_after() {
+        let p = Passwords::new(
+            Params::new(128, 1, 1, None).unwrap(),
+            1,
+            1,
+            Duration::from_secs(30),
+            observe(),
+        )
+        .await
+        .unwrap();
+        // Every slot taken: the next request waits, the one after it is over the bound.
+        let held = p.slots.clone().acquire_many_owned(1).await.unwrap();
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move { p.hash(SecretString::new("waits its turn".into())).await })
+        };
+        while p.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let shed = p.hash(SecretString::new("one too many".into())).await;
+        assert!(
+            matches!(shed, Err(DomainError::Unavailable(_))),
+            "expected 503-class shedding, got {shed:?}"
+        );
+        drop(held);
+        assert!(waiter.await.unwrap().unwrap().starts_with("$argon2id$"));
+        assert_eq!(p.waiting.load(Ordering::Acquire), 0);
+        assert!(p.hash(SecretString::new("room again".into())).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn verify_accepts_the_right_password_and_upgrades_old_costs() {
         let weak = Params::new(64, 1, 1, None).unwrap();
-        let p_old = Passwords::new(weak, 2, Duration::from_secs(5), observe())
+        let p_old = Passwords::new(weak, 2, 32, Duration::from_secs(5), observe())
             .await
             .unwrap();
         let phc = p_old
@@ -384,6 +448,7 @@ mod tests {
         let p_new = Passwords::new(
             Params::new(128, 2, 1, None).unwrap(),
             2,
+            32,
             Duration::from_secs(5),
             observe(),
         )
@@ -401,7 +466,7 @@ mod tests {
     async fn hashes_interoperate_with_the_argon2_crates_own_hasher_and_verifier() {
         use argon2::password_hash::{PasswordHasher, PasswordVerifier};
         let params = Params::new(256, 2, 1, None).unwrap();
-        let p = Passwords::new(params.clone(), 2, Duration::from_secs(5), observe())
+        let p = Passwords::new(params.clone(), 2, 32, Duration::from_secs(5), observe())
             .await
             .unwrap();
         // Ours, checked by the reference verifier: right and wrong password.
