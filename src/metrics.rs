@@ -29,6 +29,7 @@ pub struct Metrics {
     /// Hashes computing or waiting right now.
     pub hash_queue: IntGauge,
     actor_restarts: IntCounterVec,
+    actors_running: IntGaugeVec,
     backend_switches: IntCounter,
     seen: Mutex<([u64; 4], u64)>,
 }
@@ -114,6 +115,14 @@ impl Metrics {
             )
             .unwrap_or_else(|_| unreachable_metric()),
         );
+        let actors_running = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("actors_running", "Actors running now, by actor."),
+                &["actor"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+        );
         let build = register(
             &r,
             IntGaugeVec::new(Opts::new("build_info", "Build information."), &["version"])
@@ -130,6 +139,7 @@ impl Metrics {
             hash_wait,
             hash_queue,
             actor_restarts,
+            actors_running,
             backend_switches,
             seen: Mutex::new(([0; 4], 0)),
         }
@@ -155,6 +165,9 @@ impl Metrics {
                 let c = self.actor_restarts.with_label_values(&[kind.name()]);
                 c.inc_by(now.saturating_sub(seen.0[i]));
                 seen.0[i] = now;
+                self.actors_running
+                    .with_label_values(&[kind.name()])
+                    .set(actors.running(*kind) as i64);
             }
             self.backend_switches
                 .inc_by(backend_switches.saturating_sub(seen.1));

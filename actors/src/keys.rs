@@ -430,8 +430,8 @@ pub enum KeyManagerMsg {
     /// Rotates now (pre-publishing the new key), whatever the schedule; answers the new kid, or
     /// `None` when another instance had just rotated.
     Rotate(RpcReplyPort<Result<Option<String>, DomainError>>),
-    /// Test hook: panics inside the handler, to exercise supervision.
-    Crash,
+    /// Test hook: a panic or a stall, to exercise supervision and timeouts.
+    Fault(crate::Fault),
 }
 
 /// Start-up arguments of the KeyManager (kept by the supervisor for restarts).
@@ -571,7 +571,7 @@ impl<S: KeyStore> Actor for KeyManager<S> {
                 let newest = st.handle.load().newest().activates_at;
                 let _ = reply.send(st.rotate_now(newest).await);
             }
-            KeyManagerMsg::Crash => panic!("injected fault: KeyManager"),
+            KeyManagerMsg::Fault(f) => f.strike("KeyManager").await,
         }
         Ok(())
     }

@@ -39,6 +39,28 @@ use ractor::rpc::CallResult;
 use ractor::{ActorRef, Message, RpcReplyPort};
 use std::time::Duration;
 
+/// A fault injected into an actor by a test, handled like any other message: in turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Panic inside the handler (the supervisor restarts the actor).
+    Panic,
+    /// Handle nothing else for this long (the actor's asks time out meanwhile).
+    Stall(Duration),
+}
+
+impl Fault {
+    /// Applies the fault inside `actor`'s handler.
+    pub async fn strike(self, actor: &str) {
+        match self {
+            Fault::Panic => panic!("injected fault: {actor}"),
+            Fault::Stall(d) => {
+                tracing::warn!(actor, stall_ms = d.as_millis() as u64, "injected stall");
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
+}
+
 /// Sends a request to `actor` and waits at most `timeout` for its answer.
 ///
 /// A missing actor (between a crash and its restart), a full stop, a dropped reply port (the

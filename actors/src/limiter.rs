@@ -59,8 +59,8 @@ impl BackendHealth {
 pub enum LimiterMsg {
     /// Probe the backend if it is down.
     Tick,
-    /// Test hook: panics inside the handler, to exercise supervision.
-    Crash,
+    /// Test hook: a panic or a stall, to exercise supervision and timeouts.
+    Fault(crate::Fault),
 }
 
 /// Start-up arguments (kept by the supervisor for restarts).
@@ -108,7 +108,7 @@ impl Actor for RateLimiter {
                     }
                 }
             }
-            LimiterMsg::Crash => panic!("injected fault: RateLimiter"),
+            LimiterMsg::Fault(f) => f.strike("RateLimiter").await,
         }
         Ok(())
     }

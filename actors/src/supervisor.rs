@@ -40,10 +40,11 @@ pub enum ActorKind {
 
 impl ActorKind {
     /// Every kind.
-    pub const ALL: [ActorKind; 3] = [
+    pub const ALL: [ActorKind; 4] = [
         ActorKind::KeyManager,
         ActorKind::Users,
         ActorKind::RefreshFamilies,
+        ActorKind::RateLimiter,
     ];
 
     /// Stable name for logs and metrics.
@@ -128,6 +129,16 @@ impl Handles {
         })
     }
 
+    /// How many actors of `kind` are running now (between a crash and its restart, one fewer).
+    pub fn running(&self, kind: ActorKind) -> usize {
+        match kind {
+            ActorKind::KeyManager => usize::from(self.keys.load().is_some()),
+            ActorKind::Users => self.users.all().len(),
+            ActorKind::RefreshFamilies => self.refresh.all().len(),
+            ActorKind::RateLimiter => usize::from(self.limiter.load().is_some()),
+        }
+    }
+
     /// How often actors of `kind` were restarted since start.
     pub fn restarts(&self, kind: ActorKind) -> u64 {
         self.restarts[kind.index()].load(Ordering::Relaxed)
@@ -159,25 +170,31 @@ impl Handles {
 
     /// Test hook: makes every actor of `kind` panic in its handler.
     pub fn inject_panic(&self, kind: ActorKind) {
+        self.inject(kind, crate::Fault::Panic);
+    }
+
+    /// Test hook: delivers `fault` to every actor of `kind` (every shard), in turn with their
+    /// other messages.
+    pub fn inject(&self, kind: ActorKind, fault: crate::Fault) {
         match kind {
             ActorKind::KeyManager => {
                 if let Some(k) = self.keys.load_full() {
-                    let _ = k.cast(KeyManagerMsg::Crash);
+                    let _ = k.cast(KeyManagerMsg::Fault(fault));
                 }
             }
             ActorKind::Users => self
                 .users
                 .all()
                 .iter()
-                .for_each(|a| drop(a.cast(UsersMsg::Crash))),
+                .for_each(|a| drop(a.cast(UsersMsg::Fault(fault)))),
             ActorKind::RefreshFamilies => self
                 .refresh
                 .all()
                 .iter()
-                .for_each(|a| drop(a.cast(RefreshMsg::Crash))),
+                .for_each(|a| drop(a.cast(RefreshMsg::Fault(fault)))),
             ActorKind::RateLimiter => {
                 if let Some(l) = self.limiter.load_full() {
-                    let _ = l.cast(LimiterMsg::Crash);
+                    let _ = l.cast(LimiterMsg::Fault(fault));
                 }
             }
         }

@@ -36,8 +36,26 @@ pub enum UsersMsg {
     MfaCheck(Uuid, SecretString, Reply<()>),
     /// Turns MFA off after a valid code.
     MfaDisable(Uuid, SecretString, Reply<()>),
-    /// Test hook: panics inside the handler, to exercise supervision.
-    Crash,
+    /// Test hook: a panic or a stall, to exercise supervision and timeouts.
+    Fault(crate::Fault),
+}
+
+impl UsersMsg {
+    /// Whether the caller stopped waiting (its ask timed out) before the message was handled:
+    /// such a request is dropped, not carried out behind the back of a client told 503.
+    fn abandoned(&self) -> bool {
+        match self {
+            UsersMsg::Signup(_, r) => r.is_closed(),
+            UsersMsg::LoginFailed(_, r) => r.is_closed(),
+            UsersMsg::LoginSucceeded(_, _, r) => r.is_closed(),
+            UsersMsg::ChangePassword(_, _, _, r) => r.is_closed(),
+            UsersMsg::MfaEnroll(_, _, r) => r.is_closed(),
+            UsersMsg::MfaConfirm(_, _, r) => r.is_closed(),
+            UsersMsg::MfaCheck(_, _, r) => r.is_closed(),
+            UsersMsg::MfaDisable(_, _, r) => r.is_closed(),
+            UsersMsg::Fault(_) => false,
+        }
+    }
 }
 
 /// Start-up arguments of a Users shard.
@@ -89,6 +107,10 @@ impl<S: UserStore + MfaStore> Actor for Users<S> {
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if msg.abandoned() {
+            tracing::debug!("request abandoned by its caller before its turn; dropped");
+            return Ok(());
+        }
         match msg {
             UsersMsg::Signup(new, reply) => {
                 let r = st.store.create_user(new).await.map_err(|e| match e {
@@ -131,7 +153,7 @@ impl<S: UserStore + MfaStore> Actor for Users<S> {
             UsersMsg::MfaDisable(user_id, code, reply) => {
                 let _ = reply.send(st.mfa().disable(user_id, &code).await);
             }
-            UsersMsg::Crash => panic!("injected fault: Users"),
+            UsersMsg::Fault(f) => f.strike("Users").await,
         }
         Ok(())
     }
