@@ -13,6 +13,7 @@
 mod client;
 mod dataset;
 mod scenarios;
+mod soak;
 
 use clap::Parser;
 use client::Http;
@@ -72,6 +73,15 @@ pub struct Args {
     /// ... and this many refresh-token rows over their sessions, e.g. 10000000.
     #[arg(long, default_value_t = 0)]
     pub dataset_tokens: u64,
+    /// After the scenarios, offer logins at this multiple of the login figure (of the Argon2
+    /// bound when login was not run) as an open loop, and report served and shed answers;
+    /// 0 skips it.
+    #[arg(long, default_value_t = 2.0)]
+    pub overload: f64,
+    /// Instead of the scenarios: this many seconds of mixed traffic at `--concurrency`, watching
+    /// the server's RSS, descriptors, threads and actors for growth (e.g. 300 with 4).
+    #[arg(long, default_value_t = 0.0)]
+    pub soak: f64,
 }
 
 fn main() -> ExitCode {
@@ -191,6 +201,9 @@ async fn run(args: Args) -> Result<bool, String> {
         args.concurrency,
         args.duration
     );
+    if args.soak > 0.0 {
+        return soak::run(&args, &http).await;
+    }
 
     // Physical bounds first, on an idle machine.
     eprintln!(
@@ -212,38 +225,7 @@ async fn run(args: Args) -> Result<bool, String> {
 
     // The server.
     let data = tempfile_dir()?;
-    let (server, base) = match &args.url {
-        Some(url) => (None, url.trim_end_matches('/').to_owned()),
-        None => {
-            let port = free_port()?;
-            // 32 bytes, URL-safe base64: a throwaway key for a throwaway database.
-            let key = "YmVuY2gtb25seS1tYXN0ZXIta2V5LTAwMDAwMDAwMDA";
-            let mut sargs: Vec<String> = vec![
-                "--listen-addr".into(),
-                format!("127.0.0.1:{port}"),
-                "--data-dir".into(),
-                data.display().to_string(),
-                "--issuer".into(),
-                format!("http://127.0.0.1:{port}"),
-                "--mfa-encryption-key".into(),
-                key.into(),
-                "--argon2-memory-kib".into(),
-                args.argon2_memory_kib.to_string(),
-                "--argon2-iterations".into(),
-                args.argon2_iterations.to_string(),
-            ];
-            for flag in [
-                "--rate-limit-login",
-                "--rate-limit-signup",
-                "--rate-limit-refresh",
-            ] {
-                sargs.push(flag.into());
-                sargs.push("100000000/60".into());
-            }
-            let p = spawn_self("__server", &sargs)?;
-            (Some(p), format!("http://127.0.0.1:{port}"))
-        }
-    };
+    let (server, base) = start_server(&args, &data)?;
     wait_ready(&http, &base).await?;
     let pid = server.as_ref().map(Proc::pid);
     let mut seeded = None;
@@ -280,6 +262,7 @@ async fn run(args: Args) -> Result<bool, String> {
 
     let mut rows = Vec::new();
     let mut ok = true;
+    let mut login_rps = None;
     for s in &args.scenarios {
         if let Some(pid) = pid {
             reset_peak(pid);
@@ -295,6 +278,9 @@ async fn run(args: Args) -> Result<bool, String> {
             Scenario::Me | Scenario::Jwks => ("hello-world req/s", hello.rps),
         };
         ok &= stats.errors == 0 && stats.count > 0;
+        if *s == Scenario::Login {
+            login_rps = Some(stats.rps);
+        }
         rows.push(json!({
             "scenario": s.name(),
             "requests": stats.count,
@@ -309,6 +295,37 @@ async fn run(args: Args) -> Result<bool, String> {
             "bound_per_s": bound,
             "ratio_to_bound": stats.rps / bound,
         }));
+    }
+    let mut overload = serde_json::Value::Null;
+    if args.overload > 0.0 {
+        let sustainable = login_rps.unwrap_or(hashes);
+        let rate = sustainable * args.overload;
+        if let Some(pid) = pid {
+            reset_peak(pid);
+        }
+        eprintln!(
+            "overload: logins offered at {rate:.0}/s ({}x {sustainable:.0}/s)",
+            args.overload
+        );
+        let o = scenarios::overload(&http, &base, &prepared, rate, dur).await;
+        ok &= o.errors == 0 && o.served > 0;
+        overload = json!({
+            "factor": args.overload,
+            "offered_per_s": o.offered_per_s,
+            "sent": o.sent,
+            "served": o.served,
+            "served_per_s": o.served as f64 / dur.as_secs_f64(),
+            "shed": o.shed,
+            "errors": o.errors,
+            "first_error": o.first_error,
+            "served_p50_ms": o.served_ms[0],
+            "served_p99_ms": o.served_ms[1],
+            "served_max_ms": o.served_ms[2],
+            "shed_p50_ms": o.shed_ms[0],
+            "shed_p99_ms": o.shed_ms[1],
+            "shed_max_ms": o.shed_ms[2],
+            "peak_rss_mib": pid.and_then(rss).map(|r| r.1),
+        });
     }
     let report = json!({
         "machine": {"cores": cores, "cpu": cpu_model()},
@@ -332,6 +349,7 @@ async fn run(args: Args) -> Result<bool, String> {
             "seconds_to_write": seeded,
         },
         "scenarios": rows,
+        "overload": overload,
     });
     print_table(&report);
     if let Some(path) = &args.json {
@@ -344,6 +362,42 @@ async fn run(args: Args) -> Result<bool, String> {
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
     Ok(ok)
+}
+
+/// The server under test: the one at `--url`, or a child process on a fresh database in `data`.
+fn start_server(args: &Args, data: &std::path::Path) -> Result<(Option<Proc>, String), String> {
+    Ok(match &args.url {
+        Some(url) => (None, url.trim_end_matches('/').to_owned()),
+        None => {
+            let port = free_port()?;
+            // 32 bytes, URL-safe base64: a throwaway key for a throwaway database.
+            let key = "YmVuY2gtb25seS1tYXN0ZXIta2V5LTAwMDAwMDAwMDA";
+            let mut sargs: Vec<String> = vec![
+                "--listen-addr".into(),
+                format!("127.0.0.1:{port}"),
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--issuer".into(),
+                format!("http://127.0.0.1:{port}"),
+                "--mfa-encryption-key".into(),
+                key.into(),
+                "--argon2-memory-kib".into(),
+                args.argon2_memory_kib.to_string(),
+                "--argon2-iterations".into(),
+                args.argon2_iterations.to_string(),
+            ];
+            for flag in [
+                "--rate-limit-login",
+                "--rate-limit-signup",
+                "--rate-limit-refresh",
+            ] {
+                sargs.push(flag.into());
+                sargs.push("100000000/60".into());
+            }
+            let p = spawn_self("__server", &sargs)?;
+            (Some(p), format!("http://127.0.0.1:{port}"))
+        }
+    })
 }
 
 fn tempfile_dir() -> Result<PathBuf, String> {
@@ -397,6 +451,30 @@ fn print_table(r: &serde_json::Value) {
         }
         if s["exhausted"] == true {
             println!("           ran out of unused TOTP steps: a lower bound (raise --mfa-users)");
+        }
+    }
+    let o = &r["overload"];
+    if !o.is_null() {
+        let f = |k: &str| o[k].as_f64().unwrap_or(0.0);
+        println!(
+            "overload: {:.0} logins/s offered ({}x) for {} sent: {} served ({:.1}/s, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms), {} shed with 503/429 (p50 {:.1} ms, p99 {:.1} ms, max {:.0} ms), {} errors, peak RSS {}",
+            f("offered_per_s"),
+            f("factor"),
+            f("sent"),
+            f("served"),
+            f("served_per_s"),
+            f("served_p50_ms"),
+            f("served_p99_ms"),
+            f("served_max_ms"),
+            f("shed"),
+            f("shed_p50_ms"),
+            f("shed_p99_ms"),
+            f("shed_max_ms"),
+            f("errors"),
+            o["peak_rss_mib"].as_f64().map_or("n/a".into(), |m| format!("{m:.1} MiB")),
+        );
+        if let Some(e) = o["first_error"].as_str() {
+            println!("          first error: {e}");
         }
     }
 }

@@ -58,123 +58,114 @@ impl Scenario {
         dur: Duration,
     ) -> Result<Stats, String> {
         let (http, base, p) = (http.clone(), base.to_owned(), p.clone());
-        let stats = match self {
-            Scenario::Signup => {
-                let run_id = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
-                load(c, dur, move |w, i| {
-                    let (http, base) = (http.clone(), base.clone());
-                    async move {
-                        let body = json!({"email": format!("signup-{run_id}-{w}-{i}@bench.example"), "password": PASSWORD});
-                        let a = http.post(&format!("{base}/auth/signup"), None, &body).await?;
-                        json(&a, 201).map(|_| Flow::Done)
-                    }
-                })
-                .await
-            }
-            Scenario::Login => {
-                load(c, dur, move |w, i| {
-                    let (http, base, p) = (http.clone(), base.clone(), p.clone());
-                    async move {
-                        let email = &p.0.users[(w + i as usize * 7) % p.0.users.len()];
-                        let body = json!({"email": email, "password": PASSWORD});
-                        let a = http
-                            .post(&format!("{base}/auth/login"), None, &body)
-                            .await?;
-                        let v = json(&a, 200)?;
-                        v["refresh_token"]
-                            .as_str()
-                            .map(|_| Flow::Done)
-                            .ok_or("no refresh_token".into())
-                    }
-                })
-                .await
-            }
-            Scenario::LoginMfa => {
-                load(c, dur, move |w, _| {
-                    let (http, base, p) = (http.clone(), base.clone(), p.clone());
-                    async move { login_mfa(&http, &base, &p, w, c).await }
-                })
-                .await
-            }
-            Scenario::Refresh => {
-                let before = refresh_outcomes(&http, &base).await?;
-                let (h2, b2) = (http.clone(), base.clone());
-                let mut stats = load(c, dur, move |w, _| {
-                    let (http, base, p) = (http.clone(), base.clone(), p.clone());
-                    async move {
-                        let mut token = p.0.refresh[w].lock().await;
-                        let body = json!({"refresh_token": *token});
-                        let a = http
-                            .post(&format!("{base}/auth/refresh"), None, &body)
-                            .await?;
-                        let v = json(&a, 200)?;
-                        let next = v["refresh_token"].as_str().ok_or("no refresh_token")?;
-                        if next == token.as_str() {
-                            return Err("the same refresh token came back".into());
-                        }
-                        *token = next.to_owned();
-                        Ok(Flow::Done)
-                    }
-                })
-                .await;
-                // Zero lost or double rotations: the server counted exactly one rotation per
-                // successful answer, and never a replay or a reuse in a clean chain.
-                let after = refresh_outcomes(&h2, &b2).await?;
-                let ok = stats.count - stats.errors;
-                let delta = |k: &str| {
-                    after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0)
-                };
-                if delta("rotated") as u64 != ok
-                    || delta("replayed") != 0.0
-                    || delta("reused") != 0.0
-                {
-                    stats.errors += 1;
-                    stats.first_error.get_or_insert(format!(
-                        "accounting: {ok} answers, server counted rotated {}, replayed {}, reused {}",
-                        delta("rotated"),
-                        delta("replayed"),
-                        delta("reused")
-                    ));
-                }
-                stats
-            }
-            Scenario::Me => {
-                load(c, dur, move |w, _| {
-                    let (http, base, p) = (http.clone(), base.clone(), p.clone());
-                    async move {
-                        let a = http
-                            .get(&format!("{base}/auth/me"), Some(&p.0.access[w]))
-                            .await?;
-                        let v = json(&a, 200)?;
-                        v["user"]["id"]
-                            .as_str()
-                            .map(|_| Flow::Done)
-                            .ok_or("no user".into())
-                    }
-                })
-                .await
-            }
-            Scenario::Jwks => {
-                load(c, dur, move |_, _| {
-                    let (http, base) = (http.clone(), base.clone());
-                    async move {
-                        let a = http
-                            .get(&format!("{base}/.well-known/jwks.json"), None)
-                            .await?;
-                        let v = json(&a, 200)?;
-                        v["keys"][0]["kid"]
-                            .as_str()
-                            .map(|_| Flow::Done)
-                            .ok_or("no key".into())
-                    }
-                })
-                .await
-            }
+        let before = match self {
+            Scenario::Refresh => Some(refresh_outcomes(&http, &base).await?),
+            _ => None,
         };
+        let (h2, b2) = (http.clone(), base.clone());
+        let mut stats = load(c, dur, move |w, i| {
+            let (http, base, p) = (http.clone(), base.clone(), p.clone());
+            async move { self.once(&http, &base, &p, w, c, i).await }
+        })
+        .await;
+        if let Some(before) = before {
+            // Zero lost or double rotations: the server counted exactly one rotation per
+            // successful answer, and never a replay or a reuse in a clean chain.
+            let after = refresh_outcomes(&h2, &b2).await?;
+            let ok = stats.count - stats.errors;
+            let delta = |k: &str| {
+                after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0)
+            };
+            if delta("rotated") as u64 != ok || delta("replayed") != 0.0 || delta("reused") != 0.0 {
+                stats.errors += 1;
+                stats.first_error.get_or_insert(format!(
+                    "accounting: {ok} answers, server counted rotated {}, replayed {}, reused {}",
+                    delta("rotated"),
+                    delta("replayed"),
+                    delta("reused")
+                ));
+            }
+        }
         Ok(stats)
     }
+
+    /// One request (one flow for login_mfa) of worker `w` of `c`, iteration `i`.
+    pub async fn once(
+        self,
+        http: &Http,
+        base: &str,
+        p: &Prepared,
+        w: usize,
+        c: usize,
+        i: u64,
+    ) -> Result<Flow, String> {
+        match self {
+            Scenario::Signup => {
+                let body = json!({"email": format!("signup-{}-{w}-{i}@bench.example", run_id()), "password": PASSWORD});
+                let a = http
+                    .post(&format!("{base}/auth/signup"), None, &body)
+                    .await?;
+                json(&a, 201).map(|_| Flow::Done)
+            }
+            Scenario::Login => {
+                let email = &p.0.users[(w + i as usize * 7) % p.0.users.len()];
+                let body = json!({"email": email, "password": PASSWORD});
+                let a = http
+                    .post(&format!("{base}/auth/login"), None, &body)
+                    .await?;
+                let v = json(&a, 200)?;
+                v["refresh_token"]
+                    .as_str()
+                    .map(|_| Flow::Done)
+                    .ok_or("no refresh_token".into())
+            }
+            Scenario::LoginMfa => login_mfa(http, base, p, w, c).await,
+            Scenario::Refresh => {
+                let mut token = p.0.refresh[w].lock().await;
+                let body = json!({"refresh_token": *token});
+                let a = http
+                    .post(&format!("{base}/auth/refresh"), None, &body)
+                    .await?;
+                let v = json(&a, 200)?;
+                let next = v["refresh_token"].as_str().ok_or("no refresh_token")?;
+                if next == token.as_str() {
+                    return Err("the same refresh token came back".into());
+                }
+                *token = next.to_owned();
+                Ok(Flow::Done)
+            }
+            Scenario::Me => {
+                let a = http
+                    .get(&format!("{base}/auth/me"), Some(&p.0.access[w]))
+                    .await?;
+                let v = json(&a, 200)?;
+                v["user"]["id"]
+                    .as_str()
+                    .map(|_| Flow::Done)
+                    .ok_or("no user".into())
+            }
+            Scenario::Jwks => {
+                let a = http
+                    .get(&format!("{base}/.well-known/jwks.json"), None)
+                    .await?;
+                let v = json(&a, 200)?;
+                v["keys"][0]["kid"]
+                    .as_str()
+                    .map(|_| Flow::Done)
+                    .ok_or("no key".into())
+            }
+        }
+    }
+}
+
+/// Distinguishes this bench process's signups from earlier runs' on a `--url` server.
+fn run_id() -> u128 {
+    static ID: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    })
 }
 
 /// The figures of one run.
@@ -642,4 +633,95 @@ mod tests {
     fn base32_round_trips_the_rfc_4648_vector() {
         assert_eq!(base32_decode("MZXW6YTBOI").unwrap(), b"foobar");
     }
+}
+
+/// What an open-loop login flood above capacity got back.
+#[derive(Debug, Default)]
+pub struct Overload {
+    /// Logins offered per second.
+    pub offered_per_s: f64,
+    /// Logins sent.
+    pub sent: u64,
+    /// Answered 200 with tokens.
+    pub served: u64,
+    /// Answered 503 or 429: shed.
+    pub shed: u64,
+    /// Anything else, or no answer within [`OVERLOAD_GIVE_UP`].
+    pub errors: u64,
+    /// The first of those.
+    pub first_error: Option<String>,
+    /// Latency of the served, and of the shed, answers: p50, p99, max (ms).
+    pub served_ms: [f64; 3],
+    /// See `served_ms`.
+    pub shed_ms: [f64; 3],
+}
+
+/// A login the overload run gets no answer to within this long counts as an error: the point
+/// of shedding is that nobody waits that long.
+pub const OVERLOAD_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// Logins offered at `rate` per second for `dur`, whatever the answers take (an open loop: a
+/// slow server is not given a break by its clients waiting).
+pub async fn overload(http: &Http, base: &str, p: &Prepared, rate: f64, dur: Duration) -> Overload {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1.0)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let deadline = Instant::now() + dur;
+    let mut sent = tokio::task::JoinSet::new();
+    let mut i = 0usize;
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        let (http, url) = (http.clone(), format!("{base}/auth/login"));
+        let email = p.0.users[i % p.0.users.len()].clone();
+        i += 1;
+        sent.spawn(async move {
+            let t = Instant::now();
+            let body = json!({"email": email, "password": PASSWORD});
+            let r = tokio::time::timeout(OVERLOAD_GIVE_UP, http.post(&url, None, &body)).await;
+            let took = t.elapsed().as_micros() as u32;
+            let outcome = match r {
+                Err(_) => Err("no answer within 30 s".to_owned()),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(a)) if a.0 == 503 || a.0 == 429 => Ok(false),
+                Ok(Ok(a)) => json(&a, 200).map(|_| true),
+            };
+            (outcome, took)
+        });
+    }
+    let mut o = Overload {
+        offered_per_s: rate,
+        ..Default::default()
+    };
+    let (mut served, mut shed) = (Vec::new(), Vec::new());
+    while let Some(r) = sent.join_next().await {
+        o.sent += 1;
+        match r {
+            Ok((Ok(true), took)) => served.push(took),
+            Ok((Ok(false), took)) => shed.push(took),
+            Ok((Err(e), _)) => {
+                o.errors += 1;
+                o.first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                o.errors += 1;
+                o.first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    o.served = served.len() as u64;
+    o.shed = shed.len() as u64;
+    o.served_ms = percentiles(served);
+    o.shed_ms = percentiles(shed);
+    o
+}
+
+fn percentiles(mut v: Vec<u32>) -> [f64; 3] {
+    if v.is_empty() {
+        return [0.0; 3];
+    }
+    v.sort_unstable();
+    let at = |q: f64| {
+        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+        f64::from(v[i]) / 1000.0
+    };
+    [at(0.5), at(0.99), at(1.0)]
 }
