@@ -176,13 +176,13 @@ pub async fn run(args: &Args, http: &Http) -> Result<bool, String> {
         last.restarts,
         verdict(no_restarts),
     );
-    Ok(stats.errors == 0
-        && stats.count > 0
-        && rss_flat
-        && fds_flat
-        && threads_flat
-        && actors_flat
-        && no_restarts)
+    if stats.errors > 0 || stats.count == 0 {
+        return Ok(false);
+    }
+    if !(rss_flat && fds_flat && threads_flat && actors_flat && no_restarts) {
+        return Err("the soak saw growth after warm-up (GREW above)".into());
+    }
+    Ok(true)
 }
 
 fn verdict(ok: bool) -> &'static str {
