@@ -172,14 +172,7 @@ async fn chains_still_work(app: &TestApp, clients: &[Client]) {
     for c in clients {
         let r = app.refresh(&c.refresh).await;
         assert_eq!(r.status(), 200, "{}'s refresh chain broke", c.email);
-        let r = app
-            .http
-            .get(app.url("/auth/me"))
-            .bearer_auth(&c.access)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(app.get_as("/auth/me", &c.access).await.status(), 200);
     }
 }
 

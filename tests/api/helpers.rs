@@ -180,6 +180,16 @@ impl TestApp {
         r.send().await.expect("request")
     }
 
+    /// GET with `Authorization: Bearer <token>`.
+    pub async fn get_as(&self, path: &str, token: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.http.get(self.url(path)).send().await.expect("request")
     }

@@ -91,14 +91,7 @@ async fn a_second_process_holding_the_write_lock_makes_writes_503_and_reads_keep
     .expect("refresh hung on a locked database");
     assert_problem(r, 503, "unavailable").await;
     // Reads do not wait for the writer (WAL).
-    let r = app
-        .http
-        .get(app.url("/auth/me"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(app.get_as("/auth/me", &access).await.status(), 200);
     assert_eq!(app.get("/.well-known/jwks.json").await.status(), 200);
 
     // The other process lets go: writes work again, same server. (The refused signup may have
@@ -209,14 +202,7 @@ async fn a_full_disk_makes_writes_503_without_corruption_and_they_resume_when_sp
     }
     assert!(refused >= 3, "the disk never filled up");
     // Reads still answer.
-    let r = app
-        .http
-        .get(app.url("/auth/me"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(app.get_as("/auth/me", &access).await.status(), 200);
 
     // Space comes back: writes resume on the same server.
     std::fs::remove_file(&filler).unwrap();
