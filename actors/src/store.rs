@@ -302,12 +302,6 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
         session_id: Uuid,
         org_id: Uuid,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Who the session's next access token is for: its active organization while the user is a
-    /// member there, else the default organization.
-    fn principal(
-        &self,
-        session_id: Uuid,
-    ) -> impl Future<Output = StoreResult<Option<Principal>>> + Send;
     /// The active organization of the session if it exists, is not revoked and has not
     /// reached its hard end; `None` otherwise.
     fn session_org(

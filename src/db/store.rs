@@ -69,7 +69,8 @@ pub(super) async fn first_row(
     rows.next().await.map_err(map_err)
 }
 
-/// Who session `sid`'s access token is for, read on `c` (inside the caller's transaction, if any).
+/// Who session `sid`'s next access token is for: its active organization while the user is a
+/// member there, else the default one. Read on `c` (inside the caller's transaction, if any).
 async fn principal_on(c: &Connection, sid: String) -> StoreResult<Option<Principal>> {
     let Some(r) = first_row(
         c,
@@ -397,11 +398,6 @@ impl SessionStore for Db {
             Ok(n > 0)
         })
         .await
-    }
-
-    async fn principal(&self, session_id: Uuid) -> StoreResult<Option<Principal>> {
-        self.run(move |c| async move { principal_on(&c, session_id.to_string()).await })
-            .await
     }
 
     async fn session_org(&self, session_id: Uuid, now: i64) -> StoreResult<Option<Uuid>> {

@@ -97,18 +97,6 @@ pub struct UserView {
     mfa_enabled: bool,
 }
 
-impl From<&edge_idp_actors::store::UserRecord> for UserView {
-    fn from(u: &edge_idp_actors::store::UserRecord) -> Self {
-        Self {
-            id: u.id,
-            email: u.email.clone(),
-            name: u.name.clone(),
-            created_at: rfc3339(u.created_at),
-            mfa_enabled: u.mfa_enabled,
-        }
-    }
-}
-
 impl From<&crate::db::Profile> for UserView {
     fn from(u: &crate::db::Profile) -> Self {
         Self {
