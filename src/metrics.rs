@@ -4,6 +4,7 @@
 //! Labels are bounded by construction: routes are the route table's templates, never raw paths
 //! with ids; outcomes, policies, backends and actors are fixed sets.
 
+use crate::passwords::HashMetrics;
 use edge_idp_actors::{ActorKind, Handles};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -24,10 +25,8 @@ pub struct Metrics {
     pub refreshes: IntCounterVec,
     /// Rate-limit rejections by policy and backend.
     pub rate_limited: IntCounterVec,
-    /// Time spent waiting for a password-hashing slot.
-    pub hash_wait: Histogram,
-    /// Hashes computing or waiting right now.
-    pub hash_queue: IntGauge,
+    /// Password hashing: waits for a slot, hashes in flight, memory held.
+    pub hashing: HashMetrics,
     actor_restarts: IntCounterVec,
     actors_running: IntGaugeVec,
     backend_switches: IntCounter,
@@ -115,6 +114,14 @@ impl Metrics {
             )
             .unwrap_or_else(|_| unreachable_metric()),
         );
+        let hash_memory = register(
+            &r,
+            IntGauge::new(
+                "password_hash_memory_bytes",
+                "Argon2 working memory the hashing threads hold (given back after idle seconds).",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+        );
         let actors_running = register(
             &r,
             IntGaugeVec::new(
@@ -136,8 +143,11 @@ impl Metrics {
             logins,
             refreshes,
             rate_limited,
-            hash_wait,
-            hash_queue,
+            hashing: HashMetrics {
+                wait: hash_wait,
+                queue: hash_queue,
+                memory: hash_memory,
+            },
             actor_restarts,
             actors_running,
             backend_switches,

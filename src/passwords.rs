@@ -10,15 +10,18 @@
 //! it for every hash: the server's memory for hashing is exactly `HASH_CONCURRENCY × m_cost`,
 //! whatever the load, and no hash pays for a 19 MiB allocation and its page faults. The buffer
 //! holds Argon2's internal blocks of the last hash (as good as the hash itself to an attacker,
-//! which is to say a brute-force target), is overwritten by the next one, and is zeroized when
-//! the thread ends. Unknown emails are verified against a dummy hash of the same cost, so the
+//! which is to say a brute-force target), is overwritten by the next one, and is zeroized and
+//! given back to the system once its thread has had no hash for [`IDLE_RELEASE`] (and when the
+//! thread ends): a server between login bursts holds no hashing memory and no traces of the
+//! last passwords' work, and a burst pays one allocation per thread, not one per hash. Unknown emails are verified against a dummy hash of the same cost, so the
 //! answer and its timing do not reveal whether an account exists.
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use crossbeam_channel::RecvTimeoutError;
 use edge_idp_actors::{DomainError, SecretString};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::sync::{oneshot, Semaphore};
@@ -86,8 +89,7 @@ pub struct Passwords {
     pool: HashPool,
     wait: Duration,
     dummy: Arc<str>,
-    /// Time spent waiting for a slot, and hashes computing or waiting.
-    observe: (prometheus::Histogram, prometheus::IntGauge),
+    observe: HashMetrics,
 }
 
 fn hasher(params: &Params) -> Argon2<'static> {
@@ -162,6 +164,43 @@ fn fill(memory: &mut Vec<Block>, blocks: usize) {
     }
 }
 
+fn bytes(memory: &Vec<Block>) -> i64 {
+    i64::try_from(memory.capacity() * std::mem::size_of::<Block>()).unwrap_or(i64::MAX)
+}
+
+/// Zeroizes a hashing thread's working memory and gives it back to the system.
+fn release(memory: &mut Vec<Block>, held: &prometheus::IntGauge) {
+    if memory.capacity() == 0 {
+        return;
+    }
+    for block in memory.iter_mut() {
+        block.zeroize();
+    }
+    held.sub(bytes(memory));
+    *memory = Vec::new();
+    trim_heap();
+}
+
+/// Asks glibc to return freed memory to the system. A buffer of Argon2's size is normally
+/// mapped on its own and unmapped when freed, but glibc raises its mapping threshold after such
+/// a free and may then serve the next one from an arena, where freeing only marks it reusable.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks and shrinks the allocator's own arenas; it takes no
+    // pointers from us and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
+
+/// How long a hashing thread keeps its working memory without a hash to do. Long enough that
+/// a steady login load never gives it back (closed-loop clients leave gaps of milliseconds), short
+/// enough that the memory of a burst does not outlive it by much.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(2);
+
 /// Work for a hashing thread: runs with that thread's working memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
@@ -169,36 +208,49 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 /// their memory, when the last [`Passwords`] clone is dropped.
 #[derive(Clone)]
 struct HashPool {
-    jobs: mpsc::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Job>,
+    held: prometheus::IntGauge,
+}
+
+/// What the hashing shows of itself in `/metrics`.
+#[derive(Clone)]
+pub struct HashMetrics {
+    /// Time a request waited for a slot.
+    pub wait: prometheus::Histogram,
+    /// Hashes computing or waiting.
+    pub queue: prometheus::IntGauge,
+    /// Bytes of working memory the hashing threads hold.
+    pub memory: prometheus::IntGauge,
 }
 
 impl HashPool {
-    fn new(threads: usize) -> Result<Self, DomainError> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+    fn new(
+        threads: usize,
+        idle: Duration,
+        held: prometheus::IntGauge,
+    ) -> Result<Self, DomainError> {
+        // Multi-consumer: each thread waits on its own, so each one's idle timer is its own.
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         for i in 0..threads.max(1) {
             let rx = rx.clone();
+            let held = held.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
                     // Allocated at this thread's first hash, so an idle server does not hold it.
                     let mut memory = Vec::new();
                     loop {
-                        // The lock is held only while waiting for the next job.
-                        let job = match rx.lock() {
-                            Ok(r) => r.recv(),
-                            Err(_) => break,
-                        };
-                        let Ok(job) = job else { break };
-                        job(&mut memory);
+                        match rx.recv_timeout(idle) {
+                            Ok(job) => job(&mut memory),
+                            Err(RecvTimeoutError::Timeout) => release(&mut memory, &held),
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
                     }
-                    for block in memory.iter_mut() {
-                        block.zeroize();
-                    }
+                    release(&mut memory, &held);
                 })
                 .map_err(|e| DomainError::Internal(format!("hash thread: {e}")))?;
         }
-        Ok(Self { jobs: tx })
+        Ok(Self { jobs: tx, held })
     }
 
     async fn run<T: Send + 'static>(
@@ -206,9 +258,13 @@ impl HashPool {
         f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, DomainError> {
         let (tx, rx) = oneshot::channel();
+        let held = self.held.clone();
         self.jobs
-            .send(Box::new(move |memory| {
-                let _ = tx.send(f(memory));
+            .send(Box::new(move |memory: &mut Vec<Block>| {
+                let before = bytes(memory);
+                let result = f(memory);
+                held.add(bytes(memory) - before);
+                let _ = tx.send(result);
             }))
             .map_err(|_| DomainError::Unavailable("password hashing stopped".into()))?;
         rx.await
@@ -218,15 +274,17 @@ impl HashPool {
 
 impl Passwords {
     /// Starts the hashing threads and computes the dummy hash (one hash). `max_waiting`
-    /// requests may wait for one of the `concurrency` slots, for `wait` at most.
+    /// requests may wait for one of the `concurrency` slots, for `wait` at most; a thread gives
+    /// its memory back after `idle` without a hash ([`IDLE_RELEASE`] in the server).
     pub async fn new(
         params: Params,
         concurrency: usize,
         max_waiting: usize,
         wait: Duration,
-        observe: (prometheus::Histogram, prometheus::IntGauge),
+        idle: Duration,
+        observe: HashMetrics,
     ) -> Result<Self, DomainError> {
-        let pool = HashPool::new(concurrency)?;
+        let pool = HashPool::new(concurrency, idle, observe.memory.clone())?;
         let p = params.clone();
         // In memory of its own, freed at once: an idle server holds no hashing memory.
         let dummy = tokio::task::spawn_blocking(move || {
@@ -254,7 +312,11 @@ impl Passwords {
         &self,
         f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, DomainError> {
-        let (wait_hist, queue) = &self.observe;
+        let HashMetrics {
+            wait: wait_hist,
+            queue,
+            ..
+        } = &self.observe;
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => {
                 queue.inc();
@@ -348,11 +410,13 @@ impl Passwords {
 mod tests {
     use super::*;
 
-    fn observe() -> (prometheus::Histogram, prometheus::IntGauge) {
-        (
-            prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("w", "w")).unwrap(),
-            prometheus::IntGauge::new("q", "q").unwrap(),
-        )
+    fn observe() -> HashMetrics {
+        HashMetrics {
+            wait: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("w", "w"))
+                .unwrap(),
+            queue: prometheus::IntGauge::new("q", "q").unwrap(),
+            memory: prometheus::IntGauge::new("m", "m").unwrap(),
+        }
     }
 
     #[test]
@@ -377,6 +441,7 @@ mod tests {
             1,
             1,
             Duration::from_secs(30),
+            IDLE_RELEASE,
             observe(),
         )
         .await
@@ -404,7 +469,7 @@ mod tests {
     #[tokio::test]
     async fn verify_accepts_the_right_password_and_upgrades_old_costs() {
         let weak = Params::new(64, 1, 1, None).unwrap();
-        let p_old = Passwords::new(weak, 2, 32, Duration::from_secs(5), observe())
+        let p_old = Passwords::new(weak, 2, 32, Duration::from_secs(5), IDLE_RELEASE, observe())
             .await
             .unwrap();
         let phc = p_old
@@ -450,6 +515,7 @@ mod tests {
             2,
             32,
             Duration::from_secs(5),
+            IDLE_RELEASE,
             observe(),
         )
         .await
@@ -466,9 +532,16 @@ mod tests {
     async fn hashes_interoperate_with_the_argon2_crates_own_hasher_and_verifier() {
         use argon2::password_hash::{PasswordHasher, PasswordVerifier};
         let params = Params::new(256, 2, 1, None).unwrap();
-        let p = Passwords::new(params.clone(), 2, 32, Duration::from_secs(5), observe())
-            .await
-            .unwrap();
+        let p = Passwords::new(
+            params.clone(),
+            2,
+            32,
+            Duration::from_secs(5),
+            IDLE_RELEASE,
+            observe(),
+        )
+        .await
+        .unwrap();
         // Ours, checked by the reference verifier: right and wrong password.
         let ours = p
             .hash(SecretString::new("pässword one".into()))
@@ -503,5 +576,57 @@ mod tests {
                 .unwrap()
                 .ok
         );
+    }
+
+    #[tokio::test]
+    async fn hashing_memory_is_held_while_busy_and_given_back_when_idle() {
+        let idle = Duration::from_millis(200);
+        let metrics = observe();
+        let held = metrics.memory.clone();
+        let p = Passwords::new(
+            Params::new(1024, 1, 1, None).unwrap(),
+            2,
+            8,
+            Duration::from_secs(5),
+            idle,
+            metrics,
+        )
+        .await
+        .unwrap();
+        assert_eq!(held.get(), 0, "nothing held before the first hash");
+        let phc = p
+            .hash(SecretString::new("burst of logins".into()))
+            .await
+            .unwrap();
+        let one = 1024 * 1024;
+        assert_eq!(held.get(), one, "one thread holds the cost's memory");
+        // Back to back, within the idle time: the memory is reused, not allocated again.
+        for _ in 0..4 {
+            p.verify(
+                SecretString::new("burst of logins".into()),
+                Some(phc.clone()),
+            )
+            .await
+            .unwrap();
+            assert!(held.get() <= 2 * one, "at most one buffer per thread");
+        }
+        // Then no hash for longer than `idle`: every thread gives its buffer back.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while held.get() != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still holding {} bytes long after the idle time",
+                held.get()
+            );
+            tokio::time::sleep(idle / 4).await;
+        }
+        // And the next hash works, allocating again.
+        assert!(
+            p.verify(SecretString::new("burst of logins".into()), Some(phc))
+                .await
+                .unwrap()
+                .ok
+        );
+        assert_eq!(held.get(), one);
     }
 }
