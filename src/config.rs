@@ -184,6 +184,10 @@ pub struct Config {
     /// per hashing slot.
     #[arg(long, env = "HASH_QUEUE", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub hash_queue: Option<u32>,
+    /// SQLite page cache per pooled connection, KiB. The pool keeps up to 16 connections, so
+    /// the storage part of the server's memory is at most 16 times this.
+    #[arg(long, env = "DB_CACHE_KIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub db_cache_kib: u32,
     /// How long a request waits for an actor or a hashing slot, milliseconds.
     #[arg(long, env = "ACTOR_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub actor_timeout_ms: u64,
@@ -222,6 +226,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Database.
     pub database: DatabaseLocation,
+    /// SQLite page cache per pooled connection, KiB.
+    pub db_cache_kib: u32,
     /// `iss`, without a trailing slash.
     pub issuer: String,
     /// `aud`.
@@ -419,6 +425,7 @@ impl Config {
                 .map(|n| n as usize)
                 .unwrap_or(16 * self.hash_concurrency.map(|n| n as usize).unwrap_or(cores)),
             ask_timeout: Duration::from_millis(self.actor_timeout_ms),
+            db_cache_kib: self.db_cache_kib,
             app_env: self.app_env,
         })
     }

@@ -86,7 +86,7 @@ impl Application {
     /// Builds with the given clock (tests drive a manual one).
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, StartError> {
         let db = match &settings.database {
-            DatabaseLocation::File(path) => Db::open_local(path).await?,
+            DatabaseLocation::File(path) => Db::open_local(path, settings.db_cache_kib).await?,
         };
         migrate(&db).await?;
 
@@ -169,7 +169,8 @@ impl Application {
             settings.hash_concurrency,
             settings.hash_queue,
             settings.ask_timeout,
-            (metrics.hash_wait.clone(), metrics.hash_queue.clone()),
+            crate::passwords::IDLE_RELEASE,
+            metrics.hashing.clone(),
         )
         .await
         .map_err(|e| StartError::Startup(e.to_string()))?;
@@ -296,7 +297,7 @@ pub fn rotation_policy(settings: &Settings) -> RotationPolicy {
 /// pick a rotation up at their next key check.
 pub async fn keys_command(settings: Settings, action: KeysAction) -> Result<String, StartError> {
     let db = match &settings.database {
-        DatabaseLocation::File(path) => Db::open_local(path).await?,
+        DatabaseLocation::File(path) => Db::open_local(path, settings.db_cache_kib).await?,
     };
     migrate(&db).await?;
     let clock = Clock::system();

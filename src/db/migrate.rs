@@ -134,7 +134,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migrating_twice_is_a_no_op_and_a_newer_database_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_local(&dir.path().join("t.db")).await.unwrap();
+        let db = Db::open_local(&dir.path().join("t.db"), 1024)
+            .await
+            .unwrap();
         assert_eq!(migrate(&db).await.unwrap(), vec![1, 2, 3]);
         assert!(migrate(&db).await.unwrap().is_empty());
         db.run(|c| async move {
