@@ -232,13 +232,14 @@ async fn no_secret_appears_in_the_server_log_output() {
         .unwrap();
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let (tx, rx) = std::sync::mpsc::channel();
+    let mut readers = Vec::new();
     for stream in [
         Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
         Box::new(child.stderr.take().unwrap()),
     ] {
         let lines = lines.clone();
         let tx = tx.clone();
-        std::thread::spawn(move || {
+        readers.push(std::thread::spawn(move || {
             for l in BufReader::new(stream).lines().map_while(Result::ok) {
                 if l.contains("\"listening\"") {
                     let v: Value = serde_json::from_str(&l).unwrap();
@@ -246,7 +247,7 @@ async fn no_secret_appears_in_the_server_log_output() {
                 }
                 lines.lock().unwrap().push(l);
             }
-        });
+        }));
     }
     let base = format!(
         "http://{}",
@@ -319,8 +320,17 @@ async fn no_secret_appears_in_the_server_log_output() {
     )
     .await
     .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGTERM, not SIGKILL: log lines are written in batches, and a clean stop writes the last
+    // one; the readers then see the pipes close and have every line.
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success(), "the server stops cleanly");
+    for r in readers {
+        r.join().unwrap();
+    }
     let log = lines.lock().unwrap().join("\n");
     assert!(log.contains("\"audit\""), "the audit events are in the log");
     assert!(
