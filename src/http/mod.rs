@@ -54,14 +54,30 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The template of `path` and the methods it allows, if it is a route.
 pub fn route_of(path: &str) -> Option<(&'static str, &'static str)> {
-    let segs: Vec<&str> = path.split('/').collect();
-    ROUTES.iter().copied().find(|(tmpl, _)| {
-        let t: Vec<&str> = tmpl.split('/').collect();
-        t.len() == segs.len()
-            && t.iter()
-                .zip(&segs)
-                .all(|(a, b)| (a.starts_with('{') && !b.is_empty()) || a == b)
-    })
+    ROUTES
+        .iter()
+        .copied()
+        .find(|(tmpl, _)| template_matches(tmpl, path))
+}
+
+/// Segment by segment, a `{name}` matching any non-empty segment. This runs twice per request
+/// over the whole table, so a template without parameters is one comparison and nothing
+/// allocates.
+fn template_matches(tmpl: &str, path: &str) -> bool {
+    if tmpl == path {
+        return true;
+    }
+    if !tmpl.as_bytes().contains(&b'{') {
+        return false;
+    }
+    let (mut t, mut p) = (tmpl.split('/'), path.split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b || (a.starts_with('{') && !b.is_empty()) => {}
+            _ => return false,
+        }
+    }
 }
 
 fn guard() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
@@ -140,12 +156,18 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(discovery::readyz);
 
+    // The guard admits only a known path with an allowed method, and paths are disjoint, so
+    // exactly one branch matches: the order is for speed. Warp tries branches in turn, so the
+    // hot ones (JWKS fetches, Bearer checks, refreshes) come first.
     guard()
         .and(
-            signup
-                .or(login)
+            jwks.or(account)
                 .unify()
                 .or(refresh)
+                .unify()
+                .or(signup)
+                .unify()
+                .or(login)
                 .unify()
                 .or(logout)
                 .unify()
@@ -156,10 +178,6 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .or(mfa_verify)
                 .unify()
                 .or(mfa_disable)
-                .unify()
-                .or(account)
-                .unify()
-                .or(jwks)
                 .unify()
                 .or(oidc)
                 .unify()
@@ -266,6 +284,24 @@ mod tests {
         assert_eq!(route_of("/auth/login/"), None);
         assert_eq!(route_of("/auth"), None);
         assert_eq!(route_of("/nope"), None);
+        assert_eq!(
+            route_of("/auth/sessions/abc"),
+            Some(("/auth/sessions/{id}", "DELETE"))
+        );
+        assert_eq!(
+            route_of("/auth/sessions/"),
+            None,
+            "a parameter is never empty"
+        );
+        assert_eq!(route_of("/auth/sessions/a/b"), None);
+        assert_eq!(
+            route_of("/orgs/o1/members/u1"),
+            Some(("/orgs/{org_id}/members/{user_id}", "DELETE"))
+        );
+        assert_eq!(
+            route_of("/orgs/o1/members"),
+            Some(("/orgs/{org_id}/members", "POST"))
+        );
     }
 
     #[test]

@@ -49,6 +49,45 @@ pub fn sane_request_id(v: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// A UUID v7, in hex, for a request that came without a usable id. Its random part comes from a
+/// generator per thread seeded once by the operating system: a request id must be unique, not
+/// secret, and asking the OS for randomness per request (as `Uuid::now_v7` does) was a system
+/// call per answer.
+fn new_request_id() -> HeaderValue {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(u64::from_le_bytes(
+            edge_idp_actors::crypto::random_bytes::<8>().unwrap_or_else(|_| {
+                // No OS randomness: the thread's address and the time still keep ids apart.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                (t ^ (&t as *const u64 as u64)).to_le_bytes()
+            }),
+        ));
+    }
+    // splitmix64: every step of the state gives a distinct, well-mixed output.
+    let next = || {
+        STATE.with(|s| {
+            let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            s.set(x);
+            let z = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    };
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&next().to_le_bytes());
+    random[8..].copy_from_slice(&next().to_le_bytes()[..2]);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    HeaderValue::from_str(id.simple().encode_lower(&mut buf))
+        .unwrap_or(HeaderValue::from_static("unknown"))
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
@@ -117,8 +156,7 @@ where
     let started = Instant::now();
     let request_id = match req.headers().get("x-request-id") {
         Some(v) if sane_request_id(v.as_bytes()) => v.clone(),
-        _ => HeaderValue::from_str(&uuid::Uuid::now_v7().simple().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown")),
+        _ => new_request_id(),
     };
     req.headers_mut().insert("x-request-id", request_id.clone());
     req.extensions_mut().insert(PeerAddr(peer));
@@ -166,6 +204,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_request_ids_are_sane_distinct_uuid_v7s() {
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| new_request_id().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(50) {
+            assert!(sane_request_id(id.as_bytes()));
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version_num(), 7, "{id}");
+        }
+    }
 
     #[test]
     fn request_id_sanity() {
