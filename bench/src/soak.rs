@@ -32,23 +32,31 @@ const MIX: [Scenario; 20] = {
 struct Sample {
     at_s: f64,
     rss_mib: f64,
+    /// Of which anonymous (heap, stacks): where caches and leaks live. The rest is the mapped
+    /// binary and SQLite's shared WAL index.
+    anon_mib: f64,
     fds: usize,
     threads: usize,
     actors: f64,
     restarts: f64,
 }
 
-fn proc_sample(pid: u32) -> Option<(f64, usize, usize)> {
+fn proc_sample(pid: u32) -> Option<(f64, f64, usize, usize)> {
     let (rss, _) = rss(pid)?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))?
-        .trim()
-        .parse()
-        .ok()?;
-    Some((rss, fds, threads))
+    let field = |name: &str| -> Option<f64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let anon = field("RssAnon:")? / 1024.0;
+    let threads = field("Threads:")? as usize;
+    Some((rss, anon, fds, threads))
 }
 
 /// Sum of a metric family's samples in the Prometheus text at `base`.
@@ -90,7 +98,7 @@ pub async fn run(args: &Args, http: &Http) -> Result<bool, String> {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             while start.elapsed() < dur {
                 tick.tick().await;
-                let Some((rss_mib, fds, threads)) = proc_sample(pid) else {
+                let Some((rss_mib, anon_mib, fds, threads)) = proc_sample(pid) else {
                     break;
                 };
                 let actors = metric_sum(&http, &base, "edge_idp_actors_running").await;
@@ -98,6 +106,7 @@ pub async fn run(args: &Args, http: &Http) -> Result<bool, String> {
                 samples.push(Sample {
                     at_s: start.elapsed().as_secs_f64(),
                     rss_mib,
+                    anon_mib,
                     fds,
                     threads,
                     actors: actors.unwrap_or(-1.0),
@@ -154,14 +163,14 @@ pub async fn run(args: &Args, http: &Http) -> Result<bool, String> {
             .unwrap_or_default()
     );
     println!(
-        "{:>7} {:>10} {:>5} {:>8} {:>7} {:>9}",
-        "t s", "RSS MiB", "fds", "threads", "actors", "restarts"
+        "{:>7} {:>10} {:>10} {:>5} {:>8} {:>7} {:>9}",
+        "t s", "RSS MiB", "anon MiB", "fds", "threads", "actors", "restarts"
     );
     let every = (samples.len() / 12).max(1);
     for s in samples.iter().step_by(every).chain(std::iter::once(&last)) {
         println!(
-            "{:>7.0} {:>10.1} {:>5} {:>8} {:>7} {:>9}",
-            s.at_s, s.rss_mib, s.fds, s.threads, s.actors, s.restarts
+            "{:>7.0} {:>10.1} {:>10.1} {:>5} {:>8} {:>7} {:>9}",
+            s.at_s, s.rss_mib, s.anon_mib, s.fds, s.threads, s.actors, s.restarts
         );
     }
     println!(
