@@ -22,7 +22,7 @@ use uuid::Uuid;
 /// Tokens remembered as verified, and for how long at most. An entry is about 0.7 KiB (claims,
 /// key, the cache's own bookkeeping), so this is at most ~7 MiB; a token beyond it is verified
 /// again (tens of microseconds), which matters only when more than this many distinct tokens
-/// are in use within minutes. (50 000 were ~35 MiB: the soak's growth.)
+/// are in use within minutes.
 const VERIFIED_MAX: u64 = 10_000;
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
