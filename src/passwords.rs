@@ -419,6 +419,20 @@ mod tests {
         }
     }
 
+    /// Two hashing threads, room for 32 waiting, the server's idle release.
+    async fn passwords(params: Params) -> Passwords {
+        Passwords::new(
+            params,
+            2,
+            32,
+            Duration::from_secs(5),
+            IDLE_RELEASE,
+            observe(),
+        )
+        .await
+        .unwrap()
+    }
+
     #[test]
     fn policy_refuses_short_long_and_common_passwords() {
         assert_eq!(check_policy("short"), Err(PolicyError::TooShort));
@@ -469,9 +483,7 @@ mod tests {
     #[tokio::test]
     async fn verify_accepts_the_right_password_and_upgrades_old_costs() {
         let weak = Params::new(64, 1, 1, None).unwrap();
-        let p_old = Passwords::new(weak, 2, 32, Duration::from_secs(5), IDLE_RELEASE, observe())
-            .await
-            .unwrap();
+        let p_old = passwords(weak).await;
         let phc = p_old
             .hash(SecretString::new("right password".into()))
             .await
@@ -510,16 +522,7 @@ mod tests {
             "dummy never matches"
         );
 
-        let p_new = Passwords::new(
-            Params::new(128, 2, 1, None).unwrap(),
-            2,
-            32,
-            Duration::from_secs(5),
-            IDLE_RELEASE,
-            observe(),
-        )
-        .await
-        .unwrap();
+        let p_new = passwords(Params::new(128, 2, 1, None).unwrap()).await;
         let v = p_new
             .verify(SecretString::new("right password".into()), Some(phc))
             .await
@@ -532,16 +535,7 @@ mod tests {
     async fn hashes_interoperate_with_the_argon2_crates_own_hasher_and_verifier() {
         use argon2::password_hash::{PasswordHasher, PasswordVerifier};
         let params = Params::new(256, 2, 1, None).unwrap();
-        let p = Passwords::new(
-            params.clone(),
-            2,
-            32,
-            Duration::from_secs(5),
-            IDLE_RELEASE,
-            observe(),
-        )
-        .await
-        .unwrap();
+        let p = passwords(params.clone()).await;
         // Ours, checked by the reference verifier: right and wrong password.
         let ours = p
             .hash(SecretString::new("pässword one".into()))
