@@ -6,15 +6,19 @@
 //! same size. At most `HASH_QUEUE` requests wait for a slot: one more is shed at once with 503
 //! (its client retries after `Retry-After`), so under twice the load the machine can hash, the
 //! waits stay short instead of growing until every request times out; a request that still
-//! cannot get a slot within the ask timeout is shed too. Each hashing thread allocates its Argon2 working memory once and reuses
-//! it for every hash: the server's memory for hashing is exactly `HASH_CONCURRENCY × m_cost`,
-//! whatever the load, and no hash pays for a 19 MiB allocation and its page faults. The buffer
-//! holds Argon2's internal blocks of the last hash (as good as the hash itself to an attacker,
-//! which is to say a brute-force target), is overwritten by the next one, and is zeroized and
-//! given back to the system once its thread has had no hash for [`IDLE_RELEASE`] (and when the
-//! thread ends): a server between login bursts holds no hashing memory and no traces of the
-//! last passwords' work, and a burst pays one allocation per thread, not one per hash. Unknown emails are verified against a dummy hash of the same cost, so the
-//! answer and its timing do not reveal whether an account exists.
+//! cannot get a slot within the ask timeout is shed too.
+//!
+//! Each hashing thread allocates its Argon2 working memory at its first hash and reuses it:
+//! the server's memory for hashing is at most `HASH_CONCURRENCY × m_cost`, whatever the load,
+//! and no hash pays for a 19 MiB allocation and its page faults. The buffer holds Argon2's
+//! internal blocks of the last hash (as good as the hash itself to an attacker, which is to say
+//! a brute-force target), is overwritten by the next one, and is zeroized and given back to the
+//! system once its thread has had no hash for [`IDLE_RELEASE`] (and when the thread ends): a
+//! server between login bursts holds no hashing memory and no traces of the last passwords'
+//! work, and a burst pays one allocation per thread, not one per hash.
+//!
+//! Unknown emails are verified against a dummy hash of the same cost, so the answer and its
+//! timing do not reveal whether an account exists.
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
