@@ -28,11 +28,11 @@ use std::time::Duration;
 
 /// How long SQLite waits for another writer (this process or another) before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle connections kept for reuse. With the page cache per connection, this bounds what
-/// storage holds in memory: SQLite fills a connection's cache as the database grows, so a
-/// server's memory rises with its first hundred thousand requests and then stays (the soak in
-/// RELIABILITY.md); the operating system's page cache serves what does not fit.
-pub const MAX_IDLE: usize = 16;
+/// Idle connections kept for reuse. With the page cache per connection (`DB_CACHE_KIB`), this
+/// bounds what storage holds in memory: SQLite fills a connection's cache as the database
+/// grows, so a server's memory rises with its first traffic and stays under this product (the
+/// soak in RELIABILITY.md); the operating system's page cache serves what does not fit.
+const MAX_IDLE: usize = 16;
 
 /// A shared libSQL database with a small connection pool. Cheap to clone.
 #[derive(Clone)]
