@@ -68,7 +68,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Lines waiting for the writer thread. Cheap to clone; every clone appends to the same queue.
 #[derive(Clone)]
-pub struct Batches {
+struct Batches {
     shared: Arc<Shared>,
 }
 
@@ -88,7 +88,7 @@ struct Queue {
 
 impl Batches {
     /// Starts the writer thread that drains the queue into `out`.
-    pub fn start<W: Write + Send + 'static>(mut out: W) -> std::io::Result<(Self, JoinHandle<()>)> {
+    fn start<W: Write + Send + 'static>(mut out: W) -> std::io::Result<(Self, JoinHandle<()>)> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             full: Condvar::new(),
@@ -128,7 +128,7 @@ impl Batches {
     }
 
     /// Asks the writer to write what is queued and stop.
-    pub fn close(&self) {
+    fn close(&self) {
         lock(&self.shared.queue).closed = true;
         self.shared.full.notify_one();
     }

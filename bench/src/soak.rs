@@ -16,7 +16,7 @@
 
 use crate::client::Http;
 use crate::scenarios::{load, Flow, Prepared, Scenario};
-use crate::{rss, start_server, tempfile_dir, wait_ready, Args, Proc};
+use crate::{start_server, tempfile_dir, wait_ready, Args, Proc};
 use std::time::{Duration, Instant};
 
 const MIX: [Scenario; 20] = {
@@ -42,7 +42,6 @@ struct Sample {
 }
 
 fn proc_sample(pid: u32) -> Option<(f64, f64, usize, usize)> {
-    let (rss, _) = rss(pid)?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<f64> {
@@ -54,6 +53,7 @@ fn proc_sample(pid: u32) -> Option<(f64, f64, usize, usize)> {
             .parse()
             .ok()
     };
+    let rss = field("VmRSS:")? / 1024.0;
     let anon = field("RssAnon:")? / 1024.0;
     let threads = field("Threads:")? as usize;
     Some((rss, anon, fds, threads))

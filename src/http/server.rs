@@ -58,11 +58,11 @@ fn new_request_id() -> HeaderValue {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(u64::from_le_bytes(
             edge_idp_actors::crypto::random_bytes::<8>().unwrap_or_else(|_| {
-                // No OS randomness: the thread's address and the time still keep ids apart.
+                // No OS randomness: the time in nanoseconds still keeps threads apart.
                 let t = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64);
-                (t ^ (&t as *const u64 as u64)).to_le_bytes()
+                t.to_le_bytes()
             }),
         ));
     }
