@@ -11,6 +11,11 @@
 //! for a write that takes tens of microseconds. So this process's writers queue first on a fair
 //! async gate ([`Db::write`]) and meet SQLite's lock one at a time; the busy handler is left
 //! for writers of other processes sharing the file.
+//!
+//! libSQL prepares a statement on every `execute` and `query`, and SQLite's parser and query
+//! planner were a sixth of a refresh's database work. A pooled [`Conn`] keeps the statements
+//! of the hot paths prepared ([`Conn::cached_row`], [`Conn::cached_execute`]) for as long as
+//! the connection lives; SQLite re-prepares one itself if the schema changes under it.
 
 mod migrate;
 mod orgs;
@@ -20,8 +25,11 @@ pub use migrate::{migrate, MigrateError, MIGRATIONS};
 pub use orgs::{Profile, Removal, SessionRow};
 
 use edge_idp_actors::StoreError;
-use libsql::{Connection, Database};
+use libsql::params::IntoParams;
+use libsql::{Connection, Database, Row, Statement};
+use std::collections::HashMap;
 use std::future::Future;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,9 +48,79 @@ pub struct Db {
     inner: Arc<Inner>,
 }
 
+/// A pooled connection and the statements prepared on it. Derefs to the libSQL connection.
+#[derive(Clone)]
+pub struct Conn {
+    conn: Connection,
+    prepared: Arc<Mutex<HashMap<&'static str, Arc<Statement>>>>,
+}
+
+impl Deref for Conn {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Conn {
+    /// `sql` prepared on this connection, once.
+    async fn prepared(&self, sql: &'static str) -> Result<Arc<Statement>, StoreError> {
+        let hit = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(s) = hit {
+            return Ok(s);
+        }
+        let s = Arc::new(self.conn.prepare(sql).await.map_err(map_err)?);
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sql, s.clone());
+        Ok(s)
+    }
+
+    /// The first row of the prepared query `sql`, read by `read`. A row of libSQL reads its
+    /// columns from the statement, so it is read before the statement is reset for its next
+    /// use (reset also ends the statement's read of the database).
+    pub async fn cached_row<T>(
+        &self,
+        sql: &'static str,
+        params: impl IntoParams,
+        read: impl FnOnce(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let stmt = self.prepared(sql).await?;
+        let result = async {
+            let mut rows = stmt.query(params).await.map_err(map_err)?;
+            match rows.next().await.map_err(map_err)? {
+                Some(row) => read(&row).map(Some),
+                None => Ok(None),
+            }
+        }
+        .await;
+        stmt.reset();
+        result
+    }
+
+    /// Runs the prepared statement `sql`, which returns no rows; the number of rows changed.
+    pub async fn cached_execute(
+        &self,
+        sql: &'static str,
+        params: impl IntoParams,
+    ) -> Result<usize, StoreError> {
+        let stmt = self.prepared(sql).await?;
+        let result = stmt.execute(params).await.map_err(map_err);
+        stmt.reset();
+        result
+    }
+}
+
 struct Inner {
     db: Database,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Conn>>,
     /// `PRAGMA cache_size` of every connection, as a negative KiB count.
     cache_pragma: String,
     /// This process's writers, one at a time, first come first served.
@@ -86,7 +164,7 @@ impl Db {
         Ok(this)
     }
 
-    async fn checkout(&self) -> Result<Connection, StoreError> {
+    async fn checkout(&self) -> Result<Conn, StoreError> {
         let idle = self
             .inner
             .idle
@@ -101,10 +179,13 @@ impl Db {
         c.execute_batch(&self.inner.cache_pragma)
             .await
             .map_err(map_err)?;
-        Ok(c)
+        Ok(Conn {
+            conn: c,
+            prepared: Arc::default(),
+        })
     }
 
-    fn checkin(&self, c: Connection) {
+    fn checkin(&self, c: Conn) {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(c);
@@ -116,7 +197,7 @@ impl Db {
     /// discarded.
     pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(Connection) -> Fut + Send + 'static,
+        F: FnOnce(Conn) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send,
         T: Send + 'static,
     {
@@ -127,7 +208,7 @@ impl Db {
     /// wait for them is bounded like SQLite's own wait for the lock, and answered the same way.
     pub async fn write<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(Connection) -> Fut + Send + 'static,
+        F: FnOnce(Conn) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send,
         T: Send + 'static,
     {
@@ -143,7 +224,7 @@ impl Db {
         op: F,
     ) -> Result<T, StoreError>
     where
-        F: FnOnce(Connection) -> Fut + Send + 'static,
+        F: FnOnce(Conn) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send,
         T: Send + 'static,
     {
@@ -215,5 +296,95 @@ pub(crate) fn is_unique_violation(e: &libsql::Error) -> bool {
             *code == 2067 || *code == 1555 || msg.contains("UNIQUE constraint failed")
         }
         other => other.to_string().contains("UNIQUE constraint failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_local(&dir.path().join("t.db"), 1024)
+            .await
+            .unwrap();
+        db.write(|c| async move {
+            c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE);")
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        (dir, db)
+    }
+
+    const INSERT: &str = "INSERT INTO t (k, v) VALUES (?1, ?2)";
+    const READ: &str = "SELECT v FROM t WHERE k = ?1";
+
+    fn text(r: &Row) -> Result<String, StoreError> {
+        r.get(0).map_err(map_err)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cached_statement_is_prepared_once_and_reads_each_use_its_own_row() {
+        let (_dir, db) = db().await;
+        let other = db.inner.db.connect().unwrap();
+        let (rows, prepared) = db
+            .write(|c| async move {
+                for (k, v) in [(1, "one"), (2, "two")] {
+                    assert_eq!(c.cached_execute(INSERT, libsql::params![k, v]).await?, 1);
+                }
+                let mut read = Vec::new();
+                for k in [2, 1, 3] {
+                    read.push(c.cached_row(READ, [k], text).await?);
+                }
+                let prepared = c.prepared.lock().unwrap().len();
+                // A statement left unreset would still hold its read of the database, and a
+                // checkpoint from another connection could not take the whole log.
+                let mut r = other
+                    .query("PRAGMA wal_checkpoint(TRUNCATE)", ())
+                    .await
+                    .map_err(map_err)?;
+                let busy: i64 = r.next().await.map_err(map_err)?.unwrap().get(0).unwrap();
+                assert_eq!(busy, 0, "a cached read still holds the database");
+                Ok((read, prepared))
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, [Some("two".to_owned()), Some("one".to_owned()), None]);
+        assert_eq!(prepared, 2, "one statement per SQL text");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_cached_statement_stays_usable_and_a_schema_change_is_followed() {
+        let (_dir, db) = db().await;
+        let after = db
+            .write(|c| async move {
+                c.cached_execute(INSERT, libsql::params![1, "one"]).await?;
+                let dup = c.cached_execute(INSERT, libsql::params![2, "one"]).await;
+                assert!(dup.is_err(), "the unique index refuses a second 'one'");
+                c.cached_execute(INSERT, libsql::params![2, "two"]).await?;
+                c.execute_batch("ALTER TABLE t ADD COLUMN w TEXT")
+                    .await
+                    .map_err(map_err)?;
+                c.cached_execute(INSERT, libsql::params![3, "three"])
+                    .await?;
+                let mut read = Vec::new();
+                for k in [1, 2, 3] {
+                    read.push(c.cached_row(READ, [k], text).await?);
+                }
+                Ok(read)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            after,
+            [
+                Some("one".to_owned()),
+                Some("two".to_owned()),
+                Some("three".to_owned())
+            ]
+        );
     }
 }

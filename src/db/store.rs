@@ -4,7 +4,7 @@
 //! conditional `UPDATE … WHERE used_at IS NULL` of a rotation inside an immediate transaction,
 //! and `insert_first_key`'s check-then-insert under the write lock.
 
-use super::{is_unique_violation, map_err, Db};
+use super::{is_unique_violation, map_err, Conn, Db};
 use edge_idp_actors::store::{
     Challenge, KeyStore, Membership, MfaRecord, MfaStatus, MfaStore, NewSession, NewUser,
     Presentation, Presented, Principal, Pruned, RefreshView, Role, SessionStore, StoreResult,
@@ -71,9 +71,8 @@ pub(super) async fn first_row(
 
 /// Who session `sid`'s next access token is for: its active organization while the user is a
 /// member there, else the default one. Read on `c` (inside the caller's transaction, if any).
-async fn principal_on(c: &Connection, sid: String) -> StoreResult<Option<Principal>> {
-    let Some(r) = first_row(
-        c,
+async fn principal_on(c: &Conn, sid: String) -> StoreResult<Option<Principal>> {
+    c.cached_row(
         "SELECT u.id, u.email, s.amr, ma.org_id, oa.name, ma.role, md.org_id, od.name, md.role \
          FROM sessions s JOIN users u ON u.id = s.user_id \
          LEFT JOIN memberships ma ON ma.org_id = s.active_org_id AND ma.user_id = u.id \
@@ -82,12 +81,15 @@ async fn principal_on(c: &Connection, sid: String) -> StoreResult<Option<Princip
          LEFT JOIN organizations od ON od.id = md.org_id \
          WHERE s.id = ?1",
         [sid],
+        principal,
     )
-    .await?
-    else {
-        return Ok(None);
-    };
-    let membership = match (opt_uuid(&r, 3)?, opt_uuid(&r, 6)?) {
+    .await
+    .map(Option::flatten)
+}
+
+/// A row of `principal_on`'s query; none if the user is a member of neither organization.
+fn principal(r: &Row) -> StoreResult<Option<Principal>> {
+    let membership = match (opt_uuid(r, 3)?, opt_uuid(r, 6)?) {
         (Some(org_id), _) => Membership {
             org_id,
             org_name: r.get(4).map_err(map_err)?,
@@ -102,7 +104,7 @@ async fn principal_on(c: &Connection, sid: String) -> StoreResult<Option<Princip
     };
     let amr: String = r.get(2).map_err(map_err)?;
     Ok(Some(Principal {
-        user_id: uuid(&r, 0)?,
+        user_id: uuid(r, 0)?,
         email: r.get(1).map_err(map_err)?,
         membership,
         amr: amr
@@ -206,7 +208,7 @@ impl UserStore for Db {
     ) -> StoreResult<()> {
         self.write(move |c| async move {
             let id = user_id.to_string();
-            c.execute("UPDATE users SET failed_logins = 0, last_login_at = ?2 WHERE id = ?1", params![id.clone(), now]).await.map_err(map_err)?;
+            c.cached_execute("UPDATE users SET failed_logins = 0, last_login_at = ?2 WHERE id = ?1", params![id.clone(), now]).await?;
             if let Some((old, new)) = rehash {
                 c.execute(
                     "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE id = ?1 AND password_hash = ?2",
@@ -225,19 +227,17 @@ impl SessionStore for Db {
     async fn start_session(&self, s: NewSession) -> StoreResult<()> {
         self.write(move |c| async move {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            tx.execute(
+            c.cached_execute(
                 "INSERT INTO sessions (id, user_id, active_org_id, amr, user_agent, ip, created_at, last_used_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
                 params![s.id.to_string(), s.user_id.to_string(), s.active_org_id.to_string(), s.amr.join(","), s.user_agent, s.ip, s.created_at, s.expires_at],
             )
-            .await
-            .map_err(map_err)?;
-            tx.execute(
+            .await?;
+            c.cached_execute(
                 "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) VALUES (?1, ?2, 0, ?3, ?4)",
                 params![blob(&s.token_hash), s.id.to_string(), s.created_at, s.token_expires_at],
             )
-            .await
-            .map_err(map_err)?;
+            .await?;
             tx.commit().await.map_err(map_err)
         })
         .await
@@ -248,31 +248,33 @@ impl SessionStore for Db {
             // Immediate: the write lock is taken before the read, so what is read is what the
             // rotation replaces, in this process and in any other sharing the file.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            let Some(r) = first_row(
-                &tx,
+            // The statements are the connection's prepared ones; they run inside `tx`.
+            let Some(view) = c.cached_row(
                 "SELECT r.session_id, s.user_id, r.generation, r.expires_at, r.used_at, r.successor_sealed, \
                         n.used_at IS NOT NULL, n.expires_at, CASE WHEN s.revoked_at IS NULL THEN NULL ELSE COALESCE(s.revoked_reason, 'revoked') END, s.expires_at \
                  FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
                  LEFT JOIN refresh_tokens n ON n.token_hash = r.successor_hash \
                  WHERE r.token_hash = ?1",
                 [blob(&p.token_hash)],
+                |r| {
+                    Ok(RefreshView {
+                        session_id: uuid(r, 0)?,
+                        user_id: uuid(r, 1)?,
+                        generation: r.get(2).map_err(map_err)?,
+                        expires_at: r.get(3).map_err(map_err)?,
+                        used_at: r.get(4).map_err(map_err)?,
+                        successor_sealed: r.get(5).map_err(map_err)?,
+                        successor_used: r.get::<i64>(6).map_err(map_err)? != 0,
+                        successor_expires_at: r.get(7).map_err(map_err)?,
+                        session_revoked: r.get(8).map_err(map_err)?,
+                        session_expires_at: r.get(9).map_err(map_err)?,
+                    })
+                },
             )
             .await?
             else {
                 tx.commit().await.map_err(map_err)?;
                 return Ok(None);
-            };
-            let view = RefreshView {
-                session_id: uuid(&r, 0)?,
-                user_id: uuid(&r, 1)?,
-                generation: r.get(2).map_err(map_err)?,
-                expires_at: r.get(3).map_err(map_err)?,
-                used_at: r.get(4).map_err(map_err)?,
-                successor_sealed: r.get(5).map_err(map_err)?,
-                successor_used: r.get::<i64>(6).map_err(map_err)? != 0,
-                successor_expires_at: r.get(7).map_err(map_err)?,
-                session_revoked: r.get(8).map_err(map_err)?,
-                session_expires_at: r.get(9).map_err(map_err)?,
             };
             let sid = view.session_id.to_string();
             let mut rotated = None;
@@ -280,32 +282,29 @@ impl SessionStore for Db {
                 let expires_at = (p.now + p.token_ttl).min(view.session_expires_at);
                 let sealed = p.successor_sealed.map(Value::Blob).unwrap_or(Value::Null);
                 // Conditional even under the write lock: the row decides, not what was read.
-                let changed = tx
-                    .execute(
+                let changed = c
+                    .cached_execute(
                         "UPDATE refresh_tokens SET used_at = ?2, successor_hash = ?3, successor_sealed = ?4 \
                          WHERE token_hash = ?1 AND used_at IS NULL",
                         params![blob(&p.token_hash), p.now, blob(&p.successor_hash), sealed],
                     )
-                    .await
-                    .map_err(map_err)?;
+                    .await?;
                 if changed != 1 {
                     return Err(StoreError::Other("refresh token changed under the write lock".into()));
                 }
-                tx.execute(
+                c.cached_execute(
                     "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![blob(&p.successor_hash), sid.clone(), view.generation + 1, p.now, expires_at],
                 )
-                .await
-                .map_err(map_err)?;
+                .await?;
                 // The presented token's own predecessor can no longer be replayed: erase its copy.
-                tx.execute("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_hash = ?1 AND successor_sealed IS NOT NULL", [blob(&p.token_hash)])
-                    .await
-                    .map_err(map_err)?;
-                tx.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![sid.clone(), p.now]).await.map_err(map_err)?;
+                c.cached_execute("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_hash = ?1 AND successor_sealed IS NOT NULL", [blob(&p.token_hash)])
+                    .await?;
+                c.cached_execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![sid.clone(), p.now]).await?;
                 rotated = Some(expires_at);
             }
             let principal = if view.session_revoked.is_none() {
-                principal_on(&tx, sid).await?
+                principal_on(&c, sid).await?
             } else {
                 None
             };
