@@ -311,7 +311,7 @@ struct Checked {
     jwks: bytes::Bytes,
 }
 
-/// Whether `body` is the answer `last` holds; else `check` decides, and a good one is kept.
+/// Done if `answer` is the one `last` holds; else `check` decides, and a good one is kept.
 fn same_or_checked(
     last: &mut bytes::Bytes,
     answer: &crate::client::Answer,

@@ -13,9 +13,10 @@
 //! for writers of other processes sharing the file.
 //!
 //! libSQL prepares a statement on every `execute` and `query`, and SQLite's parser and query
-//! planner were a sixth of a refresh's database work. A pooled [`Conn`] keeps the statements
-//! of the hot paths prepared ([`Conn::cached_row`], [`Conn::cached_execute`]) for as long as
-//! the connection lives; SQLite re-prepares one itself if the schema changes under it.
+//! planner were most of SQLite's CPU in a rotation (170 µs of it; 67 µs with the statements
+//! prepared once). A pooled [`Conn`] keeps the statements of the hot paths prepared
+//! ([`Conn::cached_row`], [`Conn::cached_execute`]) for as long as the connection lives;
+//! SQLite re-prepares one itself if the schema changes under it.
 
 mod migrate;
 mod orgs;
