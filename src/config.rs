@@ -156,7 +156,10 @@ pub struct Config {
     /// `count/seconds` for refresh per IP.
     #[arg(long, env = "RATE_LIMIT_REFRESH", default_value = "60/60")]
     pub rate_limit_refresh: Quota,
-    /// Namespace of the rate-limit keys in Redis (`{prefix}:rl:…`).
+    /// `count/seconds` for organization invitations per inviting user.
+    #[arg(long, env = "RATE_LIMIT_INVITE", default_value = "30/3600")]
+    pub rate_limit_invite: Quota,
+    /// Namespace of the rate-limit keys in Redis (`{<prefix>}:rl:…`, a Cluster hash tag).
     #[arg(long, env = "RATE_LIMIT_REDIS_PREFIX", default_value = "edge-idp")]
     pub rate_limit_redis_prefix: String,
     /// Per-call Redis timeout, milliseconds; past it the check is answered from memory.
@@ -191,6 +194,44 @@ pub struct Config {
     /// How long a request waits for an actor or a hashing slot, milliseconds.
     #[arg(long, env = "ACTOR_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub actor_timeout_ms: u64,
+    /// Open connections at once; beyond it new connections wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a connection may take to send a request's headers, counted from when the server
+    /// starts waiting for them: this also bounds how long a keep-alive connection may sit idle.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request may take to send its body.
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub body_read_timeout_secs: u64,
+    /// With a comma-list `CLIENT_IP_HEADER` (`X-Forwarded-For`), which entry from the right is
+    /// the client: the one the N-th trusted proxy appended.
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub trusted_proxy_hops: u32,
+    /// `count/seconds`: wrong second-factor answers of one user, across every endpoint that
+    /// checks one, before further attempts are refused until the window passes.
+    #[arg(long, env = "MFA_FAILURE_LIMIT", default_value = "10/900")]
+    pub mfa_failure_limit: Quota,
+    /// Consecutive wrong passwords for one account before it is locked for a while.
+    #[arg(long, env = "LOCKOUT_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub lockout_threshold: u32,
+    /// The first lock's length, seconds; each further failure doubles it.
+    #[arg(long, env = "LOCKOUT_BASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lockout_base_secs: u64,
+    /// The longest lock, seconds.
+    #[arg(long, env = "LOCKOUT_MAX_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lockout_max_secs: u64,
+    /// Seconds after a login during which its tokens may enroll and confirm MFA without
+    /// signing in again (step-up).
+    #[arg(long, env = "STEP_UP_MAX_AGE_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub step_up_max_age_secs: u64,
+    /// A separate, internal listener for `/metrics`; when set, the public listener no longer
+    /// serves it.
+    #[arg(long, env = "METRICS_LISTEN_ADDR")]
+    pub metrics_listen_addr: Option<SocketAddr>,
+    /// A bearer token `/metrics` requires on the public listener.
+    #[arg(long, env = "METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
 }
 
 /// A setting that cannot be used, with the variable it came from.
@@ -252,8 +293,6 @@ pub struct Settings {
     pub key_import: Option<edge_idp_actors::keys::KeyImport>,
     /// Argon2id cost.
     pub argon2: argon2::Params,
-    /// Trusted client-IP header, lower-cased.
-    pub client_ip_header: Option<http::HeaderName>,
     /// Rate limits.
     pub limits: Limits,
     /// Redis for shared rate limits: `(url, key prefix, per-call timeout)`.
@@ -272,9 +311,80 @@ pub struct Settings {
     pub ask_timeout: Duration,
     /// Mode.
     pub app_env: AppEnv,
+    /// What the server edge bounds.
+    pub edge: EdgeLimits,
+    /// How client IPs are read and keyed.
+    pub client_ip: ClientIpPolicy,
+    /// Brute-force guards beyond the rate limits.
+    pub guards: Guards,
+    /// Where and how `/metrics` is served.
+    pub metrics: MetricsAccess,
 }
 
-/// The three rate-limit quotas of API.md.
+/// Bounds of the server edge against slow and numerous clients.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    /// Open connections at once.
+    pub max_connections: usize,
+    /// Time to send request headers; also the idle keep-alive bound.
+    pub header_read_timeout: Duration,
+    /// Time to send a request body.
+    pub body_read_timeout: Duration,
+}
+
+/// How the client IP is taken from a trusted header.
+#[derive(Debug, Clone)]
+pub struct ClientIpPolicy {
+    /// The header, if any.
+    pub header: Option<http::HeaderName>,
+    /// Which entry of a comma list, counted from the right (1 = the right-most).
+    pub trusted_hops: usize,
+}
+
+/// Account lockout after consecutive wrong passwords.
+#[derive(Debug, Clone, Copy)]
+pub struct Lockout {
+    /// Failures before the first lock.
+    pub threshold: u32,
+    /// The first lock, seconds; doubled by each further failure.
+    pub base_secs: i64,
+    /// The longest lock, seconds.
+    pub max_secs: i64,
+}
+
+impl Lockout {
+    /// How long an account is locked after its `failures`-th consecutive failure (0: not).
+    pub fn lock_secs(&self, failures: i64) -> i64 {
+        let over = failures - i64::from(self.threshold);
+        if over < 0 {
+            return 0;
+        }
+        let doubled = self.base_secs.saturating_mul(1i64 << over.min(40));
+        doubled.min(self.max_secs)
+    }
+}
+
+/// Guards of the password and second-factor checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Guards {
+    /// Wrong second-factor answers per user and window.
+    pub mfa_failures: Quota,
+    /// Consecutive-failure lockout.
+    pub lockout: Lockout,
+    /// How recent a login must be for MFA enrollment without another sign-in, seconds.
+    pub step_up_max_age: i64,
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone)]
+pub struct MetricsAccess {
+    /// A separate listener that serves `/metrics` (and nothing else).
+    pub listen_addr: Option<SocketAddr>,
+    /// A bearer token the public listener requires.
+    pub token: Option<String>,
+}
+
+/// The rate-limit quotas of API.md.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Login and MFA verify, per IP and per account.
@@ -283,6 +393,8 @@ pub struct Limits {
     pub signup: Quota,
     /// Refresh per IP.
     pub refresh: Quota,
+    /// Organization invitations per inviting user.
+    pub invite: Quota,
 }
 
 /// The OWASP Argon2id floor that production refuses to go below.
@@ -388,7 +500,6 @@ impl Config {
                 _ => None,
             },
             argon2,
-            client_ip_header,
             redis: match &self.redis_url {
                 None => None,
                 Some(url) => {
@@ -417,6 +528,7 @@ impl Config {
                 login: self.rate_limit_login,
                 signup: self.rate_limit_signup,
                 refresh: self.rate_limit_refresh,
+                invite: self.rate_limit_invite,
             },
             max_in_flight: self.max_in_flight as usize,
             hash_concurrency: self.hash_concurrency.map(|n| n as usize).unwrap_or(cores),
@@ -427,6 +539,39 @@ impl Config {
             ask_timeout: Duration::from_millis(self.actor_timeout_ms),
             db_cache_kib: self.db_cache_kib,
             app_env: self.app_env,
+            edge: EdgeLimits {
+                max_connections: self.max_connections as usize,
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+                body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+            },
+            client_ip: ClientIpPolicy {
+                header: client_ip_header,
+                trusted_hops: self.trusted_proxy_hops as usize,
+            },
+            guards: Guards {
+                mfa_failures: self.mfa_failure_limit,
+                lockout: Lockout {
+                    threshold: self.lockout_threshold,
+                    base_secs: self.lockout_base_secs as i64,
+                    max_secs: self.lockout_max_secs.max(self.lockout_base_secs) as i64,
+                },
+                step_up_max_age: self.step_up_max_age_secs as i64,
+            },
+            metrics: MetricsAccess {
+                listen_addr: self.metrics_listen_addr,
+                token: match self.metrics_token.as_deref().map(str::trim) {
+                    None => None,
+                    Some(t) if t.len() >= 16 && !t.contains(char::is_whitespace) => {
+                        Some(t.to_owned())
+                    }
+                    Some(_) => {
+                        return Err(bad(
+                            "METRICS_TOKEN",
+                            "must be at least 16 characters without spaces",
+                        ))
+                    }
+                },
+            },
         })
     }
 

@@ -32,7 +32,7 @@ fn body_as<T: DeserializeOwned>(data: &[u8]) -> Option<T> {
 pub fn request_bodies(data: &[u8]) {
     if let Some(r) = body_as::<auth::SignupRequest>(data) {
         let _ = extract::email("email", &r.email);
-        let _ = crate::passwords::check_policy(r.password.expose());
+        let _ = crate::passwords::check_policy(r.password.expose(), &[]);
         let _ = extract::text("name", r.name.as_deref(), 100);
         let _ = extract::text("organization_name", r.organization_name.as_deref(), 100);
     }
@@ -43,12 +43,12 @@ pub fn request_bodies(data: &[u8]) {
     body_as::<auth::LogoutRequest>(data);
     body_as::<account::SwitchOrgRequest>(data);
     if let Some(r) = body_as::<account::PasswordRequest>(data) {
-        let _ = crate::passwords::check_policy(r.new_password.expose());
+        let _ = crate::passwords::check_policy(r.new_password.expose(), &[]);
     }
     if let Some(r) = body_as::<orgs::CreateOrgRequest>(data) {
         let _ = extract::text("name", Some(&r.name), 100);
     }
-    if let Some(r) = body_as::<orgs::AddMemberRequest>(data) {
+    if let Some(r) = body_as::<orgs::InviteRequest>(data) {
         let _ = extract::email("email", &r.email);
     }
     body_as::<mfa::CodeRequest>(data);
@@ -92,9 +92,9 @@ pub fn bearer_value(issuer: &TokenIssuer, data: &[u8]) {
 /// A `CLIENT_IP_HEADER` value.
 pub fn client_ip_header(data: &[u8]) {
     if let Ok(value) = std::str::from_utf8(data) {
-        if let Some(ip) = parse_client_ip(value) {
-            let first = value.split(',').next().unwrap_or_default().trim();
-            assert_eq!(first.parse::<std::net::IpAddr>().ok(), Some(ip));
+        if let Some(ip) = parse_client_ip(value, 1) {
+            let last = value.rsplit(',').next().unwrap_or_default().trim();
+            assert_eq!(last.parse::<std::net::IpAddr>().ok(), Some(ip));
         }
     }
 }

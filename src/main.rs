@@ -6,6 +6,13 @@ use edge_idp::startup::Application;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Every file this process creates (the database, its WAL and shared-memory files, keys it
+    // generates) is readable by its owner alone.
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {

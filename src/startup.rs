@@ -70,6 +70,8 @@ impl Stopper {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    /// The internal `/metrics` listener, when `METRICS_LISTEN_ADDR` is set.
+    metrics_listener: Option<TcpListener>,
     state: SharedState,
     root: ActorRef<()>,
     root_join: JoinHandle<()>,
@@ -143,6 +145,7 @@ impl Application {
                 clock: clock.clone(),
                 mfa: MfaConfig {
                     sealer: settings.master_key.sealer(b"totp-secrets"),
+                    recovery: settings.master_key.keyed_hash(b"recovery-codes"),
                     issuer: settings.mfa_issuer.clone(),
                 },
             },
@@ -185,6 +188,10 @@ impl Application {
             .await
             .map_err(StartError::Bind)?;
         let addr = listener.local_addr().map_err(StartError::Bind)?;
+        let metrics_listener = match settings.metrics.listen_addr {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(StartError::Bind)?),
+            None => None,
+        };
         let revocations = crate::revocation::Revocations::new(settings.access_token_ttl);
         let state = Arc::new(AppState {
             settings,
@@ -203,6 +210,7 @@ impl Application {
         Ok(Self {
             listener,
             addr,
+            metrics_listener,
             state,
             root,
             root_join,
@@ -219,6 +227,13 @@ impl Application {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The internal metrics listener's address, when `METRICS_LISTEN_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// A handle that stops the application.
@@ -246,6 +261,7 @@ impl Application {
         let Self {
             listener,
             addr,
+            metrics_listener,
             state,
             root,
             root_join,
@@ -255,6 +271,23 @@ impl Application {
         let mut stopped = stop.subscribe();
         let janitor = tokio::spawn(prune_loop(state.clone(), stop.subscribe()));
         tracing::info!(addr = %addr, "listening");
+        let internal = metrics_listener.map(|l| {
+            if let Ok(a) = l.local_addr() {
+                tracing::info!(addr = %a, "metrics listening");
+            }
+            let mut stopped = stop.subscribe();
+            let limits = state.settings.edge;
+            tokio::spawn(http::server::serve(
+                l,
+                http::metrics_routes(state.clone()),
+                4,
+                limits,
+                state.metrics.clone(),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ))
+        });
         let shutdown = async move {
             tokio::select! {
                 _ = stopped.wait_for(|s| *s) => {}
@@ -265,12 +298,16 @@ impl Application {
             listener,
             http::routes(state.clone()),
             state.settings.max_in_flight,
+            state.settings.edge,
             state.metrics.clone(),
             shutdown,
         )
         .await;
         stop.send_replace(true);
         let _ = janitor.await;
+        if let Some(internal) = internal {
+            let _ = internal.await;
+        }
         root.stop(Some("shutdown".into()));
         let _ = tokio::time::timeout(Duration::from_secs(10), root_join).await;
         // The last audit handles go with the state; the writer then stores what is queued.

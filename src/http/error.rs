@@ -57,9 +57,8 @@ pub enum ApiError {
     RefreshTokenReused,
     /// 403 `forbidden`: the caller's role in the organization does not allow this.
     Forbidden,
-    /// 404 `user_not_found`: no account with that email.
-    UserNotFound,
-    /// 409 `already_member`.
+    /// 409 `already_member`: the account (the invited email's, or the caller accepting) is
+    /// already a member of the organization.
     AlreadyMember,
     /// 409 `last_owner`: the organization would lose its last owner.
     LastOwner,
@@ -76,6 +75,11 @@ pub enum ApiError {
     InvalidToken,
     /// 401 `session_revoked`: the Bearer token's session was revoked.
     SessionRevoked,
+    /// 401 `insufficient_user_authentication` (RFC 9470): the login behind the Bearer token is
+    /// older than the step-up window (its `max_age`, seconds); sign in again.
+    StepUpRequired(i64),
+    /// 408 `request_timeout`: the request body did not arrive in time.
+    RequestTimeout,
     /// 429 `rate_limited`, with `Retry-After` and `RateLimit-*`.
     RateLimited(Decision),
     /// 503 `unavailable`: overloaded, an actor restarting, the database busy. Retry.
@@ -193,7 +197,6 @@ impl ApiError {
                 "Refresh token reused",
             ),
             Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            UserNotFound => (StatusCode::NOT_FOUND, "user_not_found", "User not found"),
             AlreadyMember => (StatusCode::CONFLICT, "already_member", "Already a member"),
             LastOwner => (StatusCode::CONFLICT, "last_owner", "Last owner"),
             InvalidMfaCode => (
@@ -225,6 +228,16 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "session_revoked",
                 "Session revoked",
+            ),
+            StepUpRequired(_) => (
+                StatusCode::UNAUTHORIZED,
+                "insufficient_user_authentication",
+                "Recent sign-in required",
+            ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request timeout",
             ),
             RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -263,8 +276,7 @@ impl ApiError {
                     .into()
             }
             Forbidden => "Your role in this organization does not allow this.".into(),
-            UserNotFound => "No account has that email.".into(),
-            AlreadyMember => "That user is already a member of this organization.".into(),
+            AlreadyMember => "That account is already a member of this organization.".into(),
             LastOwner => "An organization must keep at least one owner.".into(),
             InvalidMfaCode => "The code is wrong, malformed, or was already used.".into(),
             InvalidMfaToken => {
@@ -278,6 +290,10 @@ impl ApiError {
             SessionRevoked => {
                 "The session of this access token has been revoked. Log in again.".into()
             }
+            StepUpRequired(age) => format!(
+                "This change needs a sign-in from the last {age} seconds. Log in again, then retry."
+            ),
+            RequestTimeout => "The request body did not arrive in time.".into(),
             RateLimited(d) => format!("Retry in {} seconds.", d.reset_secs.max(1)),
             Unavailable(_) => "Please retry shortly.".into(),
             Internal(_) => "An unexpected error occurred.".into(),
@@ -320,6 +336,17 @@ impl ApiError {
             }
             ApiError::Unavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::StepUpRequired(age) => {
+                let v = format!(
+                    r#"Bearer error="insufficient_user_authentication", error_description="a more recent authentication is required", max_age={age}"#
+                );
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::RequestTimeout => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::InvalidToken | ApiError::SessionRevoked => {
                 h.insert(

@@ -15,6 +15,10 @@ use warp::Filter;
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
+/// Marks a request whose body the server edge stopped reading at [`BODY_LIMIT`].
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTooLarge;
+
 /// The TCP peer, put into request extensions by the server edge.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
@@ -58,13 +62,13 @@ pub fn client(
         .and(warp::header::headers_cloned())
         .map(
             move |peer: Option<PeerAddr>, headers: warp::http::HeaderMap| {
-                let from_header = state
-                    .settings
-                    .client_ip_header
+                let policy = &state.settings.client_ip;
+                let from_header = policy
+                    .header
                     .as_ref()
                     .and_then(|name| headers.get(name))
                     .and_then(|v| v.to_str().ok())
-                    .and_then(parse_client_ip);
+                    .and_then(|v| parse_client_ip(v, policy.trusted_hops));
                 let ip = from_header
                     .or(peer.map(|p| p.0.ip()))
                     .unwrap_or(IpAddr::from([127, 0, 0, 1]));
@@ -85,13 +89,39 @@ pub fn client(
         )
 }
 
-/// Parses a client-IP header value: an IP address, optionally the first of a comma list.
-pub fn parse_client_ip(value: &str) -> Option<IpAddr> {
-    let first = value.split(',').next()?.trim();
-    if first.len() > 64 {
+/// Parses a client-IP header value: an IP address, or of a comma list (`X-Forwarded-For`) the
+/// `hops`-th entry from the right. Each proxy appends the address it saw, so the right-most
+/// entries are written by the proxies we trust and the left-most by the client, who can write
+/// anything there.
+pub fn parse_client_ip(value: &str, hops: usize) -> Option<IpAddr> {
+    let entry = value.rsplit(',').nth(hops.max(1) - 1)?.trim();
+    if entry.len() > 64 {
         return None;
     }
-    first.parse().ok()
+    entry.parse().ok()
+}
+
+impl Client {
+    /// The key per-IP rate limits count this client under: an IPv4 address whole, an IPv6
+    /// address by its /64, since one subscriber is routinely handed a whole /64 and would
+    /// otherwise get 2^64 buckets. An IPv4-mapped IPv6 address counts as its IPv4 address.
+    pub fn rate_key(&self) -> String {
+        ip_rate_key(self.ip)
+    }
+}
+
+/// See [`Client::rate_key`].
+pub fn ip_rate_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 /// Extracts the raw JSON body, or the 413/415 that reading it produced.
@@ -99,13 +129,19 @@ pub fn json_body(
 ) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and(warp::header::optional::<String>("content-length"))
+        .and(warp::ext::optional::<BodyTooLarge>())
         .and(warp::body::stream())
-        .then(|ct: Option<String>, len: Option<String>, body| read_body(ct, len, body))
+        .then(
+            |ct: Option<String>, len: Option<String>, too_large: Option<BodyTooLarge>, body| {
+                read_body(ct, len, too_large.is_some(), body)
+            },
+        )
 }
 
 async fn read_body<B: Buf>(
     content_type: Option<String>,
     content_length: Option<String>,
+    too_large: bool,
     body: impl Stream<Item = Result<B, warp::Error>>,
 ) -> Result<Bytes, ApiError> {
     let is_json = content_type.as_deref().is_some_and(|ct| {
@@ -115,9 +151,10 @@ async fn read_body<B: Buf>(
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
     }
-    if content_length
-        .and_then(|l| l.trim().parse::<u64>().ok())
-        .is_some_and(|l| l > BODY_LIMIT as u64)
+    if too_large
+        || content_length
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .is_some_and(|l| l > BODY_LIMIT as u64)
     {
         return Err(ApiError::PayloadTooLarge);
     }
@@ -269,16 +306,35 @@ mod tests {
     }
 
     #[test]
-    fn client_ip_header_values() {
+    fn client_ip_header_values_are_read_from_the_right() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(parse_client_ip("203.0.113.7", 1), ip("203.0.113.7"));
+        // The client wrote the left-most entry; the trusted proxy appended the right-most.
         assert_eq!(
-            parse_client_ip("203.0.113.7"),
-            Some("203.0.113.7".parse().unwrap())
+            parse_client_ip("6.6.6.6, 203.0.113.7", 1),
+            ip("203.0.113.7")
         );
         assert_eq!(
-            parse_client_ip("2001:db8::1, 10.0.0.1"),
-            Some("2001:db8::1".parse().unwrap())
+            parse_client_ip("6.6.6.6, 2001:db8::1, 10.0.0.1", 2),
+            ip("2001:db8::1")
         );
-        assert_eq!(parse_client_ip("not-an-ip"), None);
-        assert_eq!(parse_client_ip(""), None);
+        assert_eq!(
+            parse_client_ip("203.0.113.7", 2),
+            None,
+            "fewer entries than hops"
+        );
+        assert_eq!(parse_client_ip("1.1.1.1, not-an-ip", 1), None);
+        assert_eq!(parse_client_ip("not-an-ip", 1), None);
+        assert_eq!(parse_client_ip("", 1), None);
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let key = |s: &str| ip_rate_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
     }
 }

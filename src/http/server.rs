@@ -3,16 +3,30 @@
 //!
 //! Per request: a sane `X-Request-Id` is echoed or one is generated (and handed to the router
 //! as the request header, so handlers and logs see the same id); the TCP peer goes into the
-//! request extensions; a global in-flight bound sheds excess load with an immediate 503 instead
-//! of queueing; the security headers are added; one access-log line is written. Shutdown stops
-//! accepting, lets requests in flight finish (bounded by a drain timeout), then returns.
+//! request extensions; the body is read whole (at most 16 KiB, within `BODY_READ_TIMEOUT_SECS`)
+//! *before* the request takes one of the in-flight permits, so a client that stalls mid-body
+//! holds a connection, never a permit; a global in-flight bound sheds excess load with an
+//! immediate 503 instead of queueing (`/healthz` and `/readyz` take no permit, so they answer
+//! under any load); the security headers are added; one access-log line is written.
+//!
+//! Per connection: at most `MAX_CONNECTIONS` are open (more wait in the listen backlog), and
+//! hyper's timer closes a connection that takes longer than `HEADER_READ_TIMEOUT_SECS` to send
+//! a request's headers, counted from when the server starts waiting for them, so an idle
+//! keep-alive connection is closed after the same time. Together these bound what slow clients
+//! can hold: a connection for a few seconds each, and no permit at all.
+//!
+//! Shutdown stops accepting, lets requests in flight finish (bounded by a drain timeout), then
+//! returns.
 
 use super::error::ApiError;
-use super::extract::PeerAddr;
+use super::extract::{BodyTooLarge, PeerAddr, BODY_LIMIT};
 use super::route_of;
+use crate::config::EdgeLimits;
 use crate::metrics::Metrics;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -88,19 +102,46 @@ fn new_request_id() -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("unknown"))
 }
 
+/// What one connection's requests share.
+struct Edge {
+    in_flight: Semaphore,
+    metrics: Arc<Metrics>,
+    body_read_timeout: Duration,
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
     router: BoxedFilter<(Response,)>,
     max_in_flight: usize,
+    limits: EdgeLimits,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let svc = warp::service(router);
-    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let edge = Arc::new(Edge {
+        in_flight: Semaphore::new(max_in_flight),
+        metrics,
+        body_read_timeout: limits.body_read_timeout,
+    });
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // A connection slot first: at the cap, further clients wait in the listen backlog
+        // until a connection closes (the header-read timeout closes slow ones).
+        let slot = tokio::select! {
+            slot = connections.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -115,22 +156,19 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let svc = svc.clone();
-        let in_flight = in_flight.clone();
-        let metrics = metrics.clone();
+        let edge = edge.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut svc = svc.clone();
-            let in_flight = in_flight.clone();
-            let metrics = metrics.clone();
-            async move { Ok::<_, Infallible>(handle(&mut svc, req, peer, &in_flight, &metrics).await) }
+            let edge = edge.clone();
+            async move { Ok::<_, Infallible>(handle(&mut svc, req, peer, &edge).await) }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
+        let conn = http1.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -143,16 +181,41 @@ pub async fn serve(
     }
 }
 
+/// The whole body, read within the deadline and the size limit. A body over the limit is not
+/// read further: the request goes on with an empty body and a [`BodyTooLarge`] mark, so the
+/// handler still answers 415 before 413 as API.md orders them.
+async fn read_body(
+    req: Request<Incoming>,
+    deadline: Duration,
+) -> Result<Request<Full<Bytes>>, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let body = match tokio::time::timeout(deadline, Limited::new(body, BODY_LIMIT).collect()).await
+    {
+        Err(_) => return Err(ApiError::RequestTimeout),
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            parts.extensions.insert(BodyTooLarge);
+            Bytes::new()
+        }
+        Ok(Err(e)) => {
+            return Err(ApiError::InvalidJson(format!(
+                "body could not be read: {e}"
+            )))
+        }
+    };
+    Ok(Request::from_parts(parts, Full::new(body)))
+}
+
 async fn handle<S>(
     svc: &mut S,
     mut req: Request<Incoming>,
     peer: std::net::SocketAddr,
-    in_flight: &Semaphore,
-    metrics: &Metrics,
+    edge: &Edge,
 ) -> Response
 where
-    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+    S: Service<Request<Full<Bytes>>, Response = Response, Error = Infallible>,
 {
+    let metrics = &edge.metrics;
     let started = Instant::now();
     let request_id = match req.headers().get("x-request-id") {
         Some(v) if sane_request_id(v.as_bytes()) => v.clone(),
@@ -166,12 +229,26 @@ where
         .unwrap_or("unmatched");
     let span = tracing::info_span!("request", request_id = %request_id.to_str().unwrap_or(""), method = %method, route);
 
-    let mut resp = match in_flight.try_acquire() {
-        Ok(_permit) => match svc.call(req).instrument(span.clone()).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        },
-        Err(_) => ApiError::Unavailable("too many requests in flight".into()).into_response(),
+    // Probes answer without a permit: a full house must not fail the health checks.
+    let probe = matches!(route, "/healthz" | "/readyz");
+    let mut resp = match read_body(req, edge.body_read_timeout).await {
+        Err(e) => e.into_response(),
+        Ok(req) => {
+            let permit = if probe {
+                Ok(None)
+            } else {
+                edge.in_flight.try_acquire().map(Some)
+            };
+            match permit {
+                Ok(_permit) => match svc.call(req).instrument(span.clone()).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                },
+                Err(_) => {
+                    ApiError::Unavailable("too many requests in flight".into()).into_response()
+                }
+            }
+        }
     };
     let h = resp.headers_mut();
     for (k, v) in SECURITY_HEADERS {
