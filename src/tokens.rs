@@ -53,6 +53,11 @@ pub struct AccessClaims {
     pub email: String,
     /// Authentication methods.
     pub amr: Vec<String>,
+    /// When the user signed in to start this session (OpenID Connect's `auth_time`): a refresh
+    /// keeps it. Step-up checks read it; a token minted before the claim existed reads as 0,
+    /// that is, as a sign-in long ago.
+    #[serde(default)]
+    pub auth_time: i64,
 }
 
 /// Mints access tokens.
@@ -144,6 +149,7 @@ impl TokenIssuer {
             role: principal.membership.role.as_str().to_owned(),
             email: principal.email.clone(),
             amr: principal.amr.clone(),
+            auth_time: principal.auth_time,
         };
         let json = serde_json::to_vec(&claims).map_err(|e| DomainError::Internal(e.to_string()))?;
         let key = self.keys.load().signing_key(now).clone();

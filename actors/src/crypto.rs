@@ -7,7 +7,7 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use aws_lc_rs::{digest, hkdf, rand};
+use aws_lc_rs::{digest, hkdf, hmac, rand};
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use std::fmt;
@@ -64,8 +64,8 @@ impl MasterKey {
         Zeroizing::new(URL_SAFE_NO_PAD.encode(&self.0[..]))
     }
 
-    /// Derives the sealer of one purpose (`b"signing-keys"`, `b"refresh-successor"`, …).
-    pub fn sealer(&self, purpose: &'static [u8]) -> Sealer {
+    /// Derives the 32-byte key of one purpose with HKDF-SHA256.
+    fn derive(&self, purpose: &'static [u8]) -> Zeroizing<[u8; 32]> {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"edge-idp/v1");
         let prk = salt.extract(&self.0[..]);
         let info = [purpose];
@@ -74,9 +74,42 @@ impl MasterKey {
         if let Ok(okm) = prk.expand(&info, hkdf::HKDF_SHA256) {
             let _ = okm.fill(&mut key[..]);
         }
+        key
+    }
+
+    /// Derives the sealer of one purpose (`b"signing-keys"`, `b"refresh-successor"`, …).
+    pub fn sealer(&self, purpose: &'static [u8]) -> Sealer {
+        let key = self.derive(purpose);
         Sealer {
             cipher: Aes256Gcm::new((&*key).into()),
         }
+    }
+
+    /// Derives the keyed hash of one purpose (`b"recovery-codes"`).
+    pub fn keyed_hash(&self, purpose: &'static [u8]) -> KeyedHash {
+        let key = self.derive(purpose);
+        KeyedHash(hmac::Key::new(hmac::HMAC_SHA256, &key[..]))
+    }
+}
+
+/// HMAC-SHA256 under a key derived from the master key: a stored digest of a short secret
+/// (a recovery code) that cannot be brute-forced offline from a copy of the database alone.
+#[derive(Clone)]
+pub struct KeyedHash(hmac::Key);
+
+impl KeyedHash {
+    /// The digest of `data`.
+    pub fn digest(&self, data: &[u8]) -> [u8; 32] {
+        let tag = hmac::sign(&self.0, data);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&tag.as_ref()[..32]);
+        out
+    }
+}
+
+impl fmt::Debug for KeyedHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyedHash(<redacted>)")
     }
 }
 

@@ -7,7 +7,7 @@
 //! `MFA_ENCRYPTION_KEY`, a fresh nonce per seal, the user id as associated data (so a sealed
 //! secret copied into another user's row does not open), and a version byte for key rotation.
 
-use crate::crypto::{b64url, random_bytes, sha256, Sealer, SEAL_VERSION};
+use crate::crypto::{b64url, random_bytes, sha256, KeyedHash, Sealer, SEAL_VERSION};
 use crate::error::DomainError;
 use crate::secret::SecretString;
 use crate::store::{MfaStatus, MfaStore};
@@ -29,6 +29,8 @@ pub const CHALLENGE_TTL: i64 = 300;
 pub struct MfaConfig {
     /// Seals TOTP secrets.
     pub sealer: Sealer,
+    /// Hashes recovery codes for storage.
+    pub recovery: KeyedHash,
     /// The issuer name shown by authenticator apps.
     pub issuer: String,
 }
@@ -69,11 +71,17 @@ fn totp(secret: &[u8]) -> Result<Totp, DomainError> {
 enum Code {
     /// Six digits.
     Totp(Zeroizing<String>),
-    /// A recovery code, normalised and hashed.
+    /// A recovery code, normalised and hashed as stored.
     Recovery([u8; 32]),
     /// Neither: always wrong.
     Malformed,
 }
+
+/// Characters of a recovery code: 16 of base32, 80 bits (`xxxx-xxxx-xxxx-xxxx`).
+const RECOVERY_LEN: usize = 16;
+/// Characters of the recovery codes issued before they were lengthened (50 bits), stored as
+/// plain SHA-256: still accepted until the user next confirms MFA.
+const LEGACY_RECOVERY_LEN: usize = 10;
 
 const RECOVERY_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
@@ -85,33 +93,45 @@ fn normalise_recovery(code: &str) -> Option<Zeroizing<String>> {
             .flat_map(char::to_lowercase)
             .collect(),
     );
-    (n.len() == 10 && n.bytes().all(|b| RECOVERY_ALPHABET.contains(&b))).then_some(n)
+    (matches!(n.len(), RECOVERY_LEN | LEGACY_RECOVERY_LEN)
+        && n.bytes().all(|b| RECOVERY_ALPHABET.contains(&b)))
+    .then_some(n)
 }
 
-fn classify(code: &str) -> Code {
+fn classify(code: &str, keyed: &KeyedHash) -> Code {
     let t = code.trim();
     if t.len() == 6 && t.bytes().all(|b| b.is_ascii_digit()) {
         return Code::Totp(Zeroizing::new(t.to_owned()));
     }
     match normalise_recovery(t) {
+        Some(n) if n.len() == RECOVERY_LEN => Code::Recovery(keyed.digest(n.as_bytes())),
         Some(n) => Code::Recovery(sha256(n.as_bytes())),
         None => Code::Malformed,
     }
 }
 
-/// Fresh recovery codes (50 bits each, `xxxxx-xxxxx`) and their hashes.
-fn new_recovery_codes() -> Result<(Vec<SecretString>, Vec<[u8; 32]>), DomainError> {
+/// Fresh recovery codes (80 bits each, `xxxx-xxxx-xxxx-xxxx`) and their keyed hashes.
+fn new_recovery_codes(
+    keyed: &KeyedHash,
+) -> Result<(Vec<SecretString>, Vec<[u8; 32]>), DomainError> {
     let mut codes = Vec::with_capacity(RECOVERY_CODES);
     let mut hashes = Vec::with_capacity(RECOVERY_CODES);
     for _ in 0..RECOVERY_CODES {
-        let raw = random_bytes::<10>().map_err(|e| DomainError::Internal(e.to_string()))?;
+        let raw =
+            random_bytes::<RECOVERY_LEN>().map_err(|e| DomainError::Internal(e.to_string()))?;
         let s: Zeroizing<String> = Zeroizing::new(
             raw.iter()
                 .map(|b| RECOVERY_ALPHABET[(b & 31) as usize] as char)
                 .collect(),
         );
-        hashes.push(sha256(s.as_bytes()));
-        codes.push(SecretString::new(format!("{}-{}", &s[..5], &s[5..])));
+        hashes.push(keyed.digest(s.as_bytes()));
+        codes.push(SecretString::new(format!(
+            "{}-{}-{}-{}",
+            &s[..4],
+            &s[4..8],
+            &s[8..12],
+            &s[12..]
+        )));
     }
     Ok((codes, hashes))
 }
@@ -171,14 +191,14 @@ impl<S: MfaStore> Mfa<'_, S> {
             Some(r) if r.status == MfaStatus::Pending => r,
             _ => return Err(DomainError::MfaNotPending),
         };
-        let Code::Totp(code) = classify(code.expose()) else {
+        let Code::Totp(code) = classify(code.expose(), &self.config.recovery) else {
             return Err(DomainError::InvalidMfaCode);
         };
         let totp = self.open_secret(user_id, &rec.secret_sealed)?;
         let step = totp
             .check(&code, self.clock.now().max(0) as u64)
             .ok_or(DomainError::InvalidMfaCode)?;
-        let (codes, hashes) = new_recovery_codes()?;
+        let (codes, hashes) = new_recovery_codes(&self.config.recovery)?;
         if !self
             .store
             .enable_mfa(user_id, step as i64, hashes, self.clock.now())
@@ -196,7 +216,7 @@ impl<S: MfaStore> Mfa<'_, S> {
             Some(r) if r.status == MfaStatus::Enabled => r,
             _ => return Err(DomainError::InvalidMfaCode),
         };
-        let ok = match classify(code.expose()) {
+        let ok = match classify(code.expose(), &self.config.recovery) {
             Code::Totp(code) => {
                 let totp = self.open_secret(user_id, &rec.secret_sealed)?;
                 match totp.check(&code, self.clock.now().max(0) as u64) {
@@ -237,22 +257,54 @@ pub fn new_challenge_token() -> Result<(SecretString, [u8; 32]), DomainError> {
 mod tests {
     use super::*;
 
+    fn keyed() -> KeyedHash {
+        crate::crypto::MasterKey::generate()
+            .unwrap()
+            .keyed_hash(b"recovery-codes")
+    }
+
     #[test]
     fn codes_are_classified_by_shape() {
+        let k = keyed();
+        let classify = |c: &str| classify(c, &k);
         assert!(matches!(classify("123456"), Code::Totp(_)));
         assert!(matches!(classify(" 123456 "), Code::Totp(_)));
         assert!(matches!(classify("12345"), Code::Malformed));
         assert!(matches!(classify("12a456"), Code::Malformed));
         assert!(matches!(classify(&"1".repeat(1000)), Code::Malformed));
-        assert!(matches!(classify("ABCDE-FGH23"), Code::Recovery(_)));
-        let (codes, hashes) = new_recovery_codes().unwrap();
+        assert!(
+            matches!(classify("ABCDE-FGH23"), Code::Recovery(_)),
+            "legacy shape"
+        );
+        assert!(matches!(classify("ABCD-EFGH-2345-67AB"), Code::Recovery(_)));
+        let (codes, hashes) = new_recovery_codes(&k).unwrap();
         assert_eq!(codes.len(), 10);
         for (c, h) in codes.iter().zip(&hashes) {
+            assert_eq!(c.expose().len(), 19, "16 characters in four groups");
             match classify(&c.expose().to_uppercase()) {
                 Code::Recovery(x) => assert_eq!(&x, h),
                 _ => panic!("recovery code not recognised"),
             }
         }
+    }
+
+    #[test]
+    fn recovery_codes_carry_80_bits_and_are_stored_under_a_key() {
+        let k = keyed();
+        let (codes, hashes) = new_recovery_codes(&k).unwrap();
+        let raw: String = codes[0].expose().replace('-', "");
+        // 16 characters of a 32-letter alphabet: 80 bits.
+        assert_eq!(raw.len() * 5, 80);
+        assert_ne!(
+            hashes[0],
+            sha256(raw.as_bytes()),
+            "a plain SHA-256 can be brute-forced offline"
+        );
+        assert_ne!(
+            keyed().digest(raw.as_bytes()),
+            hashes[0],
+            "another master key, another digest"
+        );
     }
 
     #[test]

@@ -196,6 +196,8 @@ pub struct Principal {
     pub membership: Membership,
     /// `amr`.
     pub amr: Vec<String>,
+    /// `auth_time`: when the user signed in to start this session (Unix seconds).
+    pub auth_time: i64,
 }
 
 /// A signing key as stored: the private part sealed.
@@ -249,12 +251,6 @@ pub trait UserStore: Clone + Send + Sync + 'static {
         new_hash: String,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Bookkeeping after a wrong password.
-    fn record_login_failure(
-        &self,
-        user_id: Uuid,
-        now: i64,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Bookkeeping after a right password; replaces the hash only if it is still `old_hash`
     /// (a concurrent password change wins).
     fn record_login_success(
@@ -422,8 +418,16 @@ pub trait MfaStore: Clone + Send + Sync + 'static {
         &self,
         hash: [u8; 32],
     ) -> impl Future<Output = StoreResult<Option<Challenge>>> + Send;
-    /// Counts a wrong code against an unused challenge.
-    fn fail_challenge(&self, hash: [u8; 32]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Counts an attempt against an unused, unexpired challenge *before* its code is checked,
+    /// in the one conditional write that refuses it once `max_attempts` were counted: `false`
+    /// when refused (used, burned, expired or unknown). Concurrent guesses are therefore
+    /// counted one by one, and at most `max_attempts` are ever evaluated.
+    fn claim_challenge_attempt(
+        &self,
+        hash: [u8; 32],
+        now: i64,
+        max_attempts: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Uses the challenge once: `false` if it was used, burned (`max_attempts`) or expired.
     fn consume_challenge(
         &self,

@@ -1,7 +1,8 @@
 //! The Users actor: account writes in order.
 //!
 //! Signup and login bookkeeping for one account are serialised through one shard (chosen by the
-//! normalised email), so a signup and a failed-login counter never interleave. Uniqueness of
+//! normalised email). Wrong passwords are counted by the lockout in the database, per account
+//! key, for unknown emails as for known ones. Uniqueness of
 //! emails across processes is the database's job (a unique index); the actor only turns the
 //! conflict into [`DomainError::EmailTaken`]. Password hashes arrive computed: Argon2 runs on
 //! the blocking pool before the message is sent, never inside the actor.
@@ -21,8 +22,6 @@ pub type Reply<T> = RpcReplyPort<Result<T, DomainError>>;
 pub enum UsersMsg {
     /// Creates the account, its personal organization and the owner membership.
     Signup(NewUser, Reply<()>),
-    /// A wrong password for this account.
-    LoginFailed(Uuid, Reply<()>),
     /// A right password; optionally replaces the hash computed with outdated Argon2 costs
     /// (`(old, new)`: replaced only if the stored hash is still `old`).
     LoginSucceeded(Uuid, Option<(String, String)>, Reply<()>),
@@ -46,7 +45,6 @@ impl UsersMsg {
     fn abandoned(&self) -> bool {
         match self {
             UsersMsg::Signup(_, r) => r.is_closed(),
-            UsersMsg::LoginFailed(_, r) => r.is_closed(),
             UsersMsg::LoginSucceeded(_, _, r) => r.is_closed(),
             UsersMsg::ChangePassword(_, _, _, r) => r.is_closed(),
             UsersMsg::MfaEnroll(_, _, r) => r.is_closed(),
@@ -118,14 +116,6 @@ impl<S: UserStore + MfaStore> Actor for Users<S> {
                     other => other.into(),
                 });
                 let _ = reply.send(r);
-            }
-            UsersMsg::LoginFailed(user_id, reply) => {
-                let _ = reply.send(
-                    st.store
-                        .record_login_failure(user_id, st.clock.now())
-                        .await
-                        .map_err(Into::into),
-                );
             }
             UsersMsg::LoginSucceeded(user_id, rehash, reply) => {
                 let r = st

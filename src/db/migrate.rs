@@ -15,6 +15,16 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../schema/0001_init.sql")),
     (2, "mfa", include_str!("../../schema/0002_mfa.sql")),
     (3, "audit", include_str!("../../schema/0003_audit.sql")),
+    (
+        4,
+        "security",
+        include_str!("../../schema/0004_security.sql"),
+    ),
+    (
+        5,
+        "invitations",
+        include_str!("../../schema/0005_invitations.sql"),
+    ),
 ];
 
 /// Why the schema could not be brought up to date.
@@ -137,7 +147,8 @@ mod tests {
         let db = Db::open_local(&dir.path().join("t.db"), 1024)
             .await
             .unwrap();
-        assert_eq!(migrate(&db).await.unwrap(), vec![1, 2, 3]);
+        let every: Vec<i64> = MIGRATIONS.iter().map(|m| m.0).collect();
+        assert_eq!(migrate(&db).await.unwrap(), every);
         assert!(migrate(&db).await.unwrap().is_empty());
         db.run(|c| async move {
             c.execute(

@@ -18,12 +18,14 @@
 //! ([`Conn::cached_row`], [`Conn::cached_execute`]) for as long as the connection lives;
 //! SQLite re-prepares one itself if the schema changes under it.
 
+mod guards;
 mod migrate;
 mod orgs;
 mod store;
 
+pub use guards::{Attempt, Failure};
 pub use migrate::{migrate, MigrateError, MIGRATIONS};
-pub use orgs::{Profile, Removal, SessionRow};
+pub use orgs::{Acceptance, Invitation, PendingInvitation, Profile, Removal, SessionRow};
 
 use edge_idp_actors::StoreError;
 use libsql::params::IntoParams;

@@ -73,8 +73,8 @@ pub(super) async fn first_row(
 /// member there, else the default one. Read on `c` (inside the caller's transaction, if any).
 async fn principal_on(c: &Conn, sid: String) -> StoreResult<Option<Principal>> {
     c.cached_row(
-        "SELECT u.id, u.email, s.amr, ma.org_id, oa.name, ma.role, md.org_id, od.name, md.role \
-         FROM sessions s JOIN users u ON u.id = s.user_id \
+        "SELECT u.id, u.email, s.amr, ma.org_id, oa.name, ma.role, md.org_id, od.name, md.role, \
+         s.created_at FROM sessions s JOIN users u ON u.id = s.user_id \
          LEFT JOIN memberships ma ON ma.org_id = s.active_org_id AND ma.user_id = u.id \
          LEFT JOIN organizations oa ON oa.id = ma.org_id \
          LEFT JOIN memberships md ON md.org_id = u.default_org_id AND md.user_id = u.id \
@@ -112,6 +112,7 @@ fn principal(r: &Row) -> StoreResult<Option<Principal>> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect(),
+        auth_time: r.get(9).map_err(map_err)?,
     }))
 }
 
@@ -186,16 +187,6 @@ impl UserStore for Db {
                 .await
                 .map_err(map_err)?;
             Ok(n > 0)
-        })
-        .await
-    }
-
-    async fn record_login_failure(&self, user_id: Uuid, now: i64) -> StoreResult<()> {
-        self.write(move |c| async move {
-            c.execute("UPDATE users SET failed_logins = failed_logins + 1, last_failed_at = ?2 WHERE id = ?1", params![user_id.to_string(), now])
-                .await
-                .map_err(map_err)?;
-            Ok(())
         })
         .await
     }
@@ -433,6 +424,11 @@ impl SessionStore for Db {
                 .await
                 .map_err(map_err)?;
             c.execute("DELETE FROM mfa_challenges WHERE rowid IN (SELECT rowid FROM mfa_challenges WHERE expires_at <= ?1 LIMIT ?2)", params![now, PRUNE_BATCH])
+                .await
+                .map_err(map_err)?;
+            // Invitations end at `expires_at` whatever happened to them (accepted, declined,
+            // revoked or not); what was done with them is in the audit trail.
+            c.execute("DELETE FROM org_invitations WHERE rowid IN (SELECT rowid FROM org_invitations WHERE expires_at <= ?1 LIMIT ?2)", params![now, PRUNE_BATCH])
                 .await
                 .map_err(map_err)?;
             Ok(Pruned { successors_erased, tokens_deleted, sessions_deleted })
@@ -718,12 +714,22 @@ impl MfaStore for Db {
         .await
     }
 
-    async fn fail_challenge(&self, hash: [u8; 32]) -> StoreResult<()> {
+    async fn claim_challenge_attempt(
+        &self,
+        hash: [u8; 32],
+        now: i64,
+        max_attempts: i64,
+    ) -> StoreResult<bool> {
         self.write(move |c| async move {
-            c.execute("UPDATE mfa_challenges SET attempts = attempts + 1 WHERE token_hash = ?1 AND used_at IS NULL", [blob(&hash)])
+            let n = c
+                .execute(
+                    "UPDATE mfa_challenges SET attempts = attempts + 1 \
+                     WHERE token_hash = ?1 AND used_at IS NULL AND attempts < ?3 AND expires_at > ?2",
+                    params![blob(&hash), now, max_attempts],
+                )
                 .await
                 .map_err(map_err)?;
-            Ok(())
+            Ok(n > 0)
         })
         .await
     }
@@ -737,7 +743,7 @@ impl MfaStore for Db {
         self.write(move |c| async move {
             let n = c
                 .execute(
-                    "UPDATE mfa_challenges SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL AND attempts < ?3 AND expires_at > ?2",
+                    "UPDATE mfa_challenges SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL AND attempts <= ?3 AND expires_at > ?2",
                     params![blob(&hash), now, max_attempts],
                 )
                 .await

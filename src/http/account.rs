@@ -1,14 +1,13 @@
 //! The caller's own account: `/auth/me`, `/auth/switch-org`, `/auth/sessions`, `/auth/password`.
 
 use super::auth::{
-    limited, no_store, rfc3339, token_shaped_uuid, with_limits, OrgView, TokenResponse, UserView,
+    no_store, rfc3339, token_shaped_uuid, with_limits, OrgView, TokenResponse, UserView,
 };
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError, Problem};
 use super::extract::{self, Client};
 use crate::audit::AuditEvent;
-use crate::passwords::check_policy;
-use crate::ratelimit::{account_key, Policy};
+use crate::passwords::{check_policy, context_words};
 use crate::state::SharedState;
 use bytes::Bytes;
 use edge_idp_actors::refresh::RefreshMsg;
@@ -112,7 +111,8 @@ pub async fn me(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
             .collect(),
         active_org_id: active,
     };
-    Ok(warp::reply::json(&body).into_response())
+    // Personal data (email, memberships): no shared cache may keep it.
+    Ok(no_store(warp::reply::json(&body).into_response()))
 }
 
 /// `POST /auth/switch-org`: a new access token for another organization, same session.
@@ -148,6 +148,7 @@ pub async fn switch_org(state: SharedState, auth: Auth, body: Body) -> Result<Re
         email: caller.claims.email.clone(),
         membership,
         amr: caller.claims.amr.clone(),
+        auth_time: caller.claims.auth_time,
     };
     let access = state.tokens.issue(&principal, sid).await?;
     state.audit.record(AuditEvent {
@@ -181,7 +182,10 @@ pub async fn sessions(state: SharedState, auth: Auth) -> Result<Response, ApiErr
             ip: s.ip,
         })
         .collect();
-    Ok(warp::reply::json(&SessionList { sessions: list }).into_response())
+    // IP addresses and user agents: no shared cache may keep them.
+    Ok(no_store(
+        warp::reply::json(&SessionList { sessions: list }).into_response(),
+    ))
 }
 
 /// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions; another user's is a 404.
@@ -245,21 +249,17 @@ pub async fn change_password(
             "must not contain NUL characters",
         )]));
     }
-    check_policy(req.new_password.expose()).map_err(|e| ApiError::WeakPassword(e.to_string()))?;
     let user = state
         .db
         .user_by_id(caller.user_id)
         .await?
         .ok_or(ApiError::InvalidToken)?;
-    let ip = client.ip.to_string();
-    let decision = limited(
-        &state,
-        &[
-            (Policy::LoginIp, &ip),
-            (Policy::LoginAccount, &account_key(&user.email)),
-        ],
+    check_policy(
+        req.new_password.expose(),
+        &context_words(&state.settings.mfa_issuer, &user.email),
     )
-    .await?;
+    .map_err(|e| ApiError::WeakPassword(e.to_string()))?;
+    let decision = super::mfa::login_limits(&state, &client, &user.email).await?;
     let result = async {
         if req.current_password.expose().chars().count() > 128 {
             return Err(ApiError::InvalidCredentials);
@@ -303,6 +303,8 @@ pub async fn change_password(
             ..client.event("password_changed")
         });
         state.revocations.revoke(revoked);
+        // A login that passed the old password and waits for its second factor ends too.
+        state.db.revoke_challenges(id).await?;
         Ok(no_content())
     }
     .await;

@@ -9,10 +9,11 @@
 use super::error::{rate_limit_headers, ApiError, FieldError, Problem};
 use super::extract::{self, Client};
 use crate::audit::AuditEvent;
-use crate::passwords::{check_policy, PolicyError};
+use crate::passwords::{check_policy, context_words, PolicyError};
 use crate::ratelimit::{account_key, Decision, Policy};
 use crate::state::SharedState;
 use bytes::Bytes;
+use edge_idp_actors::crypto::sha256;
 use edge_idp_actors::mfa::{new_challenge_token, CHALLENGE_TTL};
 use edge_idp_actors::refresh::{token_hash, Issued, RefreshMsg, Rotated, StartSession};
 use edge_idp_actors::store::{
@@ -293,8 +294,12 @@ pub async fn signup(state: SharedState, client: Client, body: Body) -> Result<Re
     }
     extract::validate(errors)?;
     let email = email.ok_or_else(|| ApiError::Internal("validated email missing".into()))?;
-    check_policy(req.password.expose()).map_err(weak)?;
-    let ip = client.ip.to_string();
+    check_policy(
+        req.password.expose(),
+        &context_words(&state.settings.mfa_issuer, &email),
+    )
+    .map_err(weak)?;
+    let ip = client.rate_key();
     let decision = limited(&state, &[(Policy::SignupIp, &ip)]).await?;
 
     let password_hash = state.passwords.hash(req.password).await?;
@@ -352,7 +357,7 @@ pub async fn signup(state: SharedState, client: Client, body: Body) -> Result<Re
 pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
     let req: LoginRequest = extract::parse(body)?;
     let email = extract::email("email", &req.email).map_err(|e| ApiError::Validation(vec![e]))?;
-    let ip = client.ip.to_string();
+    let ip = client.rate_key();
     let account = account_key(&email);
     let decision = match limited(
         &state,
@@ -369,6 +374,19 @@ pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Res
     let mut mfa_required = false;
 
     let result = async {
+        // The lockout is kept per account key, for unknown emails as for known ones, so that
+        // neither the lock nor the write a failure takes tells them apart.
+        let lock_key = sha256(email.as_bytes());
+        let now = state.clock.now();
+        let counted = state.db.lockout(lock_key).await?;
+        if let Some(until) = counted.map(|f| f.locked_until).filter(|&t| t > now) {
+            return Err(ApiError::RateLimited(Decision {
+                allowed: false,
+                limit: decision.limit,
+                remaining: 0,
+                reset_secs: (until - now).max(1) as u64,
+            }));
+        }
         // A password no account can have (over the policy's maximum) is refused before hashing.
         if req.password.expose().chars().count() > 128 {
             return Err(ApiError::InvalidCredentials);
@@ -381,28 +399,41 @@ pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Res
         let timeout = state.settings.ask_timeout;
         let user = match user {
             Some(u) if verified.ok => u,
-            Some(u) => {
-                ask(
-                    state.actors.users.pick(email.as_bytes()),
-                    |r| UsersMsg::LoginFailed(u.id, r),
-                    timeout,
-                )
-                .await?;
+            other => {
+                let failure = state
+                    .db
+                    .record_password_failure(lock_key, now, state.settings.guards.lockout)
+                    .await?;
+                let user_id = other.as_ref().map(|u| u.id);
                 state.audit.record(AuditEvent {
-                    user_id: Some(u.id),
-                    detail: Some("wrong password".into()),
+                    user_id,
+                    detail: Some(
+                        if user_id.is_some() {
+                            "wrong password"
+                        } else {
+                            "unknown account"
+                        }
+                        .into(),
+                    ),
                     ..client.event("login_failed")
                 });
-                return Err(ApiError::InvalidCredentials);
-            }
-            None => {
-                state.audit.record(AuditEvent {
-                    detail: Some("unknown account".into()),
-                    ..client.event("login_failed")
-                });
+                if failure.locked_until > now {
+                    state.audit.record(AuditEvent {
+                        user_id,
+                        detail: Some(format!(
+                            "{} consecutive failures; locked for {} s",
+                            failure.failures,
+                            failure.locked_until - now
+                        )),
+                        ..client.event("account_locked")
+                    });
+                }
                 return Err(ApiError::InvalidCredentials);
             }
         };
+        if counted.is_some() {
+            state.db.clear_password_failures(lock_key).await?;
+        }
         let membership =
             membership_for_login(&state, user.id, req.org_id.as_deref(), user.default_org_id)
                 .await?;
@@ -484,6 +515,7 @@ pub(super) async fn issue_session(
         email,
         membership,
         amr,
+        auth_time: state.clock.now(),
     };
     let access = state.tokens.issue(&principal, issued.session_id).await?;
     state.audit.record(AuditEvent {
@@ -538,7 +570,7 @@ pub fn token_shaped(t: &str) -> bool {
 #[instrument(skip_all, fields(ip = %client.ip))]
 pub async fn refresh(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
     let req: RefreshRequest = extract::parse(body)?;
-    let ip = client.ip.to_string();
+    let ip = client.rate_key();
     let decision = match limited(&state, &[(Policy::RefreshIp, &ip)]).await {
         Ok(d) => d,
         Err(e) => {

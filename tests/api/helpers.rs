@@ -22,6 +22,8 @@ pub struct TestApp {
     pub clock: Clock,
     pub actors: Arc<Handles>,
     pub dir: PathBuf,
+    /// The internal metrics listener, when the test asked for one.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     limiter: edge_idp::ratelimit::RateLimiter,
     audit: Option<edge_idp::audit::Audit>,
     stopper: Stopper,
@@ -117,6 +119,7 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
         .expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let actors = app.actors();
+    let metrics_addr = app.metrics_addr();
     let limiter = app.limiter();
     let audit = Some(app.audit());
     let stopper = app.stopper();
@@ -129,6 +132,7 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
         clock,
         actors,
         dir,
+        metrics_addr,
         limiter,
         audit,
         stopper,

@@ -5,7 +5,7 @@ use crate::helpers::*;
 use serde_json::{json, Value};
 
 /// What an authenticator app takes from the URI.
-struct App {
+pub struct App {
     secret: Vec<u8>,
 }
 
@@ -29,7 +29,7 @@ impl App {
         App { secret }
     }
 
-    fn code_at(&self, unix: i64) -> String {
+    pub fn code_at(&self, unix: i64) -> String {
         rfc6238(&self.secret, unix)
     }
 }
@@ -54,7 +54,7 @@ fn bearer(t: &Value) -> String {
     format!("Bearer {}", t["access_token"].as_str().unwrap())
 }
 
-async fn post_auth(
+pub async fn post_auth(
     app: &TestApp,
     path: &str,
     tokens: &Value,
@@ -71,8 +71,19 @@ async fn post_auth(
 }
 
 /// Signs up, logs in, enrolls and confirms at the app clock's current time.
-async fn with_mfa(app: &TestApp, email: &str) -> (App, Vec<String>) {
+pub async fn with_mfa(app: &TestApp, email: &str) -> (App, Vec<String>) {
+    let (totp, codes, _) = with_mfa_session(app, email).await;
+    (totp, codes)
+}
+
+/// [`with_mfa`], also answering the tokens of the session that enrolled (it stays signed in).
+pub async fn with_mfa_session(app: &TestApp, email: &str) -> (App, Vec<String>, Value) {
     app.signup(email).await;
+    enroll_and_confirm(app, email).await
+}
+
+/// Logs an existing account in, enrolls and confirms; the recovery codes and the session.
+pub async fn enroll_and_confirm(app: &TestApp, email: &str) -> (App, Vec<String>, Value) {
     let tokens = app.login(email).await;
     let r = post_auth(app, "/auth/mfa/enroll", &tokens, None).await;
     assert_eq!(r.status(), 200);
@@ -96,10 +107,10 @@ async fn with_mfa(app: &TestApp, email: &str) -> (App, Vec<String>) {
         .map(|c| c.as_str().unwrap().to_owned())
         .collect();
     assert_eq!(codes.len(), 10);
-    (totp, codes)
+    (totp, codes, tokens)
 }
 
-async fn challenge(app: &TestApp, email: &str) -> String {
+pub async fn challenge(app: &TestApp, email: &str) -> String {
     let r = app
         .post(
             "/auth/login",
@@ -118,7 +129,7 @@ async fn challenge(app: &TestApp, email: &str) -> String {
     b["mfa_token"].as_str().unwrap().to_owned()
 }
 
-async fn verify(app: &TestApp, mfa_token: &str, code: &str) -> reqwest::Response {
+pub async fn verify(app: &TestApp, mfa_token: &str, code: &str) -> reqwest::Response {
     app.post(
         "/auth/mfa/verify",
         &json!({"mfa_token": mfa_token, "code": code}),
@@ -437,9 +448,10 @@ async fn malformed_codes_and_bad_mfa_tokens_are_4xx_problems() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mfa_verify_counts_against_the_login_rate_limit_of_the_account() {
-    let app = spawn_with(Opts::default().arg("--rate-limit-login", "3/60")).await;
+    let app = spawn_with(Opts::default().arg("--rate-limit-login", "4/60")).await;
     let (totp, _) = with_mfa(&app, "mfa9@example.com").await;
-    // with_mfa logged in once; the challenge's login is the second request, this the third.
+    // with_mfa's login and its confirmation count (a confirmation checks a second factor);
+    // the challenge's login is the third request, this the fourth.
     let ch = challenge(&app, "mfa9@example.com").await;
     assert_problem(verify(&app, &ch, "000000").await, 401, "invalid_mfa_code").await;
     let code = totp.code_at(app.clock.now() + 30);
