@@ -3,10 +3,16 @@
 //! Membership changes are ordered by the database itself: each is one statement or one
 //! immediate transaction, so "an organization never loses its last owner" holds across
 //! processes sharing the database.
+//!
+//! Invitations are the only way into someone else's organization. Whether one is still usable
+//! is decided by the conditional `UPDATE` that uses it (accept, decline, revoke), never by an
+//! earlier read, so an invitation is used at most once across processes; an accept whose
+//! membership insert fails rolls the `UPDATE` back and leaves the invitation unused.
 
 use super::store::{first_row, opt_uuid, role, uuid};
 use super::{is_unique_violation, map_err, Db};
 use edge_idp_actors::store::{Membership, Role, StoreResult, UserRecord};
+use edge_idp_actors::StoreError;
 use libsql::{params, Connection, TransactionBehavior};
 use uuid::Uuid;
 
@@ -20,6 +26,58 @@ pub enum Removal {
     /// The user is the organization's only owner.
     LastOwner,
 }
+
+/// An invitation to join an organization, as it is created.
+#[derive(Debug, Clone)]
+pub struct Invitation {
+    /// Invitation id (UUID v7).
+    pub id: Uuid,
+    /// The organization to join.
+    pub org_id: Uuid,
+    /// The normalised email it is bound to.
+    pub email: String,
+    /// The role it grants: admin or member.
+    pub role: Role,
+    /// Unix seconds from which it can no longer be accepted.
+    pub expires_at: i64,
+}
+
+/// A pending invitation as its invitee sees it.
+#[derive(Debug, Clone)]
+pub struct PendingInvitation {
+    /// Invitation id.
+    pub id: Uuid,
+    /// The organization to join.
+    pub org_id: Uuid,
+    /// Its display name.
+    pub org_name: String,
+    /// The role it grants.
+    pub role: Role,
+    /// Unix seconds from which it can no longer be accepted.
+    pub expires_at: i64,
+}
+
+/// Outcome of accepting an invitation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// The user is now a member of `org_id` with `role`.
+    Accepted {
+        /// The organization joined.
+        org_id: Uuid,
+        /// The role granted.
+        role: Role,
+    },
+    /// No pending, unexpired invitation with that id for that email (unknown, expired,
+    /// revoked, used, declined, or another email's).
+    NotPending,
+    /// The user is already a member there; the invitation stays unused.
+    AlreadyMember,
+}
+
+/// The conditions under which an invitation can still be used, `?1` its id, `?2` the email
+/// (or the organization, for a revocation) and `?3` now.
+const PENDING: &str =
+    "accepted_at IS NULL AND declined_at IS NULL AND revoked_at IS NULL AND expires_at > ?3";
 
 /// An account as `GET /auth/me` shows it: no password hash.
 #[derive(Debug, Clone)]
@@ -136,26 +194,163 @@ impl Db {
         .await
     }
 
-    /// Adds a member; `false` if they already are one.
-    pub async fn add_member(
+    /// Stores an invitation, unless its email belongs to a member of its organization already
+    /// (`false`). The account table is read only through that membership check, which costs
+    /// the same for an address without an account.
+    pub async fn create_invitation(
         &self,
-        org_id: Uuid,
-        user_id: Uuid,
-        role: Role,
+        inv: Invitation,
+        invited_by: Uuid,
         now: i64,
     ) -> StoreResult<bool> {
         self.write(move |c| async move {
-            match c
+            let n = c
+                .execute(
+                    "INSERT INTO org_invitations (id, org_id, email, role, invited_by, created_at, expires_at) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS (\
+                       SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id \
+                       WHERE m.org_id = ?2 AND u.email = ?3)",
+                    params![
+                        inv.id.to_string(),
+                        inv.org_id.to_string(),
+                        inv.email,
+                        inv.role.as_str(),
+                        invited_by.to_string(),
+                        now,
+                        inv.expires_at
+                    ],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// The pending, unexpired invitations for a normalised email, oldest first.
+    pub async fn invitations_for(
+        &self,
+        email: String,
+        now: i64,
+    ) -> StoreResult<Vec<PendingInvitation>> {
+        self.run(move |c| async move {
+            let mut rows = c
+                .query(
+                    "SELECT i.id, i.org_id, o.name, i.role, i.expires_at \
+                     FROM org_invitations i JOIN organizations o ON o.id = i.org_id \
+                     WHERE i.email = ?1 AND i.accepted_at IS NULL AND i.declined_at IS NULL \
+                       AND i.revoked_at IS NULL AND i.expires_at > ?2 \
+                     ORDER BY i.created_at, i.id",
+                    params![email, now],
+                )
+                .await
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().await.map_err(map_err)? {
+                out.push(PendingInvitation {
+                    id: uuid(&r, 0)?,
+                    org_id: uuid(&r, 1)?,
+                    org_name: r.get(2).map_err(map_err)?,
+                    role: role(&r.get::<String>(3).map_err(map_err)?)?,
+                    expires_at: r.get(4).map_err(map_err)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Uses invitation `id`, bound to `email`, to make `user_id` a member: in one immediate
+    /// transaction, the conditional `UPDATE` that marks it accepted and, only if it changed the
+    /// row, the membership insert. A membership that exists already rolls both back.
+    pub async fn accept_invitation(
+        &self,
+        id: Uuid,
+        email: String,
+        user_id: Uuid,
+        now: i64,
+    ) -> StoreResult<Acceptance> {
+        self.write(move |c| async move {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .await
+                .map_err(map_err)?;
+            let id = id.to_string();
+            let sql = format!(
+                "UPDATE org_invitations SET accepted_at = ?3 WHERE id = ?1 AND email = ?2 AND {PENDING}"
+            );
+            let used = tx
+                .execute(&sql, params![id.clone(), email, now])
+                .await
+                .map_err(map_err)?;
+            if used != 1 {
+                tx.rollback().await.map_err(map_err)?;
+                return Ok(Acceptance::NotPending);
+            }
+            // Read after our own write, inside the transaction: what the row grants.
+            let Some(r) = first_row(
+                &tx,
+                "SELECT org_id, role FROM org_invitations WHERE id = ?1",
+                [id],
+            )
+            .await?
+            else {
+                tx.rollback().await.map_err(map_err)?;
+                return Err(StoreError::Other("an accepted invitation vanished".into()));
+            };
+            let org_id = uuid(&r, 0)?;
+            let granted = role(&r.get::<String>(1).map_err(map_err)?)?;
+            match tx
                 .execute(
                     "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![org_id.to_string(), user_id.to_string(), role.as_str(), now],
+                    params![org_id.to_string(), user_id.to_string(), granted.as_str(), now],
                 )
                 .await
             {
-                Ok(_) => Ok(true),
-                Err(e) if is_unique_violation(&e) => Ok(false),
-                Err(e) => Err(map_err(e)),
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    // Already a member: the invitation stays unused.
+                    tx.rollback().await.map_err(map_err)?;
+                    return Ok(Acceptance::AlreadyMember);
+                }
+                Err(e) => return Err(map_err(e)),
             }
+            tx.commit().await.map_err(map_err)?;
+            Ok(Acceptance::Accepted {
+                org_id,
+                role: granted,
+            })
+        })
+        .await
+    }
+
+    /// Declines invitation `id`, bound to `email`; `false` if it is not pending.
+    pub async fn decline_invitation(&self, id: Uuid, email: String, now: i64) -> StoreResult<bool> {
+        self.write(move |c| async move {
+            let sql = format!(
+                "UPDATE org_invitations SET declined_at = ?3 WHERE id = ?1 AND email = ?2 AND {PENDING}"
+            );
+            let n = c
+                .execute(&sql, params![id.to_string(), email, now])
+                .await
+                .map_err(map_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Revokes invitation `id` of `org_id`; `false` if it is not a pending invitation of that
+    /// organization.
+    pub async fn revoke_invitation(&self, org_id: Uuid, id: Uuid, now: i64) -> StoreResult<bool> {
+        self.write(move |c| async move {
+            let sql = format!(
+                "UPDATE org_invitations SET revoked_at = ?3 WHERE id = ?1 AND org_id = ?2 AND {PENDING}"
+            );
+            let n = c
+                .execute(&sql, params![id.to_string(), org_id.to_string(), now])
+                .await
+                .map_err(map_err)?;
+            Ok(n == 1)
         })
         .await
     }
@@ -250,5 +445,181 @@ impl Db {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_idp_actors::store::{NewUser, UserStore};
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_local(&dir.path().join("t.db"), 1024)
+            .await
+            .unwrap();
+        crate::db::migrate(&db).await.unwrap();
+        (dir, db)
+    }
+
+    /// A user and its personal organization.
+    async fn user(db: &Db, email: &str) -> (Uuid, Uuid) {
+        let (id, org_id) = (Uuid::now_v7(), Uuid::now_v7());
+        db.create_user(NewUser {
+            id,
+            email: email.to_owned(),
+            name: None,
+            password_hash: "not a hash".to_owned(),
+            org_id,
+            org_name: format!("{email}'s"),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+        (id, org_id)
+    }
+
+    const INVITEE: &str = "invitee@example.com";
+
+    fn invite(org_id: Uuid, expires_at: i64) -> Invitation {
+        Invitation {
+            id: Uuid::now_v7(),
+            org_id,
+            email: INVITEE.to_owned(),
+            role: Role::Member,
+            expires_at,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invitation_is_used_once_by_its_email_before_it_expires() {
+        let (_dir, db) = db().await;
+        let (owner, org) = user(&db, "owner@example.com").await;
+        let (invitee, _) = user(&db, INVITEE).await;
+        let accept = |id: Uuid, email: &str, user: Uuid, now: i64| {
+            let (db, email) = (db.clone(), email.to_owned());
+            async move { db.accept_invitation(id, email, user, now).await.unwrap() }
+        };
+
+        // A current member's email is not invited.
+        let own = Invitation {
+            email: "owner@example.com".to_owned(),
+            ..invite(org, 1000)
+        };
+        assert!(!db.create_invitation(own, owner, 10).await.unwrap());
+
+        // Expired at `expires_at`: neither listed nor accepted.
+        let late = invite(org, 100);
+        assert!(db.create_invitation(late.clone(), owner, 10).await.unwrap());
+        assert_eq!(
+            db.invitations_for(INVITEE.into(), 99).await.unwrap().len(),
+            1
+        );
+        assert!(db
+            .invitations_for(INVITEE.into(), 100)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            accept(late.id, INVITEE, invitee, 100).await,
+            Acceptance::NotPending
+        );
+
+        // Only its email uses it, and only once.
+        let (a, b) = (invite(org, 1000), invite(org, 1000));
+        assert!(db.create_invitation(a.clone(), owner, 20).await.unwrap());
+        assert!(db.create_invitation(b.clone(), owner, 20).await.unwrap());
+        assert_eq!(
+            accept(a.id, "owner@example.com", owner, 21).await,
+            Acceptance::NotPending
+        );
+        assert_eq!(
+            accept(a.id, INVITEE, invitee, 21).await,
+            Acceptance::Accepted {
+                org_id: org,
+                role: Role::Member
+            }
+        );
+        assert_eq!(
+            accept(a.id, INVITEE, invitee, 22).await,
+            Acceptance::NotPending
+        );
+
+        // Already a member: the second invitation is rolled back to pending.
+        assert_eq!(
+            accept(b.id, INVITEE, invitee, 23).await,
+            Acceptance::AlreadyMember
+        );
+        // (`late` expires only at 100, so it is still pending beside `b`.)
+        let pending = db.invitations_for(INVITEE.into(), 23).await.unwrap();
+        let ids: Vec<Uuid> = pending.iter().map(|p| p.id).collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(ids.contains(&b.id) && ids.contains(&late.id));
+
+        // Declined, then nothing more.
+        assert!(!db
+            .decline_invitation(b.id, "owner@example.com".into(), 24)
+            .await
+            .unwrap());
+        assert!(db
+            .decline_invitation(b.id, INVITEE.into(), 24)
+            .await
+            .unwrap());
+        assert!(!db
+            .decline_invitation(b.id, INVITEE.into(), 25)
+            .await
+            .unwrap());
+        assert!(!db.revoke_invitation(org, b.id, 25).await.unwrap());
+
+        // Revoked only by its own organization, then nothing more.
+        let (_, other_org) = user(&db, "other@example.com").await;
+        let c = Invitation {
+            email: "third@example.com".to_owned(),
+            ..invite(org, 1000)
+        };
+        assert!(db.create_invitation(c.clone(), owner, 30).await.unwrap());
+        assert!(!db.revoke_invitation(other_org, c.id, 31).await.unwrap());
+        assert!(db.revoke_invitation(org, c.id, 31).await.unwrap());
+        assert!(!db.revoke_invitation(org, c.id, 32).await.unwrap());
+        assert_eq!(
+            accept(c.id, "third@example.com", invitee, 32).await,
+            Acceptance::NotPending
+        );
+        assert!(db
+            .invitations_for("third@example.com".into(), 32)
+            .await
+            .unwrap()
+            .is_empty());
+        // Only `late` is left for the invitee, and it lapses at 100.
+        let left = db.invitations_for(INVITEE.into(), 32).await.unwrap();
+        assert_eq!(left.iter().map(|p| p.id).collect::<Vec<_>>(), vec![late.id]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_accepts_use_an_invitation_once() {
+        let (_dir, db) = db().await;
+        let (owner, org) = user(&db, "owner@example.com").await;
+        let (invitee, _) = user(&db, INVITEE).await;
+        let inv = invite(org, 1000);
+        let id = inv.id;
+        assert!(db.create_invitation(inv, owner, 10).await.unwrap());
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.accept_invitation(id, INVITEE.into(), invitee, 11)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Acceptance::Accepted { .. } => accepted += 1,
+                other => assert_eq!(other, Acceptance::NotPending),
+            }
+        }
+        assert_eq!(accepted, 1);
     }
 }

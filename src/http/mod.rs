@@ -41,8 +41,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/auth/sessions", "GET"),
     ("/auth/sessions/{id}", "DELETE"),
     ("/auth/password", "POST"),
+    ("/auth/invitations", "GET"),
+    ("/auth/invitations/{id}/accept", "POST"),
+    ("/auth/invitations/{id}/decline", "POST"),
     ("/orgs", "GET, POST"),
-    ("/orgs/{org_id}/members", "POST"),
+    ("/orgs/{org_id}/invitations", "POST"),
+    ("/orgs/{org_id}/invitations/{id}", "DELETE"),
     ("/orgs/{org_id}/members/{user_id}", "DELETE"),
     ("/.well-known/jwks.json", "GET"),
     ("/.well-known/openid-configuration", "GET"),
@@ -147,6 +151,7 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(st())
+        .and(warp::header::optional::<String>("authorization"))
         .then(discovery::metrics);
     let openapi = warp::path!("openapi.json")
         .and(warp::get())
@@ -190,6 +195,18 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
                 .or(openapi)
                 .unify(),
         )
+        .recover(error::recover)
+        .unify()
+        .boxed()
+}
+
+/// The router of the internal metrics listener (`METRICS_LISTEN_ADDR`): `/metrics` and nothing
+/// else, without a token.
+pub fn metrics_routes(state: SharedState) -> BoxedFilter<(Response,)> {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|s: SharedState| discovery::render_metrics(&s))
         .recover(error::recover)
         .unify()
         .boxed()
@@ -240,12 +257,6 @@ fn account_routes(state: &SharedState) -> BoxedFilter<(Response,)> {
         .and(st())
         .and(auth())
         .then(move |s, a| async move { r(orgs::list(s, a).await).await });
-    let add_member = warp::path!("orgs" / String / "members")
-        .and(warp::post())
-        .and(st())
-        .and(auth())
-        .and(json_body())
-        .then(move |org, s, a, b| async move { r(orgs::add_member(s, a, org, b).await).await });
     let remove_member =
         warp::path!("orgs" / String / "members" / String)
             .and(warp::delete())
@@ -267,9 +278,58 @@ fn account_routes(state: &SharedState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(list_orgs)
         .unify()
-        .or(add_member)
-        .unify()
         .or(remove_member)
+        .unify()
+        .or(invitation_routes(state))
+        .unify()
+        .boxed()
+}
+
+/// Bearer endpoints of organization invitations, boxed as one group: the inviter's
+/// (`/orgs/{org_id}/invitations…`) and the invitee's (`/auth/invitations…`).
+fn invitation_routes(state: &SharedState) -> BoxedFilter<(Response,)> {
+    let st = || with_state(state.clone());
+    let auth = || bearer::bearer(state.clone());
+    let r = |res: Result<Response, ApiError>| async move { auth::respond(res) };
+
+    let invite = warp::path!("orgs" / String / "invitations")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .and(json_body())
+        .then(move |org, s, a, b| async move { r(orgs::invite(s, a, org, b).await).await });
+    let revoke =
+        warp::path!("orgs" / String / "invitations" / String)
+            .and(warp::delete())
+            .and(st())
+            .and(auth())
+            .then(move |org, id, s, a| async move {
+                r(orgs::revoke_invitation(s, a, org, id).await).await
+            });
+    let list = warp::path!("auth" / "invitations")
+        .and(warp::get())
+        .and(st())
+        .and(auth())
+        .then(move |s, a| async move { r(orgs::invitations(s, a).await).await });
+    let accept = warp::path!("auth" / "invitations" / String / "accept")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .then(move |id, s, a| async move { r(orgs::accept_invitation(s, a, id).await).await });
+    let decline = warp::path!("auth" / "invitations" / String / "decline")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .then(move |id, s, a| async move { r(orgs::decline_invitation(s, a, id).await).await });
+
+    invite
+        .or(revoke)
+        .unify()
+        .or(list)
+        .unify()
+        .or(accept)
+        .unify()
+        .or(decline)
         .unify()
         .boxed()
 }
@@ -300,8 +360,30 @@ mod tests {
         );
         assert_eq!(
             route_of("/orgs/o1/members"),
-            Some(("/orgs/{org_id}/members", "POST"))
+            None,
+            "members join by invitation only"
         );
+        assert_eq!(
+            route_of("/orgs/o1/invitations"),
+            Some(("/orgs/{org_id}/invitations", "POST"))
+        );
+        assert_eq!(
+            route_of("/orgs/o1/invitations/i1"),
+            Some(("/orgs/{org_id}/invitations/{id}", "DELETE"))
+        );
+        assert_eq!(
+            route_of("/auth/invitations"),
+            Some(("/auth/invitations", "GET"))
+        );
+        assert_eq!(
+            route_of("/auth/invitations/i1/accept"),
+            Some(("/auth/invitations/{id}/accept", "POST"))
+        );
+        assert_eq!(
+            route_of("/auth/invitations/i1/decline"),
+            Some(("/auth/invitations/{id}/decline", "POST"))
+        );
+        assert_eq!(route_of("/auth/invitations/i1"), None);
     }
 
     #[test]

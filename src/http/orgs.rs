@@ -1,15 +1,19 @@
-//! `/orgs`: organizations and their members.
+//! `/orgs` and `/auth/invitations`: organizations, their members and invitations.
 //!
-//! Owners and admins add members; owners remove anyone, admins remove members and admins, and
-//! anyone may leave. An unknown organization and one the caller is not in are both 403
-//! `forbidden`, so the answer does not reveal which organizations exist.
+//! Nobody is put into an organization by someone else: owners and admins invite an email, and
+//! the account with that email accepts (or declines) the invitation. Inviting answers the same
+//! whether or not an account has the email, and never reads the account. Owners remove anyone,
+//! admins remove members and admins, and anyone may leave. An unknown organization and one the
+//! caller is not in are both 403 `forbidden`, so the answer does not reveal which organizations
+//! exist; an invitation that is not the caller's to use is 404 `not_found` whatever the reason.
 
-use super::auth::{token_shaped_uuid, OrgView};
+use super::auth::{limited, no_store, rfc3339, token_shaped_uuid, with_limits, OrgView};
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError, Problem};
 use super::extract;
 use crate::audit::AuditEvent;
-use crate::db::Removal;
+use crate::db::{Acceptance, Invitation, Removal};
+use crate::ratelimit::Policy;
 use crate::state::SharedState;
 use bytes::Bytes;
 use edge_idp_actors::store::{Membership, Role, UserStore};
@@ -24,6 +28,9 @@ use warp::Reply;
 type Body = Result<Bytes, ApiError>;
 type Auth = Result<Caller, ApiError>;
 
+/// How long an invitation can be accepted: 7 days.
+pub const INVITATION_TTL: i64 = 7 * 24 * 3600;
+
 /// `POST /orgs`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -33,11 +40,11 @@ pub struct CreateOrgRequest {
     pub name: String,
 }
 
-/// `POST /orgs/{org_id}/members`.
+/// `POST /orgs/{org_id}/invitations`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AddMemberRequest {
-    /// The account to add.
+pub struct InviteRequest {
+    /// The email to invite; whether an account has it yet does not matter.
     #[schema(format = Email)]
     pub email: String,
     /// `admin` or `member`.
@@ -51,9 +58,47 @@ pub struct OrgList {
     organizations: Vec<OrgView>,
 }
 
-/// `201` of adding a member.
+/// `202` of `POST /orgs/{org_id}/invitations`: the invitation, the same whether or not an
+/// account has the email.
 #[derive(Serialize, ToSchema)]
-pub struct MemberAdded {
+#[schema(as = Invitation)]
+pub struct InvitationView {
+    id: Uuid,
+    org_id: Uuid,
+    /// The normalised email it is bound to.
+    #[schema(format = Email)]
+    email: String,
+    /// The role it grants: `admin` or `member`.
+    role: Role,
+    /// RFC 3339, UTC: from then on it can no longer be accepted.
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// A pending invitation of the caller.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PendingInvitation)]
+pub struct PendingInvitationView {
+    id: Uuid,
+    org_id: Uuid,
+    /// The organization's display name.
+    org_name: String,
+    /// The role it grants: `admin` or `member`.
+    role: Role,
+    /// RFC 3339, UTC: from then on it can no longer be accepted.
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// `200` of `GET /auth/invitations`.
+#[derive(Serialize, ToSchema)]
+pub struct InvitationList {
+    invitations: Vec<PendingInvitationView>,
+}
+
+/// `201` of accepting an invitation: the caller's new membership.
+#[derive(Serialize, ToSchema)]
+pub struct InvitationAccepted {
     user_id: Uuid,
     org_id: Uuid,
     role: Role,
@@ -122,25 +167,31 @@ async fn caller_role(
     Ok((m.org_id, m.role))
 }
 
-/// `POST /orgs/{org_id}/members`.
-#[utoipa::path(post, path = "/orgs/{org_id}/members", tag = "orgs", security(("bearer" = [])),
+fn no_content() -> Response {
+    warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
+}
+
+/// `POST /orgs/{org_id}/invitations`: owners and admins invite an email as admin or member.
+/// Counted against `RATE_LIMIT_INVITE` per inviting user.
+#[utoipa::path(post, path = "/orgs/{org_id}/invitations", tag = "orgs", security(("bearer" = [])),
     params(("org_id" = String, Path, description = "Organization id (UUID)")),
-    request_body = AddMemberRequest,
+    request_body = InviteRequest,
     responses(
-        (status = 201, description = "Added", body = MemberAdded),
+        (status = 202, description = "Invited for 7 days; the same answer whether or not an account has that email", body = InvitationView),
         (status = 403, description = "`forbidden`: the caller is not owner or admin there (or the organization is unknown)", body = Problem),
-        (status = 404, description = "`user_not_found`", body = Problem),
-        (status = 409, description = "`already_member`", body = Problem),
+        (status = 409, description = "`already_member`: the email belongs to a member of that organization", body = Problem),
+        (status = 422, description = "`validation_failed`: a malformed email, or a role other than `admin` or `member`", body = Problem),
+        (status = 429, description = "`rate_limited`, with `Retry-After` and `RateLimit-*`", body = Problem),
     ))]
 #[instrument(skip_all)]
-pub async fn add_member(
+pub async fn invite(
     state: SharedState,
     auth: Auth,
     org: String,
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = auth?;
-    let req: AddMemberRequest = extract::parse(body)?;
+    let req: InviteRequest = extract::parse(body)?;
     let mut errors = Vec::new();
     let email = extract::email("email", &req.email)
         .map_err(|e| errors.push(e))
@@ -161,32 +212,190 @@ pub async fn add_member(
     if my_role == Role::Member {
         return Err(ApiError::Forbidden);
     }
-    let user = state
-        .db
-        .user_by_email(&email)
-        .await?
-        .ok_or(ApiError::UserNotFound)?;
+    let key = caller.user_id.to_string();
+    let decision = limited(&state, &[(Policy::InviteUser, &key)]).await?;
+    let result: Result<Response, ApiError> = async {
+        let now = state.clock.now();
+        let inv = Invitation {
+            id: Uuid::now_v7(),
+            org_id,
+            email,
+            role,
+            expires_at: now + INVITATION_TTL,
+        };
+        if !state
+            .db
+            .create_invitation(inv.clone(), caller.user_id, now)
+            .await?
+        {
+            return Err(ApiError::AlreadyMember);
+        }
+        // No email in the trail: it may name someone without an account here.
+        state.audit.record(AuditEvent {
+            user_id: Some(caller.user_id),
+            org_id: Some(org_id),
+            subject_id: Some(inv.id),
+            detail: Some(role.as_str().to_owned()),
+            ..caller.client.event("org_invitation_created")
+        });
+        let body = InvitationView {
+            id: inv.id,
+            org_id,
+            email: inv.email,
+            role,
+            expires_at: rfc3339(inv.expires_at),
+        };
+        Ok(no_store(
+            warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED)
+                .into_response(),
+        ))
+    }
+    .await;
+    Ok(with_limits(
+        result.unwrap_or_else(ApiError::into_response),
+        &decision,
+    ))
+}
+
+/// `DELETE /orgs/{org_id}/invitations/{id}`: owners and admins withdraw a pending invitation.
+#[utoipa::path(delete, path = "/orgs/{org_id}/invitations/{id}", tag = "orgs", security(("bearer" = [])),
+    params(
+        ("org_id" = String, Path, description = "Organization id (UUID)"),
+        ("id" = String, Path, description = "Invitation id (UUID)"),
+    ),
+    responses(
+        (status = 204, description = "Revoked; it can no longer be accepted"),
+        (status = 403, description = "`forbidden`: the caller is not owner or admin there (or the organization is unknown)", body = Problem),
+        (status = 404, description = "`not_found`: no pending invitation of that organization with that id (unknown, expired, or already accepted, declined or revoked)", body = Problem),
+    ))]
+#[instrument(skip_all)]
+pub async fn revoke_invitation(
+    state: SharedState,
+    auth: Auth,
+    org: String,
+    id: String,
+) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let (org_id, my_role) = caller_role(&state, &caller, &org).await?;
+    if my_role == Role::Member {
+        return Err(ApiError::Forbidden);
+    }
+    let id = token_shaped_uuid(&id).ok_or(ApiError::NotFound)?;
     if !state
         .db
-        .add_member(org_id, user.id, role, state.clock.now())
+        .revoke_invitation(org_id, id, state.clock.now())
         .await?
     {
-        return Err(ApiError::AlreadyMember);
+        return Err(ApiError::NotFound);
     }
-    state.profiles.forget([user.id]);
     state.audit.record(AuditEvent {
         user_id: Some(caller.user_id),
         org_id: Some(org_id),
-        subject_id: Some(user.id),
-        detail: Some(role.as_str().to_owned()),
-        ..caller.client.event("member_added")
+        subject_id: Some(id),
+        ..caller.client.event("org_invitation_revoked")
     });
-    let body = MemberAdded {
-        user_id: user.id,
+    Ok(no_content())
+}
+
+/// `GET /auth/invitations`: the pending, unexpired invitations for the caller's email.
+#[utoipa::path(get, path = "/auth/invitations", tag = "orgs", security(("bearer" = [])),
+    responses((status = 200, description = "Pending, unexpired invitations for the caller's email, oldest first", body = InvitationList)))]
+#[instrument(skip_all)]
+pub async fn invitations(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let list: Vec<PendingInvitationView> = state
+        .db
+        .invitations_for(caller.claims.email.clone(), state.clock.now())
+        .await?
+        .into_iter()
+        .map(|i| PendingInvitationView {
+            id: i.id,
+            org_id: i.org_id,
+            org_name: i.org_name,
+            role: i.role,
+            expires_at: rfc3339(i.expires_at),
+        })
+        .collect();
+    // Personal data: no shared cache may keep it.
+    Ok(no_store(
+        warp::reply::json(&InvitationList { invitations: list }).into_response(),
+    ))
+}
+
+/// `POST /auth/invitations/{id}/accept`: the caller joins the organization with the invited role.
+#[utoipa::path(post, path = "/auth/invitations/{id}/accept", tag = "orgs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Invitation id (UUID)")),
+    responses(
+        (status = 201, description = "The caller is now a member", body = InvitationAccepted),
+        (status = 404, description = "`not_found`: unknown, expired, revoked, used, declined, or for another email", body = Problem),
+        (status = 409, description = "`already_member`: the caller is a member there already; the invitation stays pending", body = Problem),
+    ))]
+#[instrument(skip_all)]
+pub async fn accept_invitation(
+    state: SharedState,
+    auth: Auth,
+    id: String,
+) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let id = token_shaped_uuid(&id).ok_or(ApiError::NotFound)?;
+    let (org_id, role) = match state
+        .db
+        .accept_invitation(
+            id,
+            caller.claims.email.clone(),
+            caller.user_id,
+            state.clock.now(),
+        )
+        .await?
+    {
+        Acceptance::Accepted { org_id, role } => (org_id, role),
+        Acceptance::NotPending => return Err(ApiError::NotFound),
+        Acceptance::AlreadyMember => return Err(ApiError::AlreadyMember),
+    };
+    state.profiles.forget([caller.user_id]);
+    state.audit.record(AuditEvent {
+        user_id: Some(caller.user_id),
+        org_id: Some(org_id),
+        subject_id: Some(id),
+        detail: Some(role.as_str().to_owned()),
+        ..caller.client.event("org_invitation_accepted")
+    });
+    let body = InvitationAccepted {
+        user_id: caller.user_id,
         org_id,
         role,
     };
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response())
+}
+
+/// `POST /auth/invitations/{id}/decline`: the caller turns an invitation down; it is used up.
+#[utoipa::path(post, path = "/auth/invitations/{id}/decline", tag = "orgs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Invitation id (UUID)")),
+    responses(
+        (status = 204, description = "Declined; it can no longer be accepted"),
+        (status = 404, description = "`not_found`: unknown, expired, revoked, used, declined, or for another email", body = Problem),
+    ))]
+#[instrument(skip_all)]
+pub async fn decline_invitation(
+    state: SharedState,
+    auth: Auth,
+    id: String,
+) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let id = token_shaped_uuid(&id).ok_or(ApiError::NotFound)?;
+    if !state
+        .db
+        .decline_invitation(id, caller.claims.email.clone(), state.clock.now())
+        .await?
+    {
+        return Err(ApiError::NotFound);
+    }
+    state.audit.record(AuditEvent {
+        user_id: Some(caller.user_id),
+        subject_id: Some(id),
+        ..caller.client.event("org_invitation_declined")
+    });
+    Ok(no_content())
 }
 
 /// `DELETE /orgs/{org_id}/members/{user_id}`.
@@ -241,5 +450,5 @@ pub async fn remove_member(
         subject_id: Some(target),
         ..caller.client.event("member_removed")
     });
-    Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+    Ok(no_content())
 }

@@ -2,7 +2,7 @@
 //! Bearer endpoints.
 
 use crate::helpers::*;
-use crate::orgs::authed;
+use crate::orgs::{authed, join};
 use serde_json::{json, Value};
 
 async fn get(app: &TestApp, path: &str, bearer: &str) -> reqwest::Response {
@@ -70,15 +70,15 @@ async fn switch_org_changes_org_and_role_keeps_sid_and_refresh_stays_there_until
         .await
         .unwrap();
     let org_id = org["id"].as_str().unwrap();
-    let r = app
-        .http
-        .post(app.url(&format!("/orgs/{org_id}/members")))
-        .header("authorization", &owner_auth)
-        .json(&json!({"email": "sw2@example.com", "role": "member"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    join(
+        &app,
+        &owner_auth,
+        org_id,
+        "sw2@example.com",
+        "member",
+        &bearer(&login),
+    )
+    .await;
 
     let r = post(
         &app,

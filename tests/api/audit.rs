@@ -116,8 +116,27 @@ async fn every_security_event_leaves_a_row_without_secrets() {
         .await
         .unwrap();
     let org_id = org["id"].as_str().unwrap().to_owned();
-    let m: Value = auth(app.http.post(app.url(&format!("/orgs/{org_id}/members"))))
-        .json(&json!({"email": "au2@example.com", "role": "member"}))
+    let inv: Value = auth(
+        app.http
+            .post(app.url(&format!("/orgs/{org_id}/invitations"))),
+    )
+    .json(&json!({"email": "au2@example.com", "role": "member"}))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let invitation = inv["id"].as_str().unwrap().to_owned();
+    let au2 = app.login("au2@example.com").await;
+    secrets.extend([
+        au2["access_token"].as_str().unwrap().to_owned(),
+        au2["refresh_token"].as_str().unwrap().to_owned(),
+    ]);
+    let m: Value = app
+        .http
+        .post(app.url(&format!("/auth/invitations/{invitation}/accept")))
+        .bearer_auth(au2["access_token"].as_str().unwrap())
         .send()
         .await
         .unwrap()
@@ -185,7 +204,8 @@ async fn every_security_event_leaves_a_row_without_secrets() {
         "mfa_failed",
         "mfa_disabled",
         "org_created",
-        "member_added",
+        "org_invitation_created",
+        "org_invitation_accepted",
         "member_removed",
         "refresh_token_reused",
         "password_changed",
@@ -207,6 +227,13 @@ async fn every_security_event_leaves_a_row_without_secrets() {
         reuse["session_id"].is_string(),
         "the revoked family is named"
     );
+    // An invitation's rows name it, never the invited email (which may have no account).
+    for kind in ["org_invitation_created", "org_invitation_accepted"] {
+        let row = rows.iter().find(|r| r["kind"] == kind).unwrap();
+        assert_eq!(row["subject_id"], invitation.as_str(), "{kind}");
+        assert_eq!(row["org_id"], org_id.as_str(), "{kind}");
+        assert_eq!(row["detail"], "member", "{kind}");
+    }
     let text = serde_json::to_string(&rows).unwrap();
     for secret in &secrets {
         assert!(
