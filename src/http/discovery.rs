@@ -16,22 +16,27 @@ use warp::Reply;
 /// long (key rotation keeps that promise), so a cached JWKS never misses a `kid`.
 pub const JWKS_MAX_AGE: u64 = 300;
 
-/// OpenID Provider metadata (OpenID Connect Discovery 1.0).
+/// OpenID Provider metadata (OpenID Connect Discovery 1.0), advertising only what exists.
+///
+/// There is no OAuth authorization or token endpoint yet (the JSON login and refresh are not
+/// OAuth grants), so no `token_endpoint`, no `grant_types_supported`, and empty lists of
+/// response types and token-endpoint authentication methods: a client library reading this
+/// learns the issuer and the keys to verify its tokens with, and is not sent to endpoints that
+/// would not answer it.
 #[derive(Serialize, ToSchema)]
 pub struct OpenIdConfiguration {
     /// `ISSUER`.
     issuer: String,
     /// Absolute URL of the JWKS.
     jwks_uri: String,
-    /// Where tokens are obtained (the password login).
-    token_endpoint: String,
-    token_endpoint_auth_methods_supported: [&'static str; 1],
-    grant_types_supported: [&'static str; 2],
-    response_types_supported: [&'static str; 1],
+    /// Empty: no token endpoint yet.
+    token_endpoint_auth_methods_supported: [&'static str; 0],
+    /// Empty: no authorization endpoint yet.
+    response_types_supported: [&'static str; 0],
     subject_types_supported: [&'static str; 1],
     id_token_signing_alg_values_supported: [&'static str; 1],
     /// Claims of the access tokens.
-    claims_supported: [&'static str; 12],
+    claims_supported: [&'static str; 13],
 }
 
 /// `{"status"}` of the health endpoints.
@@ -74,15 +79,24 @@ pub async fn openid_configuration(state: SharedState) -> Response {
     let body = OpenIdConfiguration {
         issuer: iss.clone(),
         jwks_uri: format!("{iss}/.well-known/jwks.json"),
-        token_endpoint: format!("{iss}/auth/login"),
-        token_endpoint_auth_methods_supported: ["none"],
-        grant_types_supported: ["password", "refresh_token"],
-        response_types_supported: ["token"],
+        token_endpoint_auth_methods_supported: [],
+        response_types_supported: [],
         subject_types_supported: ["public"],
         id_token_signing_alg_values_supported: ["RS256"],
         claims_supported: [
-            "iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "org_id", "role", "email",
+            "iss",
+            "aud",
+            "sub",
+            "exp",
+            "iat",
+            "nbf",
+            "jti",
+            "sid",
+            "org_id",
+            "role",
+            "email",
             "amr",
+            "auth_time",
         ],
     };
     let mut resp = warp::reply::json(&body).into_response();
@@ -119,7 +133,31 @@ pub async fn readyz(state: SharedState) -> Response {
 /// `GET /metrics`: Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
-pub async fn metrics(state: SharedState) -> Response {
+pub async fn metrics(state: SharedState, authorization: Option<String>) -> Response {
+    let access = &state.settings.metrics;
+    if access.listen_addr.is_some() {
+        // Served on the internal listener only.
+        return ApiError::NotFound.into_response();
+    }
+    if let Some(expected) = &access.token {
+        let given = authorization
+            .as_deref()
+            .and_then(super::bearer::bearer_token)
+            .unwrap_or("");
+        let same: bool = subtle::ConstantTimeEq::ct_eq(
+            edge_idp_actors::crypto::sha256(given.as_bytes()).as_slice(),
+            edge_idp_actors::crypto::sha256(expected.as_bytes()).as_slice(),
+        )
+        .into();
+        if !same {
+            return ApiError::InvalidToken.into_response();
+        }
+    }
+    render_metrics(&state)
+}
+
+/// The Prometheus text of this process, whoever asked.
+pub fn render_metrics(state: &SharedState) -> Response {
     let body = state
         .metrics
         .render(&state.actors, state.limiter.backend_switches());
