@@ -20,6 +20,7 @@ fn limits() -> Limits {
         login: q,
         signup: q,
         refresh: q,
+        invite: q,
     }
 }
 

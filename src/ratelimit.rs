@@ -79,6 +79,8 @@ pub enum Policy {
     SignupIp,
     /// `/auth/refresh` per client IP.
     RefreshIp,
+    /// `POST /orgs/{org_id}/invitations` per inviting user (its user id).
+    InviteUser,
 }
 
 impl Policy {
@@ -88,6 +90,7 @@ impl Policy {
             Policy::LoginIp | Policy::LoginAccount => "login",
             Policy::SignupIp => "signup",
             Policy::RefreshIp => "refresh",
+            Policy::InviteUser => "invite",
         }
     }
 
@@ -98,6 +101,7 @@ impl Policy {
             Policy::LoginAccount => "login_account",
             Policy::SignupIp => "signup_ip",
             Policy::RefreshIp => "refresh_ip",
+            Policy::InviteUser => "invite_user",
         }
     }
 }
@@ -227,7 +231,10 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// A backend for `url`; keys are `{prefix}:rl:{policy}:{key}`.
+    /// A backend for `url`; keys are `{<prefix>}:rl:<policy>:<key>`. The braces are a Redis
+    /// Cluster hash tag: the script reads and writes several keys at once (login: per IP and
+    /// per account), which a cluster allows only for keys of one slot, so every limiter key
+    /// carries the same tag. The limiter's keys therefore live on one shard of a cluster.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
         Ok(Self {
@@ -277,7 +284,7 @@ impl RedisBackend {
         let mut inv = self.script.prepare_invoke();
         inv.arg(now);
         for (p, q, k) in checks {
-            inv.key(format!("{}:rl:{}:{}", self.prefix, p.name(), k));
+            inv.key(redis_key(&self.prefix, *p, k));
             inv.arg(q.interval_ms()).arg(q.period_ms());
         }
         let out: Vec<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
@@ -302,6 +309,11 @@ impl RedisBackend {
         d.allowed = out[0] == 1;
         Ok(d)
     }
+}
+
+/// The Redis key of one counter, hash-tagged by the prefix (see [`RedisBackend::new`]).
+fn redis_key(prefix: &str, policy: Policy, key: &str) -> String {
+    format!("{{{prefix}}}:rl:{}:{key}", policy.name())
 }
 
 impl BackendProbe for RedisBackend {
@@ -347,6 +359,7 @@ impl RateLimiter {
             (Policy::LoginAccount, limits.login),
             (Policy::SignupIp, limits.signup),
             (Policy::RefreshIp, limits.refresh),
+            (Policy::InviteUser, limits.invite),
         ]);
         let longest = quotas
             .iter()
@@ -484,6 +497,7 @@ mod tests {
                     login: q,
                     signup: q,
                     refresh: q,
+                    invite: q,
                 },
                 clock.clone(),
                 None,
@@ -501,6 +515,7 @@ mod tests {
                 login: q,
                 signup: q,
                 refresh: q,
+                invite: q,
             },
             Clock::manual(0),
             None,
