@@ -219,7 +219,12 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(port: u16) -> OwnRedis {
+        Self::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> OwnRedis {
         let child = Command::new("redis-server")
+            .args(extra)
             .args([
                 "--port",
                 &port.to_string(),
@@ -329,4 +334,66 @@ async fn redis_stopped_mid_test_limits_in_process_then_shared_counting_resumes()
         4,
         "shared counting resumed"
     );
+}
+
+/// On Redis Cluster a script may touch several keys only if they hash to one slot: the login
+/// check's per-IP and per-account keys must, or every check fails with CROSSSLOT and the
+/// limiter falls back to process memory. A one-node cluster owning every slot refuses
+/// cross-slot scripts exactly as a large one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_multi_key_login_check_works_on_a_redis_cluster() {
+    if redis_url("the_multi_key_login_check_works_on_a_redis_cluster")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = dir.path().join("nodes.conf");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = OwnRedis::start_with(
+        port,
+        &[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            nodes.to_str().unwrap(),
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    redis.ready().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: String = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query_async(&mut c)
+        .await
+        .expect("slots assigned");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut c).await.unwrap();
+        if info.contains("cluster_state:ok") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "cluster did not come up: {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let app = spawn_with(opts(Some(&url))).await;
+    let limiter = app.limiter();
+    for _ in 0..3 {
+        assert_eq!(login_as(&app, "cluster@example.com", None).await.status(), 401);
+    }
+    assert_limited(login_as(&app, "cluster@example.com", None).await, "3").await;
+    assert_eq!(limiter.backend(), "redis");
+    assert_eq!(limiter.backend_switches(), 0, "a check failed on the cluster");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
+    assert!(keys.len() >= 2 && keys.iter().all(|k| k.starts_with("{test-")), "{keys:?}");
 }

@@ -627,3 +627,26 @@ async fn discovery_advertises_no_grant_or_endpoint_that_does_not_exist() {
     assert_eq!(d["response_types_supported"], json!([]), "{d}");
     assert!(!d.to_string().contains("password"), "{d}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_and_its_wal_and_shm_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::multiprocess::start(dir.path(), 10);
+    // A write, so the WAL and shared-memory files exist.
+    let r = crate::multiprocess::post(
+        &server.base,
+        "/auth/signup",
+        json!({"email": "perm@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    for name in ["edge-idp.db", "edge-idp.db-wal", "edge-idp.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name} has mode {:o}", mode & 0o777);
+    }
+    drop(server);
+}
