@@ -379,21 +379,42 @@ async fn the_multi_key_login_check_works_on_a_redis_cluster() {
         .expect("slots assigned");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut c).await.unwrap();
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut c)
+            .await
+            .unwrap();
         if info.contains("cluster_state:ok") {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "cluster did not come up: {info}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cluster did not come up: {info}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let app = spawn_with(opts(Some(&url))).await;
     let limiter = app.limiter();
     for _ in 0..3 {
-        assert_eq!(login_as(&app, "cluster@example.com", None).await.status(), 401);
+        assert_eq!(
+            login_as(&app, "cluster@example.com", None).await.status(),
+            401
+        );
     }
     assert_limited(login_as(&app, "cluster@example.com", None).await, "3").await;
     assert_eq!(limiter.backend(), "redis");
-    assert_eq!(limiter.backend_switches(), 0, "a check failed on the cluster");
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
-    assert!(keys.len() >= 2 && keys.iter().all(|k| k.starts_with("{test-")), "{keys:?}");
+    assert_eq!(
+        limiter.backend_switches(),
+        0,
+        "a check failed on the cluster"
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        keys.len() >= 2 && keys.iter().all(|k| k.starts_with("{test-")),
+        "{keys:?}"
+    );
 }

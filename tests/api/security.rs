@@ -424,6 +424,22 @@ async fn a_password_change_ends_pending_mfa_challenges() {
     assert_problem(r, 401, "invalid_mfa_token").await;
 }
 
+/// A login through a proxy that wrote `xff`, as a new email each time (so only the per-IP limit
+/// can refuse it); its status.
+async fn login_via(app: &TestApp, xff: &str) -> u16 {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let i = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    app.http
+        .post(app.url("/auth/login"))
+        .header("x-forwarded-for", xff)
+        .json(&json!({"email": format!("ip{i}@example.com"), "password": "x"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_is_read_from_the_right_and_ipv6_is_counted_by_its_64() {
     let app = spawn_with(
@@ -432,39 +448,23 @@ async fn forwarded_for_is_read_from_the_right_and_ipv6_is_counted_by_its_64() {
             .arg("--rate-limit-login", "2/60"),
     )
     .await;
-    // A new email each time: only the per-IP limit can refuse.
-    let n = std::sync::atomic::AtomicUsize::new(0);
-    let login = |xff: &'static str| {
-        let (app, i) = (&app, n.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        async move {
-            app.http
-                .post(app.url("/auth/login"))
-                .header("x-forwarded-for", xff)
-                .json(&json!({"email": format!("ip{i}@example.com"), "password": "x"}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
     // The client writes what it likes on the left; the proxy appended 198.51.100.7.
-    assert_eq!(login("1.1.1.1, 198.51.100.7").await, 401);
-    assert_eq!(login("2.2.2.2, 198.51.100.7").await, 401);
+    assert_eq!(login_via(&app, "1.1.1.1, 198.51.100.7").await, 401);
+    assert_eq!(login_via(&app, "2.2.2.2, 198.51.100.7").await, 401);
     assert_eq!(
-        login("3.3.3.3, 198.51.100.7").await,
+        login_via(&app, "3.3.3.3, 198.51.100.7").await,
         429,
         "spoofed left-most entries share one bucket"
     );
     // One /64 is one client.
-    assert_eq!(login("2001:db8:0:1::1").await, 401);
-    assert_eq!(login("2001:db8:0:1::ffff").await, 401);
+    assert_eq!(login_via(&app, "2001:db8:0:1::1").await, 401);
+    assert_eq!(login_via(&app, "2001:db8:0:1::ffff").await, 401);
     assert_eq!(
-        login("2001:db8:0:1:abcd::2").await,
+        login_via(&app, "2001:db8:0:1:abcd::2").await,
         429,
         "one /64, one bucket"
     );
-    assert_eq!(login("2001:db8:0:2::1").await, 401, "another /64");
+    assert_eq!(login_via(&app, "2001:db8:0:2::1").await, 401, "another /64");
 
     let two_hops = spawn_with(
         Opts::default()
@@ -473,30 +473,16 @@ async fn forwarded_for_is_read_from_the_right_and_ipv6_is_counted_by_its_64() {
             .arg("--rate-limit-login", "1/60"),
     )
     .await;
-    let login = |xff: &'static str| {
-        let (app, i) = (
-            &two_hops,
-            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-        );
-        async move {
-            app.http
-                .post(app.url("/auth/login"))
-                .header("x-forwarded-for", xff)
-                .json(&json!({"email": format!("hop{i}@example.com"), "password": "x"}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(login("6.6.6.6, 203.0.113.9, 10.0.0.1").await, 401);
     assert_eq!(
-        login("7.7.7.7, 203.0.113.9, 10.0.0.2").await,
+        login_via(&two_hops, "6.6.6.6, 203.0.113.9, 10.0.0.1").await,
+        401
+    );
+    assert_eq!(
+        login_via(&two_hops, "7.7.7.7, 203.0.113.9, 10.0.0.2").await,
         429,
         "the second from the right is the client"
     );
-    assert_eq!(login("203.0.113.10, 10.0.0.1").await, 401);
+    assert_eq!(login_via(&two_hops, "203.0.113.10, 10.0.0.1").await, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
