@@ -256,6 +256,13 @@ fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
 pub enum DatabaseLocation {
     /// A local libSQL file.
     File(PathBuf),
+    /// A remote libSQL primary (sqld, Turso): every statement goes to it.
+    Remote {
+        /// `libsql://`, `https://` or `http://`.
+        url: String,
+        /// `DATABASE_AUTH_TOKEN` (empty for a server without authentication).
+        token: String,
+    },
 }
 
 /// Validated settings, in the units the code uses.
@@ -431,10 +438,27 @@ impl Config {
                     || url.starts_with("https://")
                     || url.starts_with("http://") =>
             {
-                return Err(bad(
-                    "DATABASE_URL",
-                    "remote libSQL databases are not supported by this build yet; use a local file",
-                ));
+                if production && url.starts_with("http://") {
+                    let host = url["http://".len()..]
+                        .split(['/', ':'])
+                        .next()
+                        .unwrap_or("");
+                    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+                        return Err(bad(
+                            "DATABASE_URL",
+                            "a plain http:// primary is refused when APP_ENV=production, except on loopback; use libsql:// or https://",
+                        ));
+                    }
+                }
+                DatabaseLocation::Remote {
+                    url: url.trim().to_owned(),
+                    token: self
+                        .database_auth_token
+                        .as_deref()
+                        .unwrap_or("")
+                        .trim()
+                        .to_owned(),
+                }
             }
             Some(url) => {
                 let path = url.strip_prefix("file:").unwrap_or(url);

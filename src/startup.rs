@@ -87,9 +87,7 @@ impl Application {
 
     /// Builds with the given clock (tests drive a manual one).
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, StartError> {
-        let db = match &settings.database {
-            DatabaseLocation::File(path) => Db::open_local(path, settings.db_cache_kib).await?,
-        };
+        let db = open_db(&settings).await?;
         migrate(&db).await?;
 
         let key_sealer = settings.master_key.sealer(b"signing-keys");
@@ -330,12 +328,24 @@ pub fn rotation_policy(settings: &Settings) -> RotationPolicy {
     }
 }
 
+/// How long the start waits for a remote primary to answer before it gives up with a clear
+/// message.
+const REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The database of the settings: a local file, or a remote primary.
+async fn open_db(settings: &Settings) -> Result<Db, StartError> {
+    Ok(match &settings.database {
+        DatabaseLocation::File(path) => Db::open_local(path, settings.db_cache_kib).await?,
+        DatabaseLocation::Remote { url, token } => {
+            Db::open_remote(url, token, REMOTE_CONNECT_TIMEOUT).await?
+        }
+    })
+}
+
 /// `edge-idp keys list|rotate`: works on the configured database directly; running instances
 /// pick a rotation up at their next key check.
 pub async fn keys_command(settings: Settings, action: KeysAction) -> Result<String, StartError> {
-    let db = match &settings.database {
-        DatabaseLocation::File(path) => Db::open_local(path, settings.db_cache_kib).await?,
-    };
+    let db = open_db(&settings).await?;
     migrate(&db).await?;
     let clock = Clock::system();
     let sealer = settings.master_key.sealer(b"signing-keys");

@@ -17,6 +17,14 @@
 //! prepared once). A pooled [`Conn`] keeps the statements of the hot paths prepared
 //! ([`Conn::cached_row`], [`Conn::cached_execute`]) for as long as the connection lives;
 //! SQLite re-prepares one itself if the schema changes under it.
+//!
+//! Remote mode (`DATABASE_URL=libsql://…`, `http(s)://…`) speaks Hrana over HTTP to a libSQL
+//! server (sqld, Turso). There nothing runs SQLite in this process, so operations run on the
+//! runtime like any network call, not on the blocking pool; a remote "prepare" is a round trip
+//! that also fixes, when it is made, whether the statement closes its stream, so remote
+//! connections prepare nothing ahead; and a remote connection's transaction must be begun on
+//! the connection itself ([`Conn::begin_immediate`]): libSQL's `transaction()` opens a second
+//! stream there, and a statement sent on the first would wait for the second's lock.
 
 mod guards;
 mod migrate;
@@ -56,6 +64,8 @@ pub struct Db {
 pub struct Conn {
     conn: Connection,
     prepared: Arc<Mutex<HashMap<&'static str, Arc<Statement>>>>,
+    /// A connection to a remote primary: nothing is prepared ahead.
+    remote: bool,
 }
 
 impl Deref for Conn {
@@ -95,6 +105,16 @@ impl Conn {
         params: impl IntoParams,
         read: impl FnOnce(&Row) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
+        if self.remote {
+            let mut rows = self.conn.query(sql, params).await.map_err(map_err)?;
+            let first = match rows.next().await.map_err(map_err)? {
+                Some(row) => read(&row).map(Some),
+                None => Ok(None),
+            };
+            // Read to the end (see `store::first_row`).
+            while rows.next().await.map_err(map_err)?.is_some() {}
+            return first;
+        }
         let stmt = self.prepared(sql).await?;
         let result = async {
             let mut rows = stmt.query(params).await.map_err(map_err)?;
@@ -108,12 +128,40 @@ impl Conn {
         result
     }
 
+    /// Begins an immediate transaction on this connection itself, so that every statement sent
+    /// on it (prepared ones included) runs inside. End it with [`Conn::commit`]; a connection
+    /// left inside a transaction is rolled back when its operation ends.
+    pub async fn begin_immediate(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute("BEGIN IMMEDIATE", ())
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    /// Commits the transaction of [`Conn::begin_immediate`].
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute("COMMIT", ())
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
     /// Runs the prepared statement `sql`, which returns no rows; the number of rows changed.
     pub async fn cached_execute(
         &self,
         sql: &'static str,
         params: impl IntoParams,
     ) -> Result<usize, StoreError> {
+        if self.remote {
+            return self
+                .conn
+                .execute(sql, params)
+                .await
+                .map(|n| n as usize)
+                .map_err(map_err);
+        }
         let stmt = self.prepared(sql).await?;
         let result = stmt.execute(params).await.map_err(map_err);
         stmt.reset();
@@ -123,6 +171,8 @@ impl Conn {
 
 struct Inner {
     db: Database,
+    /// A remote primary, not a local file.
+    remote: bool,
     idle: Mutex<Vec<Conn>>,
     /// `PRAGMA cache_size` of every connection, as a negative KiB count.
     cache_pragma: String,
@@ -145,6 +195,7 @@ impl Db {
         let this = Self {
             inner: Arc::new(Inner {
                 db,
+                remote: false,
                 idle: Mutex::new(Vec::new()),
                 cache_pragma: format!(
                     "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{cache_kib};"
@@ -167,6 +218,59 @@ impl Db {
         Ok(this)
     }
 
+    /// Connects to a remote libSQL primary (sqld, Turso) at `url` with `token`, and checks that
+    /// it answers and accepts the token for writes within `timeout`: a refused token or an
+    /// unreachable server stops the start with one clear line instead of failing requests.
+    pub async fn open_remote(
+        url: &str,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let db = libsql::Builder::new_remote(url.to_owned(), token.to_owned())
+            .build()
+            .await
+            .map_err(map_err)?;
+        let this = Self {
+            inner: Arc::new(Inner {
+                db,
+                remote: true,
+                idle: Mutex::new(Vec::new()),
+                cache_pragma: "PRAGMA foreign_keys=ON;".to_owned(),
+                writers: Arc::new(tokio::sync::Mutex::new(())),
+            }),
+        };
+        let probe = this.run(|c| async move {
+            // A write: a read-only token passes a SELECT but not this.
+            c.execute("CREATE TABLE IF NOT EXISTS edge_idp_probe (x INTEGER)", ())
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        });
+        match tokio::time::timeout(timeout, probe).await {
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the database at {} did not answer within {} s",
+                redact_url(url),
+                timeout.as_secs()
+            ))),
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                let lower = text.to_ascii_lowercase();
+                if ["401", "403", "unauthorized", "forbidden", "auth"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+                {
+                    Err(StoreError::Other(format!(
+                        "the database at {} refused DATABASE_AUTH_TOKEN (missing, expired, read-only or signed by another key): {text}",
+                        redact_url(url)
+                    )))
+                } else {
+                    Err(e)
+                }
+            }
+            Ok(Ok(())) => Ok(this),
+        }
+    }
+
     async fn checkout(&self) -> Result<Conn, StoreError> {
         let idle = self
             .inner
@@ -185,6 +289,7 @@ impl Db {
         Ok(Conn {
             conn: c,
             prepared: Arc::default(),
+            remote: self.inner.remote,
         })
     }
 
@@ -232,6 +337,24 @@ impl Db {
         T: Send + 'static,
     {
         let this = self.clone();
+        if self.inner.remote {
+            // Network I/O: a task on the runtime, not the blocking pool; a task still, so that
+            // an operation (a transaction holding the primary's write lock) runs to its end
+            // even if the caller stops waiting.
+            return tokio::spawn(async move {
+                let _turn = turn;
+                let conn = this.checkout().await?;
+                let result = op(conn.clone()).await;
+                if conn.is_autocommit() {
+                    this.checkin(conn);
+                } else {
+                    let _ = conn.execute("ROLLBACK", ()).await;
+                }
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Other(format!("storage task failed: {e}")))?;
+        }
         let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             // The turn ends with the work, even if the caller stopped waiting for it.
@@ -259,6 +382,23 @@ impl Db {
             Ok(())
         })
         .await
+    }
+}
+
+/// Whether `c` runs SQLite in this process. libSQL does not say so directly; a local
+/// connection is the one that supports reserved bytes (remote ones answer "not supported").
+fn is_local(c: &Connection) -> bool {
+    c.get_reserved_bytes().is_ok()
+}
+
+/// `url` without credentials, for messages.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            format!("{scheme}://{host}")
+        }
+        None => url.to_owned(),
     }
 }
 

@@ -66,7 +66,14 @@ pub(super) async fn first_row(
     p: impl libsql::params::IntoParams,
 ) -> Result<Option<Row>, StoreError> {
     let mut rows = c.query(sql, p).await.map_err(map_err)?;
-    rows.next().await.map_err(map_err)
+    let first = rows.next().await.map_err(map_err)?;
+    // Over Hrana (remote mode) an unfinished cursor is interrupted by the stream's next
+    // statement, which then fails with SQLITE_INTERRUPT: read to the end there. Not on a local
+    // connection, whose row reads its columns from the statement that reading on would reset.
+    if !super::is_local(c) {
+        while rows.next().await.map_err(map_err)?.is_some() {}
+    }
+    Ok(first)
 }
 
 /// Who session `sid`'s next access token is for: its active organization while the user is a
@@ -217,7 +224,7 @@ impl UserStore for Db {
 impl SessionStore for Db {
     async fn start_session(&self, s: NewSession) -> StoreResult<()> {
         self.write(move |c| async move {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
+            c.begin_immediate().await?;
             c.cached_execute(
                 "INSERT INTO sessions (id, user_id, active_org_id, amr, user_agent, ip, created_at, last_used_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
@@ -229,7 +236,7 @@ impl SessionStore for Db {
                 params![blob(&s.token_hash), s.id.to_string(), s.created_at, s.token_expires_at],
             )
             .await?;
-            tx.commit().await.map_err(map_err)
+            c.commit().await
         })
         .await
     }
@@ -238,8 +245,9 @@ impl SessionStore for Db {
         self.write(move |c| async move {
             // Immediate: the write lock is taken before the read, so what is read is what the
             // rotation replaces, in this process and in any other sharing the file.
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            // The statements are the connection's prepared ones; they run inside `tx`.
+            c.begin_immediate().await?;
+            // The statements are the connection's prepared ones; they run inside the
+            // transaction, which is the connection's own.
             let Some(view) = c.cached_row(
                 "SELECT r.session_id, s.user_id, r.generation, r.expires_at, r.used_at, r.successor_sealed, \
                         n.used_at IS NOT NULL, n.expires_at, CASE WHEN s.revoked_at IS NULL THEN NULL ELSE COALESCE(s.revoked_reason, 'revoked') END, s.expires_at \
@@ -264,7 +272,7 @@ impl SessionStore for Db {
             )
             .await?
             else {
-                tx.commit().await.map_err(map_err)?;
+                c.commit().await?;
                 return Ok(None);
             };
             let sid = view.session_id.to_string();
@@ -299,7 +307,7 @@ impl SessionStore for Db {
             } else {
                 None
             };
-            tx.commit().await.map_err(map_err)?;
+            c.commit().await?;
             Ok(Some(Presented { view, rotated, principal }))
         })
         .await
