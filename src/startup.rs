@@ -88,11 +88,27 @@ impl Application {
     /// Builds with the given clock (tests drive a manual one).
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, StartError> {
         let db = open_db(&settings).await?;
-        migrate(&db).await?;
+        retry_transient(
+            || migrate(&db),
+            |e| {
+                matches!(
+                    e,
+                    MigrateError::Store(StoreError::Unavailable(_))
+                        | MigrateError::Failed {
+                            source: StoreError::Unavailable(_),
+                            ..
+                        }
+                )
+            },
+        )
+        .await?;
 
         let key_sealer = settings.master_key.sealer(b"signing-keys");
-        let key_set =
-            keys::bootstrap(&db, &key_sealer, settings.key_import.as_ref(), &clock).await?;
+        let key_set = retry_transient(
+            || keys::bootstrap(&db, &key_sealer, settings.key_import.as_ref(), &clock),
+            |e| matches!(e, KeyError::Store(StoreError::Unavailable(_))),
+        )
+        .await?;
         let keys: KeyHandle = Arc::new(ArcSwap::from_pointee(key_set));
 
         let cores = std::thread::available_parallelism()
@@ -325,6 +341,27 @@ pub fn rotation_policy(settings: &Settings) -> RotationPolicy {
         prepublish: crate::http::discovery::JWKS_MAX_AGE as i64,
         retire_after: settings.access_token_ttl + 60,
         check_every: settings.key_check_interval,
+    }
+}
+
+/// Runs a start-up step again while it fails transiently (`transient`): instances starting
+/// together on one primary contend for its write lock and may be interrupted by it. Gives up
+/// after about ten seconds with the last error.
+async fn retry_transient<T, E, F, Fut>(mut step: F, transient: impl Fn(&E) -> bool) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut wait = Duration::from_millis(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match step().await {
+            Err(e) if transient(&e) && tokio::time::Instant::now() + wait < deadline => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! lock and the second finds the work done. A database that has a version this binary does not
 //! know came from a newer release: starting on it could corrupt data, so we refuse.
 
+use super::store::first_row;
 use super::{map_err, Db};
 use edge_idp_actors::StoreError;
 use libsql::TransactionBehavior;
@@ -64,8 +65,7 @@ pub async fn migrate(db: &Db) -> Result<Vec<i64>, MigrateError> {
             )
             .await
             .map_err(map_err)?;
-            let mut rows = c.query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", ()).await.map_err(map_err)?;
-            let row = rows.next().await.map_err(map_err)?;
+            let row = first_row(&c, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", ()).await?;
             Ok(row.map(|r| r.get::<i64>(0).unwrap_or(0)).unwrap_or(0))
         })
         .await?;
@@ -80,19 +80,16 @@ pub async fn migrate(db: &Db) -> Result<Vec<i64>, MigrateError> {
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .await
                     .map_err(map_err)?;
-                let mut rows = tx
-                    .query(
-                        "SELECT 1 FROM schema_migrations WHERE version = ?1",
-                        [version],
-                    )
-                    .await
-                    .map_err(map_err)?;
-                if rows.next().await.map_err(map_err)?.is_some() {
-                    drop(rows);
+                let done = first_row(
+                    &tx,
+                    "SELECT 1 FROM schema_migrations WHERE version = ?1",
+                    [version],
+                )
+                .await?;
+                if done.is_some() {
                     tx.rollback().await.map_err(map_err)?;
                     return Ok(false);
                 }
-                drop(rows);
                 tx.execute_batch(sql).await.map_err(map_err)?;
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

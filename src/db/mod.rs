@@ -345,9 +345,11 @@ impl Db {
                 let _turn = turn;
                 let conn = this.checkout().await?;
                 let result = op(conn.clone()).await;
-                if conn.is_autocommit() {
+                // A connection whose operation failed is not reused: its Hrana stream may be
+                // left interrupted or expired by the server.
+                if result.is_ok() && conn.is_autocommit() {
                     this.checkin(conn);
-                } else {
+                } else if !conn.is_autocommit() {
                     let _ = conn.execute("ROLLBACK", ()).await;
                 }
                 result
@@ -377,8 +379,7 @@ impl Db {
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run(|c| async move {
-            let mut rows = c.query("SELECT 1", ()).await.map_err(map_err)?;
-            rows.next().await.map_err(map_err)?;
+            store::first_row(&c, "SELECT 1", ()).await?;
             Ok(())
         })
         .await
@@ -409,9 +410,14 @@ pub fn map_err(e: libsql::Error) -> StoreError {
         libsql::Error::SqliteFailure(code, _) if is_busy(*code) || is_full(*code) => {
             StoreError::Unavailable(text)
         }
+        // A libSQL server interrupts a statement now and then while other connections change
+        // the schema or contend for its write lock (seen when instances start together): the
+        // statement did nothing, and a retry succeeds.
         _ if text.contains("database is locked")
             || text.contains("database is busy")
-            || text.contains("database or disk is full") =>
+            || text.contains("database or disk is full")
+            || text.contains("SQLITE_INTERRUPT")
+            || text.contains("SQLite error: interrupted") =>
         {
             StoreError::Unavailable(text)
         }

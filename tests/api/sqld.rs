@@ -109,6 +109,14 @@ impl Sqld {
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(log) = std::env::var_os("SQLD_LOG_DIR") {
+            let f =
+                std::fs::File::create(std::path::Path::new(&log).join(format!("sqld-{port}.log")))
+                    .unwrap();
+            cmd.env("RUST_LOG", "libsql_server=debug")
+                .stderr(f.try_clone().unwrap())
+                .stdout(f);
+        }
         if let Some(k) = jwt_key {
             cmd.arg("--auth-jwt-key-file").arg(k);
         }
