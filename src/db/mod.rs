@@ -341,7 +341,7 @@ impl Db {
             // Network I/O: a task on the runtime, not the blocking pool; a task still, so that
             // an operation (a transaction holding the primary's write lock) runs to its end
             // even if the caller stops waiting.
-            return tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let _turn = turn;
                 let conn = this.checkout().await?;
                 let result = op(conn.clone()).await;
@@ -353,9 +353,17 @@ impl Db {
                     let _ = conn.execute("ROLLBACK", ()).await;
                 }
                 result
-            })
-            .await
-            .map_err(|e| StoreError::Other(format!("storage task failed: {e}")))?;
+            });
+            // Bounded like the local busy wait: a primary that does not answer is an outage,
+            // answered 503 at once, never a hang.
+            return match tokio::time::timeout(BUSY_TIMEOUT, task).await {
+                Err(_) => Err(StoreError::Unavailable(
+                    "the database primary did not answer in time".into(),
+                )),
+                Ok(joined) => {
+                    joined.map_err(|e| StoreError::Other(format!("storage task failed: {e}")))?
+                }
+            };
         }
         let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
@@ -412,12 +420,16 @@ pub fn map_err(e: libsql::Error) -> StoreError {
         }
         // A libSQL server interrupts a statement now and then while other connections change
         // the schema or contend for its write lock (seen when instances start together): the
-        // statement did nothing, and a retry succeeds.
+        // statement did nothing, and a retry succeeds. A primary that cannot be reached, or
+        // that timed a transaction out, is an outage too: nothing was committed.
         _ if text.contains("database is locked")
             || text.contains("database is busy")
             || text.contains("database or disk is full")
             || text.contains("SQLITE_INTERRUPT")
-            || text.contains("SQLite error: interrupted") =>
+            || text.contains("SQLite error: interrupted")
+            || text.contains("TRANSACTION_TIMEOUT")
+            || text.contains("STREAM_EXPIRED")
+            || text.contains("http error") =>
         {
             StoreError::Unavailable(text)
         }

@@ -82,6 +82,26 @@ pub fn base_args(dir: &Path) -> Vec<String> {
     .collect()
 }
 
+/// Builds (without serving) an application from `base_args(dir)` plus `extra`: for tests of
+/// start-up failures, which `spawn_with` would turn into a panic.
+pub async fn try_build(
+    dir: &Path,
+    extra: &[(&str, &str)],
+) -> Result<Application, edge_idp::startup::StartError> {
+    let mut argv = vec!["edge-idp".to_owned()];
+    argv.extend(base_args(dir));
+    for (k, v) in extra {
+        argv.push((*k).to_owned());
+        argv.push((*v).to_owned());
+    }
+    let config = Cli::try_parse_from(argv)
+        .expect("test config parses")
+        .config;
+    let (key, _) = config.resolve_master_key().expect("master key");
+    let settings = config.validate(key).expect("settings");
+    Application::build(settings).await
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(Opts::default()).await
 }

@@ -300,3 +300,168 @@ async fn instances_racing_to_start_on_an_empty_primary_all_come_up_with_one_key(
     }
     assert_eq!(kids.len(), 1, "one signing key for the fleet: {kids:?}");
 }
+
+/// An Ed25519 key pair for sqld's JWT authentication: the PKCS#8 private key (DER) and the
+/// public key as the PEM file sqld reads.
+fn jwt_keys() -> (Vec<u8>, String) {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    // SubjectPublicKeyInfo of an Ed25519 key: a fixed prefix, then the 32 key bytes.
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(pair.public_key().as_ref());
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
+    let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
+    (pkcs8.as_ref().to_vec(), pem)
+}
+
+fn jwt(private: &[u8], claims: Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_ed_der(private);
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &claims,
+        &key,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_jwt_auth_the_right_token_starts_and_a_bad_one_fails_with_one_clear_line() {
+    let Some(bin) = sqld::available("with_jwt_auth") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (private, pem) = jwt_keys();
+    let key_file = dir.path().join("jwt_pub.pem");
+    std::fs::write(&key_file, pem).unwrap();
+    let server = Sqld::start_with_auth(&bin, dir.path(), &key_file).await;
+    let (other_private, _) = jwt_keys();
+    let past = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    for (what, token) in [
+        ("missing", String::new()),
+        ("expired", jwt(&private, json!({"a": "rw", "exp": past}))),
+        ("read-only", jwt(&private, json!({"a": "ro"}))),
+        (
+            "signed by another key",
+            jwt(&other_private, json!({"a": "rw"})),
+        ),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let err = try_build(
+            data.path(),
+            &[
+                ("--database-url", &server.url),
+                ("--database-auth-token", &token),
+            ],
+        )
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a {what} token started the service"));
+        let line = err.to_string();
+        assert!(line.contains("DATABASE_AUTH_TOKEN"), "{what}: {line}");
+        assert!(!line.contains('\n'), "{what}: one line: {line}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{what}: the refusal took {:?}",
+            started.elapsed()
+        );
+    }
+    let token = jwt(&private, json!({"a": "rw"}));
+    let app = spawn_with(
+        Opts::default()
+            .arg("--database-url", &server.url)
+            .arg("--database-auth-token", &token),
+    )
+    .await;
+    app.signup("jwt@example.com").await;
+    app.login("jwt@example.com").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_mid_traffic_makes_writes_503_while_keys_answer_and_all_recovers() {
+    let Some(bin) = sqld::available("a_primary_killed_mid_traffic") else {
+        return;
+    };
+    let mut server = Sqld::start(&bin).await;
+    let app = spawn_in(&Mode::Remote(&server), Opts::default()).await;
+    for i in 0..5 {
+        app.signup(&format!("acked{i}@example.com")).await;
+    }
+    let t = app.login("acked0@example.com").await;
+    let token = t["refresh_token"].as_str().unwrap().to_owned();
+
+    server.kill();
+    // Writes: a clean 503, promptly; never a 500, never a hang.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let r = http
+            .post(app.url("/auth/refresh"))
+            .json(&json!({"refresh_token": token}))
+            .send()
+            .await
+            .expect("answered, not hung");
+        assert_problem(r, 503, "unavailable").await;
+        let r = http
+            .post(app.url("/auth/signup"))
+            .json(&json!({"email": "lost@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .expect("answered, not hung");
+        assert_problem(r, 503, "unavailable").await;
+    }
+    // What needs no database keeps answering: keys, discovery, liveness, and a resource server
+    // verifying the access token with the JWKS alone.
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/healthz",
+    ] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+    }
+    verify_with_jwks(
+        &app.http,
+        &app.url("/.well-known/jwks.json"),
+        t["access_token"].as_str().unwrap(),
+    )
+    .await;
+    assert_problem(app.get("/readyz").await, 503, "unavailable").await;
+
+    server.restart(&bin).await;
+    // Everything recovers without a restart of the service: the same refresh token rotates
+    // once (the refused attempts rotated nothing), and is then a grace replay.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let first = loop {
+        let r = app.refresh(&token).await;
+        if r.status() == 200 {
+            break r.json::<Value>().await.unwrap();
+        }
+        assert_eq!(r.status(), 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes did not resume"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let again: Value = app.refresh(&token).await.json().await.unwrap();
+    assert_eq!(
+        first["refresh_token"], again["refresh_token"],
+        "one rotation"
+    );
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    // No acknowledged write was lost.
+    for i in 0..5 {
+        app.login(&format!("acked{i}@example.com")).await;
+    }
+}
