@@ -178,18 +178,33 @@ fn hash_in(
 ) -> Result<String, DomainError> {
     let salt_bytes = edge_idp_actors::crypto::random_bytes::<16>()
         .map_err(|e| DomainError::Internal(e.to_string()))?;
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(internal("salt"))?;
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     fill(memory, params.block_count());
     hasher(params)
         .hash_password_into_with_memory(password.as_bytes(), &salt_bytes, &mut out, &mut memory[..])
         .map_err(|e| DomainError::Internal(format!("argon2: {e}")))?;
+    phc_string(params, &salt_bytes, &out)
+}
+
+/// The dummy hash unknown emails are verified against: a PHC string with the current costs, a
+/// random salt and a random output. Verifying against it costs one full hash, like a real one,
+/// and matches no password; making it costs no hash, so it is off the path to listening.
+fn dummy_hash(params: &Params) -> Result<String, DomainError> {
+    let salt = edge_idp_actors::crypto::random_bytes::<16>()
+        .map_err(|e| DomainError::Internal(e.to_string()))?;
+    let out = edge_idp_actors::crypto::random_bytes::<{ Params::DEFAULT_OUTPUT_LEN }>()
+        .map_err(|e| DomainError::Internal(e.to_string()))?;
+    phc_string(params, &salt, &out)
+}
+
+fn phc_string(params: &Params, salt_bytes: &[u8], out: &[u8]) -> Result<String, DomainError> {
+    let salt = SaltString::encode_b64(salt_bytes).map_err(internal("salt"))?;
     let phc = PasswordHash {
         algorithm: argon2::ARGON2ID_IDENT,
         version: Some(Version::V0x13.into()),
         params: ParamsString::try_from(params).map_err(internal("params"))?,
         salt: Some(salt.as_salt()),
-        hash: Some(Output::new(&out).map_err(internal("output"))?),
+        hash: Some(Output::new(out).map_err(internal("output"))?),
     };
     Ok(phc.to_string())
 }
@@ -255,8 +270,8 @@ fn release(memory: &mut Vec<Block>, held: &prometheus::IntGauge) {
 const MAP_FROM_BYTES: i32 = 4 << 20;
 
 /// Makes glibc map every large allocation on its own, once per process. By default it raises
-/// its mapping threshold to the size of a mapped block once that block is freed: the dummy
-/// hash's 19 MiB, freed at start, sends the hashing threads' buffers into arenas, and a
+/// its mapping threshold to the size of a mapped block once that block is freed: a first
+/// hash's 19 MiB, once freed, sends the hashing threads' buffers into arenas, and a
 /// buffer freed at the top of a thread's arena stays resident (`malloc_trim` shrinks only the
 /// main arena's top). The bench saw the server keep one or both 19 MiB buffers after the idle
 /// release while the gauge said 0. A fixed threshold turns that adjustment off.
@@ -367,7 +382,7 @@ impl HashPool {
 }
 
 impl Passwords {
-    /// Starts the hashing threads and computes the dummy hash (one hash). `max_waiting`
+    /// Starts the hashing threads and makes the dummy hash (no hashing). `max_waiting`
     /// requests may wait for one of the `concurrency` slots, for `wait` at most; a thread gives
     /// its memory back after `idle` without a hash ([`IDLE_RELEASE`] in the server).
     pub async fn new(
@@ -379,17 +394,7 @@ impl Passwords {
         observe: HashMetrics,
     ) -> Result<Self, DomainError> {
         let pool = HashPool::new(concurrency, idle, observe.memory.clone())?;
-        let p = params.clone();
-        // In memory of its own, freed at once: an idle server holds no hashing memory.
-        let dummy = tokio::task::spawn_blocking(move || {
-            hash_in(
-                &mut Vec::new(),
-                &p,
-                "edge-idp dummy password for unknown accounts",
-            )
-        })
-        .await
-        .map_err(|e| DomainError::Internal(e.to_string()))??;
+        let dummy = dummy_hash(&params)?;
         Ok(Self {
             params,
             pool,

@@ -250,7 +250,7 @@ async fn run(args: Args) -> Result<bool, String> {
 
     // The server.
     let data = tempfile_dir()?;
-    let (server, base) = start_server(&args, &data)?;
+    let (mut server, base) = start_server(&args, &data)?;
     wait_ready(&http, &base).await?;
     let pid = server.as_ref().map(Proc::pid);
     let mut seeded = None;
@@ -361,6 +361,20 @@ async fn run(args: Args) -> Result<bool, String> {
             "peak_rss_mib": pid.and_then(rss).map(|r| r.1),
         });
     }
+    // Cold start on the database the scenarios filled, with the measured server stopped.
+    let mut cold = serde_json::Value::Null;
+    if args.url.is_none() {
+        drop(server.take());
+        let runs = if args.smoke { 3 } else { 10 };
+        eprintln!("cold start: {runs} starts on the existing database");
+        let t = cold_start(&args, &data, runs)?;
+        cold = json!({
+            "runs": runs,
+            "median_ms": t[t.len() / 2],
+            "min_ms": t[0],
+            "max_ms": t[t.len() - 1],
+        });
+    }
     let report = json!({
         "machine": {"cores": cores, "cpu": cpu_model()},
         "settings": {
@@ -384,6 +398,7 @@ async fn run(args: Args) -> Result<bool, String> {
         },
         "scenarios": rows,
         "overload": overload,
+        "cold_start": cold,
     });
     print_table(&report);
     if let Some(path) = &args.json {
@@ -404,6 +419,16 @@ fn start_server(args: &Args, data: &std::path::Path) -> Result<(Option<Proc>, St
         Some(url) => (None, url.trim_end_matches('/').to_owned()),
         None => {
             let port = free_port()?;
+            let p = spawn_self("__server", &server_args(args, data, port))?;
+            (Some(p), format!("http://127.0.0.1:{port}"))
+        }
+    })
+}
+
+/// The arguments of a server child on `data` at `port`.
+fn server_args(args: &Args, data: &std::path::Path, port: u16) -> Vec<String> {
+    {
+        {
             // 32 bytes, URL-safe base64: a throwaway key for a throwaway database.
             let key = "YmVuY2gtb25seS1tYXN0ZXIta2V5LTAwMDAwMDAwMDA";
             let mut sargs: Vec<String> = vec![
@@ -428,10 +453,42 @@ fn start_server(args: &Args, data: &std::path::Path) -> Result<(Option<Proc>, St
                 sargs.push(flag.into());
                 sargs.push("100000000/60".into());
             }
-            let p = spawn_self("__server", &sargs)?;
-            (Some(p), format!("http://127.0.0.1:{port}"))
+            sargs
         }
-    })
+    }
+}
+
+/// Cold start: `runs` times, a new server process on the existing database in `data`, timed
+/// from its spawn to the first `200` of `/healthz`, polled over a fresh connection every
+/// millisecond. Milliseconds, sorted.
+fn cold_start(args: &Args, data: &std::path::Path, runs: usize) -> Result<Vec<f64>, String> {
+    use std::io::{Read, Write};
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let port = free_port()?;
+        let sargs = server_args(args, data, port);
+        let started = Instant::now();
+        let _server = spawn_self("__server", &sargs)?;
+        loop {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err("cold start: no /healthz answer within 30 s".into());
+            }
+            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ =
+                    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = [0u8; 16];
+                if c.read(&mut buf)
+                    .is_ok_and(|n| buf[..n].starts_with(b"HTTP/1.1 200"))
+                {
+                    times.push(started.elapsed().as_secs_f64() * 1000.0);
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times)
 }
 
 fn tempfile_dir() -> Result<PathBuf, String> {
@@ -517,6 +574,17 @@ fn print_table(r: &serde_json::Value) {
         if let Some(e) = o["first_error"].as_str() {
             println!("          first error: {e}");
         }
+    }
+    let c = &r["cold_start"];
+    if !c.is_null() {
+        let f = |k: &str| c[k].as_f64().unwrap_or(0.0);
+        println!(
+            "cold start (spawn to /healthz 200 on an existing database, {} runs): median {:.1} ms, min {:.1} ms, max {:.1} ms",
+            f("runs"),
+            f("median_ms"),
+            f("min_ms"),
+            f("max_ms"),
+        );
     }
 }
 

@@ -37,4 +37,7 @@ fn every_scenario_completes_without_errors() {
     ] {
         assert!(report["baselines"][b].as_f64().unwrap() > 0.0, "{b}");
     }
+    let cold = &report["cold_start"];
+    assert_eq!(cold["runs"], 3, "{cold}");
+    assert!(cold["median_ms"].as_f64().unwrap() > 0.0, "{cold}");
 }
