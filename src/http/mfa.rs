@@ -15,8 +15,8 @@ use edge_idp_actors::crypto::sha256;
 use edge_idp_actors::mfa::MAX_ATTEMPTS;
 use edge_idp_actors::refresh::RefreshMsg;
 use edge_idp_actors::store::MfaStore;
-use edge_idp_actors::users::UsersMsg;
-use edge_idp_actors::{ask, DomainError, SecretString};
+use edge_idp_actors::users::{Reply as UsersReply, UsersMsg};
+use edge_idp_actors::{ask, SecretString};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::ToSchema;
@@ -117,7 +117,7 @@ async fn guarded<T>(
     state: &SharedState,
     client: &Client,
     user_id: Uuid,
-    check: impl std::future::Future<Output = Result<T, DomainError>>,
+    check: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
     let cap = state.settings.guards.mfa_failures;
     let now = state.clock.now();
@@ -142,7 +142,7 @@ async fn guarded<T>(
             state.db.clear_mfa_failures(user_id).await?;
             Ok(v)
         }
-        Err(DomainError::InvalidMfaCode) => {
+        Err(ApiError::InvalidMfaCode) => {
             state.audit.record(AuditEvent {
                 user_id: Some(user_id),
                 ..client.event("mfa_failed")
@@ -159,8 +159,34 @@ async fn guarded<T>(
             }
             Err(ApiError::InvalidMfaCode)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
+}
+
+/// Turns the caller's second factor on or off through the Users actor (`msg`), under the
+/// second-factor cap; then ends the user's other sessions and pending `mfa_token`s and records
+/// `event` (also the revocation reason).
+async fn change_second_factor<T: Send + 'static>(
+    state: &SharedState,
+    caller: &Caller,
+    event: &'static str,
+    msg: impl FnOnce(UsersReply<T>) -> UsersMsg,
+) -> Result<T, ApiError> {
+    let id = caller.user_id;
+    let shard = state.actors.users.pick(&email_shard(caller));
+    let timeout = state.settings.ask_timeout;
+    let out = guarded(state, &caller.client, id, async {
+        Ok(ask(shard, msg, timeout).await?)
+    })
+    .await?;
+    state.profiles.forget([id]);
+    let ended = end_other_sessions(state, caller, event).await?;
+    state.audit.record(AuditEvent {
+        user_id: Some(id),
+        detail: Some(format!("{ended} other sessions revoked")),
+        ..caller.client.event(event)
+    });
+    Ok(out)
 }
 
 /// Revokes every session of the user but the caller's, and every pending `mfa_token`: after
@@ -230,24 +256,10 @@ pub async fn confirm(state: SharedState, auth: Auth, body: Body) -> Result<Respo
     let decision = login_limits(&state, &caller.client, &caller.claims.email).await?;
     let id = caller.user_id;
     let result = async {
-        let codes = guarded(
-            &state,
-            &caller.client,
-            id,
-            ask(
-                state.actors.users.pick(&email_shard(&caller)),
-                |r| UsersMsg::MfaConfirm(id, req.code, r),
-                state.settings.ask_timeout,
-            ),
-        )
+        let codes = change_second_factor(&state, &caller, "mfa_enabled", |r| {
+            UsersMsg::MfaConfirm(id, req.code, r)
+        })
         .await?;
-        state.profiles.forget([id]);
-        let ended = end_other_sessions(&state, &caller, "mfa_enabled").await?;
-        state.audit.record(AuditEvent {
-            user_id: Some(id),
-            detail: Some(format!("{ended} other sessions revoked")),
-            ..caller.client.event("mfa_enabled")
-        });
         let codes: Vec<&str> = codes.iter().map(SecretString::expose).collect();
         Ok(no_store(
             warp::reply::json(&RecoveryCodes {
@@ -277,24 +289,10 @@ pub async fn disable(state: SharedState, auth: Auth, body: Body) -> Result<Respo
     let decision = login_limits(&state, &caller.client, &caller.claims.email).await?;
     let id = caller.user_id;
     let result = async {
-        guarded(
-            &state,
-            &caller.client,
-            id,
-            ask(
-                state.actors.users.pick(&email_shard(&caller)),
-                |r| UsersMsg::MfaDisable(id, req.code, r),
-                state.settings.ask_timeout,
-            ),
-        )
+        change_second_factor(&state, &caller, "mfa_disabled", |r| {
+            UsersMsg::MfaDisable(id, req.code, r)
+        })
         .await?;
-        state.profiles.forget([id]);
-        let ended = end_other_sessions(&state, &caller, "mfa_disabled").await?;
-        state.audit.record(AuditEvent {
-            user_id: Some(id),
-            detail: Some(format!("{ended} other sessions revoked")),
-            ..caller.client.event("mfa_disabled")
-        });
         Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
     }
     .await;
@@ -334,23 +332,23 @@ pub async fn verify(state: SharedState, client: Client, body: Body) -> Result<Re
         // Counted against the challenge's account; a 429 here changes nothing further.
         let decision = limited(&state, &[(Policy::LoginAccount, &account_key(&ch.email))]).await?;
         let inner = async {
-            if !state
-                .db
-                .claim_challenge_attempt(hash, now, MAX_ATTEMPTS)
-                .await?
-            {
-                return Err(ApiError::InvalidMfaToken);
-            }
-            guarded(
-                &state,
-                &client,
-                ch.user_id,
-                ask(
+            // The user's cap first, then the challenge's: a 429 from the cap leaves the
+            // challenge's attempts untouched.
+            guarded(&state, &client, ch.user_id, async {
+                if !state
+                    .db
+                    .claim_challenge_attempt(hash, now, MAX_ATTEMPTS)
+                    .await?
+                {
+                    return Err(ApiError::InvalidMfaToken);
+                }
+                Ok(ask(
                     state.actors.users.pick(ch.email.as_bytes()),
                     |r| UsersMsg::MfaCheck(ch.user_id, req.code, r),
                     state.settings.ask_timeout,
-                ),
-            )
+                )
+                .await?)
+            })
             .await?;
             if !state.db.consume_challenge(hash, now, MAX_ATTEMPTS).await? {
                 return Err(ApiError::InvalidMfaToken);
