@@ -55,6 +55,13 @@ pub struct Args {
     /// must allow the load).
     #[arg(long)]
     pub url: Option<String>,
+    /// Start the server on this libSQL primary (`http://…` of a sqld, `libsql://…`) instead
+    /// of a fresh local file: remote mode's figures. The primary should be empty.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// `DATABASE_AUTH_TOKEN` for `--database-url`.
+    #[arg(long, default_value = "")]
+    pub database_auth_token: String,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -378,6 +385,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let report = json!({
         "machine": {"cores": cores, "cpu": cpu_model()},
         "settings": {
+            "database": if args.database_url.is_some() { "remote" } else { "file" },
             "concurrency": args.concurrency,
             "duration_s": args.duration,
             "argon2_memory_kib": args.argon2_memory_kib,
@@ -452,6 +460,12 @@ fn server_args(args: &Args, data: &std::path::Path, port: u16) -> Vec<String> {
             ] {
                 sargs.push(flag.into());
                 sargs.push("100000000/60".into());
+            }
+            if let Some(url) = &args.database_url {
+                sargs.push("--database-url".into());
+                sargs.push(url.clone());
+                sargs.push("--database-auth-token".into());
+                sargs.push(args.database_auth_token.clone());
             }
             sargs
         }
