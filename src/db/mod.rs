@@ -192,17 +192,10 @@ impl Db {
             .build()
             .await
             .map_err(map_err)?;
-        let this = Self {
-            inner: Arc::new(Inner {
-                db,
-                remote: false,
-                idle: Mutex::new(Vec::new()),
-                cache_pragma: format!(
-                    "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{cache_kib};"
-                ),
-                writers: Arc::new(tokio::sync::Mutex::new(())),
-            }),
-        };
+        let pragmas = format!(
+            "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{cache_kib};"
+        );
+        let this = Self::with(db, false, pragmas);
         // WAL is a property of the file: readers never block the writer, and a crash loses no
         // committed transaction. synchronous=NORMAL (set per connection) keeps commits durable
         // across process crashes; see the README for the trade-off.
@@ -218,6 +211,19 @@ impl Db {
         Ok(this)
     }
 
+    /// A pool over `db`; every new connection first runs `cache_pragma`.
+    fn with(db: Database, remote: bool, cache_pragma: String) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                remote,
+                idle: Mutex::new(Vec::new()),
+                cache_pragma,
+                writers: Arc::new(tokio::sync::Mutex::new(())),
+            }),
+        }
+    }
+
     /// Connects to a remote libSQL primary (sqld, Turso) at `url` with `token`, and checks that
     /// it answers and accepts the token for writes within `timeout`: a refused token or an
     /// unreachable server stops the start with one clear line instead of failing requests.
@@ -230,15 +236,7 @@ impl Db {
             .build()
             .await
             .map_err(map_err)?;
-        let this = Self {
-            inner: Arc::new(Inner {
-                db,
-                remote: true,
-                idle: Mutex::new(Vec::new()),
-                cache_pragma: "PRAGMA foreign_keys=ON;".to_owned(),
-                writers: Arc::new(tokio::sync::Mutex::new(())),
-            }),
-        };
+        let this = Self::with(db, true, "PRAGMA foreign_keys=ON;".to_owned());
         let probe = this.run(|c| async move {
             // A write: a read-only token passes a SELECT but not this.
             c.execute("CREATE TABLE IF NOT EXISTS edge_idp_probe (x INTEGER)", ())

@@ -21,6 +21,17 @@ async fn audit_kinds(app: &TestApp) -> Vec<String> {
     kinds
 }
 
+/// `POST /auth/mfa/disable` with `code`, as the session of `tokens`.
+async fn disable(app: &TestApp, tokens: &Value, code: impl serde::Serialize) -> reqwest::Response {
+    post_auth(
+        app,
+        "/auth/mfa/disable",
+        tokens,
+        Some(json!({ "code": code })),
+    )
+    .await
+}
+
 fn retry_after(r: &reqwest::Response) -> u64 {
     r.headers()["retry-after"]
         .to_str()
@@ -63,32 +74,14 @@ async fn mfa_confirm_and_disable_count_against_the_login_limits() {
     // disable: with_mfa's login and confirm are 1 and 2; one wrong code is 3.
     let app = spawn_with(Opts::default().arg("--rate-limit-login", "3/60")).await;
     let (totp, _, tokens) = with_mfa_session(&app, "sec1b@example.com").await;
-    let r = post_auth(
-        &app,
-        "/auth/mfa/disable",
-        &tokens,
-        Some(json!({"code": "000000"})),
-    )
-    .await;
+    let r = disable(&app, &tokens, "000000").await;
     assert_problem(r, 401, "invalid_mfa_code").await;
     let code = totp.code_at(app.clock.now() + 30);
-    let r = post_auth(
-        &app,
-        "/auth/mfa/disable",
-        &tokens,
-        Some(json!({"code": code})),
-    )
-    .await;
+    let r = disable(&app, &tokens, &code).await;
     assert_problem(r, 429, "rate_limited").await;
     // The refused request changed nothing: once a slot frees, the same code passes.
     app.clock.advance(20);
-    let r = post_auth(
-        &app,
-        "/auth/mfa/disable",
-        &tokens,
-        Some(json!({"code": code})),
-    )
-    .await;
+    let r = disable(&app, &tokens, &code).await;
     assert_eq!(r.status(), 204);
 }
 
@@ -106,26 +99,14 @@ async fn wrong_second_factor_answers_are_capped_across_endpoints_then_refused_un
     let tokens: Value = r.json().await.unwrap();
     // Two wrong answers on disable, one on a login challenge: the cap of 3 is reached.
     for _ in 0..2 {
-        let r = post_auth(
-            &app,
-            "/auth/mfa/disable",
-            &tokens,
-            Some(json!({"code": "000000"})),
-        )
-        .await;
+        let r = disable(&app, &tokens, "000000").await;
         assert_problem(r, 401, "invalid_mfa_code").await;
     }
     let ch = challenge(&app, email).await;
     assert_problem(verify(&app, &ch, "000000").await, 401, "invalid_mfa_code").await;
     // Now even the right code is refused, on every endpoint, until the window passes.
     let right = totp.code_at(app.clock.now() - 30);
-    let r = post_auth(
-        &app,
-        "/auth/mfa/disable",
-        &tokens,
-        Some(json!({"code": right})),
-    )
-    .await;
+    let r = disable(&app, &tokens, &right).await;
     let wait = retry_after(&r);
     assert_problem(r, 429, "rate_limited").await;
     assert!((1..=900).contains(&wait), "retry after {wait}");
@@ -143,13 +124,7 @@ async fn wrong_second_factor_answers_are_capped_across_endpoints_then_refused_un
     let r = app.refresh(tokens["refresh_token"].as_str().unwrap()).await;
     let tokens: Value = r.json().await.unwrap();
     let code = totp.code_at(app.clock.now());
-    let r = post_auth(
-        &app,
-        "/auth/mfa/disable",
-        &tokens,
-        Some(json!({"code": code})),
-    )
-    .await;
+    let r = disable(&app, &tokens, &code).await;
     assert_eq!(r.status(), 204);
 }
 
@@ -381,13 +356,7 @@ async fn turning_mfa_on_or_off_ends_the_other_sessions() {
     let a = sign_in(app.clock.now() + 30).await;
     app.clock.advance(60);
     let b = sign_in(app.clock.now()).await;
-    let r = post_auth(
-        &app,
-        "/auth/mfa/disable",
-        &a,
-        Some(json!({"code": totp.code_at(app.clock.now() + 30)})),
-    )
-    .await;
+    let r = disable(&app, &a, totp.code_at(app.clock.now() + 30)).await;
     assert_eq!(r.status(), 204);
     let r = app.refresh(b["refresh_token"].as_str().unwrap()).await;
     assert_problem(r, 401, "invalid_refresh_token").await;
