@@ -191,6 +191,10 @@ pub struct Config {
     /// the storage part of the server's memory is at most 16 times this.
     #[arg(long, env = "DB_CACHE_KIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub db_cache_kib: u32,
+    /// How often an embedded replica syncs from the primary, seconds (fractions allowed,
+    /// 0.01 to 60).
+    #[arg(long, env = "DATABASE_SYNC_INTERVAL", default_value_t = 1.0)]
+    pub database_sync_interval: f64,
     /// How long a request waits for an actor or a hashing slot, milliseconds.
     #[arg(long, env = "ACTOR_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub actor_timeout_ms: u64,
@@ -256,6 +260,17 @@ fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
 pub enum DatabaseLocation {
     /// A local libSQL file.
     File(PathBuf),
+    /// An embedded replica: a local file synced from a remote primary.
+    Replica {
+        /// The local file.
+        path: PathBuf,
+        /// `DATABASE_SYNC_URL`: the primary.
+        sync_url: String,
+        /// `DATABASE_AUTH_TOKEN`.
+        token: String,
+        /// `DATABASE_SYNC_INTERVAL`: how often the file is synced.
+        interval: Duration,
+    },
     /// A remote libSQL primary (sqld, Turso): every statement goes to it.
     Remote {
         /// `libsql://`, `https://` or `http://`.
@@ -468,12 +483,45 @@ impl Config {
                 DatabaseLocation::File(PathBuf::from(path))
             }
         };
-        if self.database_sync_url.is_some() {
-            return Err(bad(
-                "DATABASE_SYNC_URL",
-                "embedded replicas are not supported by this build yet",
-            ));
-        }
+        let database = match (&self.database_sync_url, database) {
+            (None, d) => d,
+            (Some(sync), DatabaseLocation::File(path)) => {
+                let sync = sync.trim();
+                if !(sync.starts_with("libsql://")
+                    || sync.starts_with("https://")
+                    || sync.starts_with("http://"))
+                {
+                    return Err(bad(
+                        "DATABASE_SYNC_URL",
+                        "must be the primary's libsql://, https:// or http:// URL",
+                    ));
+                }
+                DatabaseLocation::Replica {
+                    path,
+                    sync_url: sync.to_owned(),
+                    token: self
+                        .database_auth_token
+                        .as_deref()
+                        .unwrap_or("")
+                        .trim()
+                        .to_owned(),
+                    interval: if (0.01..=60.0).contains(&self.database_sync_interval) {
+                        Duration::from_secs_f64(self.database_sync_interval)
+                    } else {
+                        return Err(bad(
+                            "DATABASE_SYNC_INTERVAL",
+                            "must be between 0.01 and 60 seconds",
+                        ));
+                    },
+                }
+            }
+            (Some(_), DatabaseLocation::Remote { .. } | DatabaseLocation::Replica { .. }) => {
+                return Err(bad(
+                    "DATABASE_SYNC_URL",
+                    "an embedded replica needs DATABASE_URL to be a local file",
+                ));
+            }
+        };
         let argon2 = argon2::Params::new(
             self.argon2_memory_kib,
             self.argon2_iterations,

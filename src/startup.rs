@@ -376,6 +376,12 @@ async fn open_db(settings: &Settings) -> Result<Db, StartError> {
         DatabaseLocation::Remote { url, token } => {
             Db::open_remote(url, token, REMOTE_CONNECT_TIMEOUT).await?
         }
+        DatabaseLocation::Replica {
+            path,
+            sync_url,
+            token,
+            interval,
+        } => Db::open_replica(path, sync_url, token, *interval).await?,
     })
 }
 

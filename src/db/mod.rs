@@ -64,7 +64,8 @@ pub struct Db {
 pub struct Conn {
     conn: Connection,
     prepared: Arc<Mutex<HashMap<&'static str, Arc<Statement>>>>,
-    /// A connection to a remote primary: nothing is prepared ahead.
+    /// A connection that sends statements to a primary (remote mode, or an embedded
+    /// replica's writes): nothing is prepared ahead.
     remote: bool,
 }
 
@@ -169,10 +170,22 @@ impl Conn {
     }
 }
 
+/// Where a pool's statements run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// SQLite in this process, on a local file.
+    Local,
+    /// Every statement at a remote primary over Hrana.
+    Remote,
+    /// An embedded replica: reads from its local file, writes (and whole write transactions)
+    /// at the primary, the file synced from it.
+    Replica,
+}
+
 struct Inner {
     db: Database,
-    /// A remote primary, not a local file.
-    remote: bool,
+    /// Where statements run.
+    mode: Mode,
     idle: Mutex<Vec<Conn>>,
     /// `PRAGMA cache_size` of every connection, as a negative KiB count.
     cache_pragma: String,
@@ -195,7 +208,7 @@ impl Db {
         let pragmas = format!(
             "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{cache_kib};"
         );
-        let this = Self::with(db, false, pragmas);
+        let this = Self::with(db, Mode::Local, pragmas);
         // WAL is a property of the file: readers never block the writer, and a crash loses no
         // committed transaction. synchronous=NORMAL (set per connection) keeps commits durable
         // across process crashes; see the README for the trade-off.
@@ -212,15 +225,75 @@ impl Db {
     }
 
     /// A pool over `db`; every new connection first runs `cache_pragma`.
-    fn with(db: Database, remote: bool, cache_pragma: String) -> Self {
+    fn with(db: Database, mode: Mode, cache_pragma: String) -> Self {
         Self {
             inner: Arc::new(Inner {
                 db,
-                remote,
+                mode,
                 idle: Mutex::new(Vec::new()),
                 cache_pragma,
                 writers: Arc::new(tokio::sync::Mutex::new(())),
             }),
+        }
+    }
+
+    /// Opens an embedded replica: the local file at `path`, kept in sync with the primary at
+    /// `url` every `interval` (and at once after this process's own writes, which it reads back
+    /// at once). Reads are served from the file and may be up to `interval` old for writes made
+    /// by other instances; writes and whole write transactions run at the primary, so the
+    /// one-use decisions are the primary's.
+    pub async fn open_replica(
+        path: &Path,
+        url: &str,
+        token: &str,
+        interval: Duration,
+    ) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Other(format!("{}: {e}", dir.display())))?;
+        }
+        let build = libsql::Builder::new_remote_replica(path, url.to_owned(), token.to_owned())
+            .read_your_writes(true)
+            .sync_interval(interval)
+            .build();
+        let db = match tokio::time::timeout(Duration::from_secs(10), build).await {
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "the primary at {} did not answer the replica within 10 s (check DATABASE_SYNC_URL and DATABASE_AUTH_TOKEN)",
+                    redact_url(url)
+                )))
+            }
+            Ok(db) => db.map_err(map_err)?,
+        };
+        match tokio::time::timeout(Duration::from_secs(10), db.sync()).await {
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "the replica's first sync with {} did not finish within 10 s (check DATABASE_AUTH_TOKEN)",
+                    redact_url(url)
+                )))
+            }
+            Ok(r) => {
+                r.map_err(map_err)?;
+            }
+        }
+        // A replica's connections take no PRAGMA with arguments (libSQL sends them to the
+        // primary, which refuses them): SQLite's defaults for the local file, so
+        // `DB_CACHE_KIB` does not apply.
+        Ok(Self::with(db, Mode::Replica, String::new()))
+    }
+
+    /// Pulls the primary's latest writes into an embedded replica now; `false` (and nothing
+    /// done) in the other modes. For a read that found nothing where another instance may just
+    /// have written.
+    pub async fn sync_replica(&self) -> Result<bool, StoreError> {
+        if self.inner.mode != Mode::Replica {
+            return Ok(false);
+        }
+        match tokio::time::timeout(BUSY_TIMEOUT, self.inner.db.sync()).await {
+            Err(_) => Err(StoreError::Unavailable(
+                "the replica's sync with the primary timed out".into(),
+            )),
+            Ok(r) => r.map(|_| true).map_err(map_err),
         }
     }
 
@@ -236,7 +309,7 @@ impl Db {
             .build()
             .await
             .map_err(map_err)?;
-        let this = Self::with(db, true, "PRAGMA foreign_keys=ON;".to_owned());
+        let this = Self::with(db, Mode::Remote, "PRAGMA foreign_keys=ON;".to_owned());
         let probe = this.run(|c| async move {
             // A write: a read-only token passes a SELECT but not this.
             c.execute("CREATE TABLE IF NOT EXISTS edge_idp_probe (x INTEGER)", ())
@@ -281,13 +354,15 @@ impl Db {
         }
         let c = self.inner.db.connect().map_err(map_err)?;
         c.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
-        c.execute_batch(&self.inner.cache_pragma)
-            .await
-            .map_err(map_err)?;
+        if !self.inner.cache_pragma.is_empty() {
+            c.execute_batch(&self.inner.cache_pragma)
+                .await
+                .map_err(map_err)?;
+        }
         Ok(Conn {
             conn: c,
             prepared: Arc::default(),
-            remote: self.inner.remote,
+            remote: self.inner.mode != Mode::Local,
         })
     }
 
@@ -335,7 +410,7 @@ impl Db {
         T: Send + 'static,
     {
         let this = self.clone();
-        if self.inner.remote {
+        if self.inner.mode == Mode::Remote {
             // Network I/O: a task on the runtime, not the blocking pool; a task still, so that
             // an operation (a transaction holding the primary's write lock) runs to its end
             // even if the caller stops waiting.

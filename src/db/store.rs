@@ -158,6 +158,10 @@ impl UserStore for Db {
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
         let email = email.to_owned();
+        // The login's read decides whether a second factor is asked for and which password
+        // hash is checked: on a replica it is made fresh from the primary first, so MFA turned
+        // on (or a password changed) on another instance a moment ago is never skipped.
+        self.sync_replica().await?;
         self.user_where("email = ?1", email).await
     }
 
@@ -399,16 +403,22 @@ impl SessionStore for Db {
     }
 
     async fn session_org(&self, session_id: Uuid, now: i64) -> StoreResult<Option<Uuid>> {
-        self.run(move |c| async move {
-            let r = first_row(
-                &c,
-                "SELECT active_org_id FROM sessions WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
-                params![session_id.to_string(), now],
-            )
-            .await?;
-            r.map(|r| uuid(&r, 0)).transpose()
-        })
-        .await
+        let read = || {
+            self.run(move |c| async move {
+                let r = first_row(
+                    &c,
+                    "SELECT active_org_id FROM sessions WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                    params![session_id.to_string(), now],
+                )
+                .await?;
+                r.map(|r| uuid(&r, 0)).transpose()
+            })
+        };
+        // A session started on another instance may not have reached this replica yet.
+        match read().await? {
+            None if self.sync_replica().await? => read().await,
+            found => Ok(found),
+        }
     }
 
     async fn prune(&self, now: i64, grace: i64) -> StoreResult<Pruned> {
@@ -698,7 +708,8 @@ impl MfaStore for Db {
     }
 
     async fn challenge(&self, hash: [u8; 32]) -> StoreResult<Option<Challenge>> {
-        self.run(move |c| async move {
+        let read = || {
+            self.run(move |c| async move {
             let Some(r) = first_row(
                 &c,
                 "SELECT ch.user_id, u.email, u.default_org_id, ch.org_id, ch.expires_at, ch.attempts, ch.used_at IS NOT NULL \
@@ -719,7 +730,12 @@ impl MfaStore for Db {
                 used: r.get::<i64>(6).map_err(map_err)? != 0,
             }))
         })
-        .await
+        };
+        // A login on another instance may have made the challenge after this replica's sync.
+        match read().await? {
+            None if self.sync_replica().await? => read().await,
+            found => Ok(found),
+        }
     }
 
     async fn claim_challenge_attempt(

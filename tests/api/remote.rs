@@ -12,12 +12,21 @@ use serde_json::{json, Value};
 enum Mode<'a> {
     File,
     Remote(&'a Sqld),
+    /// An embedded replica of the primary in the app's own data folder.
+    Replica(&'a Sqld),
 }
 
 async fn spawn_in(mode: &Mode<'_>, opts: Opts) -> TestApp {
     match mode {
         Mode::File => spawn_with(opts).await,
         Mode::Remote(s) => spawn_with(opts.arg("--database-url", &s.url)).await,
+        Mode::Replica(s) => {
+            spawn_with(
+                opts.arg("--database-sync-url", &s.url)
+                    .arg("--database-sync-interval", 0.2),
+            )
+            .await
+        }
     }
 }
 
@@ -164,8 +173,13 @@ async fn core_flows_on_a_remote_primary() {
 }
 
 /// `n` instances sharing one primary (and one clock and master key, as a fleet shares NTP and
-/// its secrets).
-async fn fleet(server: &Sqld, n: usize, grace: u32) -> Vec<TestApp> {
+/// its secrets), in remote mode or each with its own embedded replica.
+async fn fleet(server: &Sqld, replicas: bool, n: usize, grace: u32) -> Vec<TestApp> {
+    let mode = if replicas {
+        Mode::Replica(server)
+    } else {
+        Mode::Remote(server)
+    };
     let clock = edge_idp_actors::Clock::manual_now();
     let mut apps = Vec::new();
     for _ in 0..n {
@@ -173,10 +187,35 @@ async fn fleet(server: &Sqld, n: usize, grace: u32) -> Vec<TestApp> {
             clock: Some(clock.clone()),
             ..Opts::default()
         }
-        .arg("--refresh-reuse-grace-secs", grace);
-        apps.push(spawn_in(&Mode::Remote(server), opts).await);
+        .arg("--refresh-reuse-grace-secs", grace)
+        // The tests below retry a login until a replica has synced: not a lockout.
+        .arg("--lockout-threshold", 100);
+        apps.push(spawn_in(&mode, opts).await);
     }
     apps
+}
+
+/// Logs in on `app` once the account made on another instance has reached it: at once in
+/// remote mode, within the sync interval (200 ms here) on a replica.
+async fn login_synced(app: &TestApp, email: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let r = app
+            .post(
+                "/auth/login",
+                &json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        if r.status() == 200 {
+            return r.json().await.unwrap();
+        }
+        assert_problem(r, 401, "invalid_credentials").await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{email} could not log in on another instance within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Ten refreshes of one token at once, spread over the fleet: (status, successor) of each.
@@ -195,11 +234,18 @@ async fn three_instances_on_one_primary_rotate_a_token_once() {
     let Some(bin) = sqld::available("three_instances_on_one_primary_rotate_a_token_once") else {
         return;
     };
-    let server = Sqld::start(&bin).await;
+    for replicas in [false, true] {
+        let server = Sqld::start(&bin).await;
+        rotate_once(&server, replicas).await;
+    }
+}
+
+async fn rotate_once(server: &Sqld, replicas: bool) {
+    let server = server;
     // Default grace: every answer carries the one successor.
-    let apps = fleet(&server, 3, 10).await;
+    let apps = fleet(server, replicas, 3, 10).await;
     apps[0].signup("fleet@example.com").await;
-    let t = apps[1].login("fleet@example.com").await;
+    let t = login_synced(&apps[1], "fleet@example.com").await;
     let answers = spread_refreshes(&apps, t["refresh_token"].as_str().unwrap()).await;
     assert!(answers.iter().all(|a| a.0 == 200), "{answers:?}");
     let successors: std::collections::HashSet<_> = answers.iter().map(|a| a.1.clone()).collect();
@@ -207,8 +253,8 @@ async fn three_instances_on_one_primary_rotate_a_token_once() {
     drop(apps);
 
     // Strict: exactly one refresh succeeds, the rest are reuse.
-    let apps = fleet(&server, 3, 0).await;
-    let t = apps[2].login("fleet@example.com").await;
+    let apps = fleet(server, replicas, 3, 0).await;
+    let t = login_synced(&apps[2], "fleet@example.com").await;
     let answers = spread_refreshes(&apps, t["refresh_token"].as_str().unwrap()).await;
     let ok = answers.iter().filter(|a| a.0 == 200).count();
     assert_eq!(ok, 1, "{answers:?}");
@@ -223,10 +269,17 @@ async fn across_instances_a_totp_step_is_accepted_once_and_a_signup_can_log_in_a
     let Some(bin) = sqld::available("across_instances_totp") else {
         return;
     };
-    let server = Sqld::start(&bin).await;
-    let apps = fleet(&server, 3, 10).await;
+    for replicas in [false, true] {
+        let server = Sqld::start(&bin).await;
+        totp_once(&server, replicas).await;
+    }
+}
+
+async fn totp_once(server: &Sqld, replicas: bool) {
+    let apps = fleet(server, replicas, 3, 10).await;
     apps[0].signup("fleet-mfa@example.com").await;
     // Signed up on one, logged in on another: the primary is the one truth.
+    login_synced(&apps[1], "fleet-mfa@example.com").await;
     let (totp, _, _) = enroll_and_confirm(&apps[1], "fleet-mfa@example.com").await;
     let code = totp.code_at(apps[0].clock.now() + 30);
     let ch_a = challenge(&apps[0], "fleet-mfa@example.com").await;
@@ -245,8 +298,14 @@ async fn a_logout_is_refused_by_the_other_instances_within_five_seconds() {
     let Some(bin) = sqld::available("a_logout_is_refused_by_the_other_instances") else {
         return;
     };
-    let server = Sqld::start(&bin).await;
-    let apps = fleet(&server, 3, 10).await;
+    for replicas in [false, true] {
+        let server = Sqld::start(&bin).await;
+        logout_seen(&server, replicas).await;
+    }
+}
+
+async fn logout_seen(server: &Sqld, replicas: bool) {
+    let apps = fleet(server, replicas, 3, 10).await;
     apps[0].signup("fleet-out@example.com").await;
     let t = apps[0].login("fleet-out@example.com").await;
     let access = t["access_token"].as_str().unwrap();
@@ -464,4 +523,14 @@ async fn a_primary_killed_mid_traffic_makes_writes_503_while_keys_answer_and_all
     for i in 0..5 {
         app.login(&format!("acked{i}@example.com")).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_flows_on_an_embedded_replica() {
+    let Some(bin) = sqld::available("core_flows_on_an_embedded_replica") else {
+        return;
+    };
+    let server = Sqld::start(&bin).await;
+    let app = spawn_in(&Mode::Replica(&server), Opts::default()).await;
+    core_flows(&app).await;
 }
