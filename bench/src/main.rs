@@ -59,7 +59,11 @@ pub struct Args {
     /// of a fresh local file: remote mode's figures. The primary should be empty.
     #[arg(long)]
     pub database_url: Option<String>,
-    /// `DATABASE_AUTH_TOKEN` for `--database-url`.
+    /// Start the server as an embedded replica of this libSQL primary (a fresh local file synced
+    /// from it): the replica mode's figures. Not with `--database-url`.
+    #[arg(long)]
+    pub sync_url: Option<String>,
+    /// `DATABASE_AUTH_TOKEN` for `--database-url` or `--sync-url`.
     #[arg(long, default_value = "")]
     pub database_auth_token: String,
     /// Also write the results as JSON here.
@@ -385,7 +389,11 @@ async fn run(args: Args) -> Result<bool, String> {
     let report = json!({
         "machine": {"cores": cores, "cpu": cpu_model()},
         "settings": {
-            "database": if args.database_url.is_some() { "remote" } else { "file" },
+            "database": match (&args.database_url, &args.sync_url) {
+                (Some(_), _) => "remote",
+                (None, Some(_)) => "replica",
+                (None, None) => "file",
+            },
             "concurrency": args.concurrency,
             "duration_s": args.duration,
             "argon2_memory_kib": args.argon2_memory_kib,
@@ -464,6 +472,12 @@ fn server_args(args: &Args, data: &std::path::Path, port: u16) -> Vec<String> {
             if let Some(url) = &args.database_url {
                 sargs.push("--database-url".into());
                 sargs.push(url.clone());
+            }
+            if let Some(url) = &args.sync_url {
+                sargs.push("--database-sync-url".into());
+                sargs.push(url.clone());
+            }
+            if args.database_url.is_some() || args.sync_url.is_some() {
                 sargs.push("--database-auth-token".into());
                 sargs.push(args.database_auth_token.clone());
             }
