@@ -53,7 +53,7 @@ pub struct AccessClaims {
     pub email: String,
     /// Authentication methods.
     pub amr: Vec<String>,
-    /// When the user signed in to start this session (OpenID Connect's `auth_time`): a refresh
+    /// When the user signed in to start the session (OpenID Connect's `auth_time`): a refresh
     /// keeps it. Step-up checks read it; a token minted before the claim existed reads as 0,
     /// that is, as a sign-in long ago.
     #[serde(default)]

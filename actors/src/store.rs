@@ -196,7 +196,7 @@ pub struct Principal {
     pub membership: Membership,
     /// `amr`.
     pub amr: Vec<String>,
-    /// `auth_time`: when the user signed in to start this session (Unix seconds).
+    /// `auth_time`: when the user signed in to start the session (Unix seconds).
     pub auth_time: i64,
 }
 
