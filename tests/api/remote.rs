@@ -229,19 +229,23 @@ async fn spread_refreshes(apps: &[TestApp], token: &str) -> Vec<(u16, Option<Str
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_instances_on_one_primary_rotate_a_token_once() {
-    let Some(bin) = sqld::available("three_instances_on_one_primary_rotate_a_token_once") else {
+/// Runs `check` on a fresh sqld twice: the fleet in remote mode, then with a replica each.
+async fn in_both_fleet_modes(test: &str, check: impl AsyncFn(&Sqld, bool)) {
+    let Some(bin) = sqld::available(test) else {
         return;
     };
     for replicas in [false, true] {
         let server = Sqld::start(&bin).await;
-        rotate_once(&server, replicas).await;
+        check(&server, replicas).await;
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_one_primary_rotate_a_token_once() {
+    in_both_fleet_modes("three_instances_rotate_once", rotate_once).await;
+}
+
 async fn rotate_once(server: &Sqld, replicas: bool) {
-    let server = server;
     // Default grace: every answer carries the one successor.
     let apps = fleet(server, replicas, 3, 10).await;
     apps[0].signup("fleet@example.com").await;
@@ -266,13 +270,7 @@ async fn rotate_once(server: &Sqld, replicas: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn across_instances_a_totp_step_is_accepted_once_and_a_signup_can_log_in_at_once() {
-    let Some(bin) = sqld::available("across_instances_totp") else {
-        return;
-    };
-    for replicas in [false, true] {
-        let server = Sqld::start(&bin).await;
-        totp_once(&server, replicas).await;
-    }
+    in_both_fleet_modes("across_instances_totp", totp_once).await;
 }
 
 async fn totp_once(server: &Sqld, replicas: bool) {
@@ -295,13 +293,7 @@ async fn totp_once(server: &Sqld, replicas: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_is_refused_by_the_other_instances_within_five_seconds() {
-    let Some(bin) = sqld::available("a_logout_is_refused_by_the_other_instances") else {
-        return;
-    };
-    for replicas in [false, true] {
-        let server = Sqld::start(&bin).await;
-        logout_seen(&server, replicas).await;
-    }
+    in_both_fleet_modes("a_logout_is_refused_elsewhere", logout_seen).await;
 }
 
 async fn logout_seen(server: &Sqld, replicas: bool) {
