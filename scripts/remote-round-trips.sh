@@ -30,5 +30,19 @@ curl -s -o /dev/null -X POST $B/auth/refresh -H 'content-type: application/json'
 R2=$(curl -s -X POST $B/auth/login -H 'content-type: application/json' -d '{"email":"rt@example.com","password":"correct horse battery staple"}'); sleep 0.3; n4=$(count); a4=$(aud)
 RT2=$(echo "$R2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["refresh_token"])')
 curl -s -o /dev/null -X POST $B/auth/logout -H 'content-type: application/json' -d "{\"refresh_token\":\"$RT2\"}"; sleep 0.3; n5=$(count); a5=$(aud)
-echo "requests to the primary, each operation (then the audit batch written after it, 3 requests when an audit row was written; log lines naming audit_events: $((a1-a0)) $((a2-a1)) $((a3-a2)) $((a4-a3)) $((a5-a4)))"; echo "signup $((n1-n0)) login $((n2-n1)) refresh $((n3-n2)) login-again $((n4-n3)) logout $((n5-n4))"
+# MFA verify: enroll and confirm as the second login's session would, then a login that asks
+# for the second factor and the verify that answers it (a TOTP code computed here).
+TOTP='import base64,hashlib,hmac,struct,sys,time
+k=base64.b32decode(sys.argv[1]+"="*(-len(sys.argv[1])%8)); t=int(time.time())//30+int(sys.argv[2])
+h=hmac.new(k,struct.pack(">Q",t),hashlib.sha1).digest(); o=h[19]&15
+print("%06d"%((struct.unpack(">I",h[o:o+4])[0]&0x7fffffff)%1000000))'
+L=$(curl -s -X POST $B/auth/login -H 'content-type: application/json' -d '{"email":"rt@example.com","password":"correct horse battery staple"}')
+AT=$(echo "$L" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+SEC=$(curl -s -X POST $B/auth/mfa/enroll -H "authorization: Bearer $AT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
+curl -s -o /dev/null -X POST $B/auth/mfa/confirm -H "authorization: Bearer $AT" -H 'content-type: application/json' -d "{\"code\":\"$(python3 -c "$TOTP" $SEC 0)\"}"
+MT=$(curl -s -X POST $B/auth/login -H 'content-type: application/json' -d '{"email":"rt@example.com","password":"correct horse battery staple"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["mfa_token"])')
+sleep 0.3; n6=$(count); a6=$(aud)
+curl -s -o /dev/null -w "verify %{http_code}\n" -X POST $B/auth/mfa/verify -H 'content-type: application/json' -d "{\"mfa_token\":\"$MT\",\"code\":\"$(python3 -c "$TOTP" $SEC 1)\"}"
+sleep 0.3; n7=$(count); a7=$(aud)
+echo "requests to the primary, each operation (then the audit batch written after it, 3 requests when an audit row was written; log lines naming audit_events: $((a1-a0)) $((a2-a1)) $((a3-a2)) $((a4-a3)) $((a5-a4)))"; echo "signup $((n1-n0)) login $((n2-n1)) refresh $((n3-n2)) login-again $((n4-n3)) logout $((n5-n4)) mfa-verify $((n7-n6)) (audit lines $((a7-a6)))"
 kill $A $S; wait 2>/dev/null; rm -rf $T
