@@ -368,22 +368,11 @@ pub struct ClientIpPolicy {
 pub struct Lockout {
     /// Failures before the first lock.
     pub threshold: u32,
-    /// The first lock, seconds; doubled by each further failure.
+    /// The first lock, seconds; doubled by each further failure (the schedule is the SQL of
+    /// `Db::record_password_failure`).
     pub base_secs: i64,
     /// The longest lock, seconds.
     pub max_secs: i64,
-}
-
-impl Lockout {
-    /// How long an account is locked after its `failures`-th consecutive failure (0: not).
-    pub fn lock_secs(&self, failures: i64) -> i64 {
-        let over = failures - i64::from(self.threshold);
-        if over < 0 {
-            return 0;
-        }
-        let doubled = self.base_secs.saturating_mul(1i64 << over.min(40));
-        doubled.min(self.max_secs)
-    }
 }
 
 /// Guards of the password and second-factor checks.

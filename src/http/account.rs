@@ -259,7 +259,7 @@ pub async fn change_password(
         &context_words(&state.settings.mfa_issuer, &user.email),
     )
     .map_err(|e| ApiError::WeakPassword(e.to_string()))?;
-    let decision = super::mfa::login_limits(&state, &client, &user.email).await?;
+    let decision = super::auth::login_limits(&state, &client, &user.email).await?;
     let result = async {
         if req.current_password.expose().chars().count() > 128 {
             return Err(ApiError::InvalidCredentials);

@@ -249,6 +249,24 @@ pub(super) async fn limited(
     }
 }
 
+/// The login limits of API.md (per client IP and per account), applied to every endpoint that
+/// checks a password or a second factor, so that none is a free oracle beside `/auth/login`.
+pub(super) async fn login_limits(
+    state: &SharedState,
+    client: &Client,
+    email: &str,
+) -> Result<Decision, ApiError> {
+    let ip = client.rate_key();
+    limited(
+        state,
+        &[
+            (Policy::LoginIp, &ip),
+            (Policy::LoginAccount, &account_key(email)),
+        ],
+    )
+    .await
+}
+
 pub(super) fn with_limits(mut resp: Response, d: &Decision) -> Response {
     rate_limit_headers(&mut resp, d);
     resp
@@ -357,14 +375,7 @@ pub async fn signup(state: SharedState, client: Client, body: Body) -> Result<Re
 pub async fn login(state: SharedState, client: Client, body: Body) -> Result<Response, ApiError> {
     let req: LoginRequest = extract::parse(body)?;
     let email = extract::email("email", &req.email).map_err(|e| ApiError::Validation(vec![e]))?;
-    let ip = client.rate_key();
-    let account = account_key(&email);
-    let decision = match limited(
-        &state,
-        &[(Policy::LoginIp, &ip), (Policy::LoginAccount, &account)],
-    )
-    .await
-    {
+    let decision = match login_limits(&state, &client, &email).await {
         Ok(d) => d,
         Err(e) => {
             state.metrics.login("rate_limited");

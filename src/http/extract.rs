@@ -1,7 +1,8 @@
 //! Request extraction: bodies, client IP, user agent, and field validation.
 //!
 //! Body rules of API.md are applied in one order for every endpoint: media type (415), size
-//! (413, counted while reading, so a body without `Content-Length` cannot exceed it either),
+//! (413, counted by the server edge while it reads the body, so a body without
+//! `Content-Length` cannot exceed it either),
 //! JSON syntax (400), then shape (422 with the offending field).
 
 use super::error::{ApiError, FieldError};
@@ -128,19 +129,17 @@ pub fn ip_rate_key(ip: IpAddr) -> String {
 pub fn json_body(
 ) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("content-type")
-        .and(warp::header::optional::<String>("content-length"))
         .and(warp::ext::optional::<BodyTooLarge>())
         .and(warp::body::stream())
         .then(
-            |ct: Option<String>, len: Option<String>, too_large: Option<BodyTooLarge>, body| {
-                read_body(ct, len, too_large.is_some(), body)
+            |ct: Option<String>, too_large: Option<BodyTooLarge>, body| {
+                read_body(ct, too_large.is_some(), body)
             },
         )
 }
 
 async fn read_body<B: Buf>(
     content_type: Option<String>,
-    content_length: Option<String>,
     too_large: bool,
     body: impl Stream<Item = Result<B, warp::Error>>,
 ) -> Result<Bytes, ApiError> {
@@ -151,11 +150,8 @@ async fn read_body<B: Buf>(
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
     }
-    if too_large
-        || content_length
-            .and_then(|l| l.trim().parse::<u64>().ok())
-            .is_some_and(|l| l > BODY_LIMIT as u64)
-    {
+    // The server edge has read the body already, stopping at the limit.
+    if too_large {
         return Err(ApiError::PayloadTooLarge);
     }
     let mut buf = BytesMut::new();

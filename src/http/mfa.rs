@@ -1,7 +1,8 @@
 //! `/auth/mfa/*` handlers: enrollment and confirmation, the login challenge, disabling.
 
 use super::auth::{
-    issue_session, limited, membership_for_login, no_store, respond, token_shaped, with_limits,
+    issue_session, limited, login_limits, membership_for_login, no_store, respond, token_shaped,
+    with_limits,
 };
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError, Problem};
@@ -89,24 +90,6 @@ fn require_recent_sign_in(state: &SharedState, caller: &Caller) -> Result<(), Ap
         return Err(ApiError::StepUpRequired(max_age));
     }
     Ok(())
-}
-
-/// The login limits of API.md (per client IP and per account), applied to every endpoint that
-/// checks a password or a second factor, so that none is a free oracle beside `/auth/login`.
-pub(super) async fn login_limits(
-    state: &SharedState,
-    client: &Client,
-    email: &str,
-) -> Result<Decision, ApiError> {
-    let ip = client.rate_key();
-    limited(
-        state,
-        &[
-            (Policy::LoginIp, &ip),
-            (Policy::LoginAccount, &account_key(email)),
-        ],
-    )
-    .await
 }
 
 /// Runs one second-factor check of `user_id` under the cross-endpoint cap
