@@ -8,7 +8,7 @@
 //! row, counts it and logs a warning; the log event is always emitted. Events carry ids, the
 //! client IP and the request id, never a secret.
 
-use crate::db::{map_err, Db};
+use crate::db::{map_err, Batch, Db};
 use edge_idp_actors::Clock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -128,22 +128,16 @@ async fn write(db: &Db, batch: Vec<Item>) {
     }
     if !events.is_empty() {
         let n = events.len();
-        let r = db
-            .write(move |c| async move {
-                let tx = c.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await.map_err(map_err)?;
-                for (at, e) in events {
-                    let id = |u: Option<Uuid>| u.map(|u| u.to_string());
-                    tx.execute(
-                        "INSERT INTO audit_events (at, kind, user_id, session_id, org_id, subject_id, ip, request_id, detail) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                        libsql::params![at, e.kind, id(e.user_id), id(e.session_id), id(e.org_id), id(e.subject_id), e.ip, e.request_id, e.detail],
-                    )
-                    .await
-                    .map_err(map_err)?;
-                }
-                tx.commit().await.map_err(map_err)
-            })
-            .await;
+        let mut b = Batch::default();
+        for (at, e) in events {
+            let id = |u: Option<Uuid>| u.map(|u| u.to_string()).into();
+            b.execute(
+                "INSERT INTO audit_events (at, kind, user_id, session_id, org_id, subject_id, ip, request_id, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                vec![at.into(), e.kind.into(), id(e.user_id), id(e.session_id), id(e.org_id), id(e.subject_id), e.ip.into(), e.request_id.into(), e.detail.into()],
+            );
+        }
+        let r = db.write_batch(b).await;
         if let Err(e) = r {
             tracing::error!(error = %e, events = n, "audit rows could not be stored");
         }

@@ -26,11 +26,13 @@
 //! the connection itself ([`Conn::begin_immediate`]): libSQL's `transaction()` opens a second
 //! stream there, and a statement sent on the first would wait for the second's lock.
 
+mod batch;
 mod guards;
 mod migrate;
 mod orgs;
 mod store;
 
+pub use batch::{Batch, Outcome};
 pub use guards::{Attempt, Failure};
 pub use migrate::{migrate, MigrateError, MIGRATIONS};
 pub use orgs::{Acceptance, Invitation, PendingInvitation, Profile, Removal, SessionRow};
@@ -79,7 +81,7 @@ impl Deref for Conn {
 
 impl Conn {
     /// `sql` prepared on this connection, once.
-    async fn prepared(&self, sql: &'static str) -> Result<Arc<Statement>, StoreError> {
+    pub(super) async fn prepared(&self, sql: &'static str) -> Result<Arc<Statement>, StoreError> {
         let hit = self
             .prepared
             .lock()
@@ -191,6 +193,8 @@ struct Inner {
     cache_pragma: String,
     /// This process's writers, one at a time, first come first served.
     writers: Arc<tokio::sync::Mutex<()>>,
+    /// The primary that [`Db::write_batch`] sends batches to, in remote and replica modes.
+    primary: Option<batch::Primary>,
 }
 
 impl Db {
@@ -208,7 +212,7 @@ impl Db {
         let pragmas = format!(
             "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{cache_kib};"
         );
-        let this = Self::with(db, Mode::Local, pragmas);
+        let this = Self::with(db, Mode::Local, pragmas, None);
         // WAL is a property of the file: readers never block the writer, and a crash loses no
         // committed transaction. synchronous=NORMAL (set per connection) keeps commits durable
         // across process crashes; see the README for the trade-off.
@@ -225,7 +229,12 @@ impl Db {
     }
 
     /// A pool over `db`; every new connection first runs `cache_pragma`.
-    fn with(db: Database, mode: Mode, cache_pragma: String) -> Self {
+    fn with(
+        db: Database,
+        mode: Mode,
+        cache_pragma: String,
+        primary: Option<batch::Primary>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -233,6 +242,7 @@ impl Db {
                 idle: Mutex::new(Vec::new()),
                 cache_pragma,
                 writers: Arc::new(tokio::sync::Mutex::new(())),
+                primary,
             }),
         }
     }
@@ -279,7 +289,8 @@ impl Db {
         // A replica's connections take no PRAGMA with arguments (libSQL sends them to the
         // primary, which refuses them): SQLite's defaults for the local file, so
         // `DB_CACHE_KIB` does not apply.
-        Ok(Self::with(db, Mode::Replica, String::new()))
+        let primary = batch::Primary::new(url, token)?;
+        Ok(Self::with(db, Mode::Replica, String::new(), Some(primary)))
     }
 
     /// Pulls the primary's latest writes into an embedded replica now; `false` (and nothing
@@ -309,7 +320,13 @@ impl Db {
             .build()
             .await
             .map_err(map_err)?;
-        let this = Self::with(db, Mode::Remote, "PRAGMA foreign_keys=ON;".to_owned());
+        let primary = batch::Primary::new(url, token)?;
+        let this = Self::with(
+            db,
+            Mode::Remote,
+            "PRAGMA foreign_keys=ON;".to_owned(),
+            Some(primary),
+        );
         let probe = this.run(|c| async move {
             // A write: a read-only token passes a SELECT but not this.
             c.execute("CREATE TABLE IF NOT EXISTS edge_idp_probe (x INTEGER)", ())
@@ -399,6 +416,29 @@ impl Db {
         self.exec(Some(turn), op).await
     }
 
+    /// Runs `batch` as one write transaction (see [`batch`]): on a local file after this
+    /// process's earlier writers, at a primary as one request. The primary orders the writers
+    /// of every instance itself, so there this process's writers are not queued first: a batch
+    /// holds the primary's write lock only while the primary runs it. On an embedded replica
+    /// the replica is synced after the batch, so that this instance reads what it wrote.
+    pub async fn write_batch(&self, batch: batch::Batch) -> Result<batch::Outcome, StoreError> {
+        let Some(primary) = &self.inner.primary else {
+            return self.write(|c| async move { batch.run_local(&c).await }).await;
+        };
+        // A task, so that a batch sent runs to its answer even if the caller stops waiting.
+        let primary = primary.clone();
+        let outcome = tokio::spawn(async move { primary.run(batch, BUSY_TIMEOUT).await })
+            .await
+            .map_err(|e| StoreError::Other(format!("storage task failed: {e}")))??;
+        if self.inner.mode == Mode::Replica {
+            // Committed already: a failed sync delays this instance's view, it undoes nothing.
+            if let Err(e) = self.sync_replica().await {
+                tracing::warn!(error = %e, "replica sync after a write failed");
+            }
+        }
+        Ok(outcome)
+    }
+
     async fn exec<T, F, Fut>(
         &self,
         turn: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -486,27 +526,37 @@ fn redact_url(url: &str) -> String {
 
 /// Maps a libSQL error to the storage error the actors understand.
 pub fn map_err(e: libsql::Error) -> StoreError {
-    let text = e.to_string();
     match &e {
         libsql::Error::SqliteFailure(code, _) if is_busy(*code) || is_full(*code) => {
-            StoreError::Unavailable(text)
+            StoreError::Unavailable(e.to_string())
         }
-        // A libSQL server interrupts a statement now and then while other connections change
-        // the schema or contend for its write lock (seen when instances start together): the
-        // statement did nothing, and a retry succeeds. A primary that cannot be reached, or
-        // that timed a transaction out, is an outage too: nothing was committed.
-        _ if text.contains("database is locked")
-            || text.contains("database is busy")
-            || text.contains("database or disk is full")
-            || text.contains("SQLITE_INTERRUPT")
-            || text.contains("SQLite error: interrupted")
-            || text.contains("TRANSACTION_TIMEOUT")
-            || text.contains("STREAM_EXPIRED")
-            || text.contains("http error") =>
-        {
-            StoreError::Unavailable(text)
-        }
-        _ => StoreError::Other(text),
+        _ => classify(e.to_string()),
+    }
+}
+
+/// The storage error for a database error's text (libSQL's, or a primary's in a batch).
+fn classify(text: String) -> StoreError {
+    // A libSQL server interrupts a statement now and then while other connections change the
+    // schema or contend for its write lock (seen when instances start together): the
+    // statement did nothing, and a retry succeeds. A primary that cannot be reached, or that
+    // timed a transaction out, is an outage too: nothing was committed.
+    if [
+        "database is locked",
+        "database is busy",
+        "database or disk is full",
+        "SQLITE_BUSY",
+        "SQLITE_INTERRUPT",
+        "SQLite error: interrupted",
+        "TRANSACTION_TIMEOUT",
+        "STREAM_EXPIRED",
+        "http error",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+    {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Other(text)
     }
 }
 

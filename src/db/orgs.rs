@@ -9,11 +9,12 @@
 //! earlier read, so an invitation is used at most once across processes; an accept whose
 //! membership insert fails rolls the `UPDATE` back and leaves the invitation unused.
 
-use super::store::{first_row, opt_uuid, role, uuid};
-use super::{is_unique_violation, map_err, Db};
+use super::batch::Batch;
+use super::store::{first_row, opt_uuid, role, uuid, Columns};
+use super::{map_err, Db};
 use edge_idp_actors::store::{Membership, Role, StoreResult, UserRecord};
 use edge_idp_actors::StoreError;
-use libsql::{params, Connection, TransactionBehavior};
+use libsql::{params, Connection, Value};
 use uuid::Uuid;
 
 /// Outcome of removing a member.
@@ -76,8 +77,12 @@ pub enum Acceptance {
 
 /// The conditions under which an invitation can still be used, `?1` its id, `?2` the email
 /// (or the organization, for a revocation) and `?3` now.
-const PENDING: &str =
-    "accepted_at IS NULL AND declined_at IS NULL AND revoked_at IS NULL AND expires_at > ?3";
+macro_rules! pending {
+    () => {
+        "accepted_at IS NULL AND declined_at IS NULL AND revoked_at IS NULL AND expires_at > ?3"
+    };
+}
+const PENDING: &str = pending!();
 
 /// An account as `GET /auth/me` shows it: no password hash.
 #[derive(Debug, Clone)]
@@ -178,20 +183,16 @@ impl Db {
         owner: Uuid,
         now: i64,
     ) -> StoreResult<()> {
-        self.write(move |c| async move {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            tx.execute("INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)", params![org_id.to_string(), name, now])
-                .await
-                .map_err(map_err)?;
-            tx.execute(
-                "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)",
-                params![org_id.to_string(), owner.to_string(), now],
-            )
-            .await
-            .map_err(map_err)?;
-            tx.commit().await.map_err(map_err)
-        })
-        .await
+        let mut b = Batch::default();
+        b.execute(
+            "INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)",
+            vec![org_id.to_string().into(), name.into(), now.into()],
+        );
+        b.execute(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)",
+            vec![org_id.to_string().into(), owner.to_string().into(), now.into()],
+        );
+        self.write_batch(b).await.map(drop)
     }
 
     /// Stores an invitation, unless its email belongs to a member of its organization already
@@ -260,9 +261,10 @@ impl Db {
         .await
     }
 
-    /// Uses invitation `id`, bound to `email`, to make `user_id` a member: in one immediate
-    /// transaction, the conditional `UPDATE` that marks it accepted and, only if it changed the
-    /// row, the membership insert. A membership that exists already rolls both back.
+    /// Uses invitation `id`, bound to `email`, to make `user_id` a member, in one batch: the
+    /// conditional `UPDATE` that marks it accepted decides, and the membership is inserted only
+    /// if that statement changed the row (`changes()`). A membership that exists already
+    /// fails the insert, which rolls both back: the invitation stays unused.
     pub async fn accept_invitation(
         &self,
         id: Uuid,
@@ -270,58 +272,32 @@ impl Db {
         user_id: Uuid,
         now: i64,
     ) -> StoreResult<Acceptance> {
-        self.write(move |c| async move {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .await
-                .map_err(map_err)?;
-            let id = id.to_string();
-            let sql = format!(
-                "UPDATE org_invitations SET accepted_at = ?3 WHERE id = ?1 AND email = ?2 AND {PENDING}"
-            );
-            let used = tx
-                .execute(&sql, params![id.clone(), email, now])
-                .await
-                .map_err(map_err)?;
-            if used != 1 {
-                tx.rollback().await.map_err(map_err)?;
-                return Ok(Acceptance::NotPending);
-            }
-            // Read after our own write, inside the transaction: what the row grants.
-            let Some(r) = first_row(
-                &tx,
-                "SELECT org_id, role FROM org_invitations WHERE id = ?1",
-                [id],
-            )
-            .await?
-            else {
-                tx.rollback().await.map_err(map_err)?;
-                return Err(StoreError::Other("an accepted invitation vanished".into()));
-            };
-            let org_id = uuid(&r, 0)?;
-            let granted = role(&r.get::<String>(1).map_err(map_err)?)?;
-            match tx
-                .execute(
-                    "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![org_id.to_string(), user_id.to_string(), granted.as_str(), now],
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => {
-                    // Already a member: the invitation stays unused.
-                    tx.rollback().await.map_err(map_err)?;
-                    return Ok(Acceptance::AlreadyMember);
-                }
-                Err(e) => return Err(map_err(e)),
-            }
-            tx.commit().await.map_err(map_err)?;
-            Ok(Acceptance::Accepted {
-                org_id,
-                role: granted,
-            })
+        let id: Value = id.to_string().into();
+        let mut b = Batch::default();
+        let accepted = b.query(
+            concat!(
+                "UPDATE org_invitations SET accepted_at = ?3 WHERE id = ?1 AND email = ?2 AND ",
+                pending!(),
+                " RETURNING org_id, role"
+            ),
+            vec![id.clone(), email.into(), now.into()],
+        );
+        b.execute(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) \
+             SELECT org_id, ?2, role, ?3 FROM org_invitations WHERE id = ?1 AND changes() = 1",
+            vec![id, user_id.to_string().into(), now.into()],
+        );
+        let done = match self.write_batch(b).await {
+            Err(StoreError::Conflict(_)) => return Ok(Acceptance::AlreadyMember),
+            other => other?,
+        };
+        let Some(r) = done.first(accepted) else {
+            return Ok(Acceptance::NotPending);
+        };
+        Ok(Acceptance::Accepted {
+            org_id: r.uuid(0)?,
+            role: role(&r.text(1)?)?,
         })
-        .await
     }
 
     /// Declines invitation `id`, bound to `email`; `false` if it is not pending.
@@ -355,50 +331,26 @@ impl Db {
         .await
     }
 
-    /// Removes a member unless they are the last owner.
+    /// Removes a member unless they are the last owner: one batch that reads the member's role
+    /// and deletes under the same condition.
     pub async fn remove_member(&self, org_id: Uuid, user_id: Uuid) -> StoreResult<Removal> {
-        self.write(move |c| async move {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .await
-                .map_err(map_err)?;
-            let (org, user) = (org_id.to_string(), user_id.to_string());
-            let Some(r) = first_row(
-                &tx,
-                "SELECT role FROM memberships WHERE org_id = ?1 AND user_id = ?2",
-                params![org.clone(), user.clone()],
-            )
-            .await?
-            else {
-                tx.rollback().await.map_err(map_err)?;
-                return Ok(Removal::NotMember);
-            };
-            if role(&r.get::<String>(0).map_err(map_err)?)? == Role::Owner {
-                let n: i64 = first_row(
-                    &tx,
-                    "SELECT COUNT(*) FROM memberships WHERE org_id = ?1 AND role = 'owner'",
-                    [org.clone()],
-                )
-                .await?
-                .map(|r| r.get(0))
-                .transpose()
-                .map_err(map_err)?
-                .unwrap_or(0);
-                if n <= 1 {
-                    tx.rollback().await.map_err(map_err)?;
-                    return Ok(Removal::LastOwner);
-                }
-            }
-            tx.execute(
-                "DELETE FROM memberships WHERE org_id = ?1 AND user_id = ?2",
-                params![org, user],
-            )
-            .await
-            .map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            Ok(Removal::Removed)
+        let (org, user): (Value, Value) = (org_id.to_string().into(), user_id.to_string().into());
+        let mut b = Batch::default();
+        let member = b.query(
+            "SELECT role FROM memberships WHERE org_id = ?1 AND user_id = ?2",
+            vec![org.clone(), user.clone()],
+        );
+        let removed = b.execute(
+            "DELETE FROM memberships WHERE org_id = ?1 AND user_id = ?2 \
+             AND (role <> 'owner' OR (SELECT COUNT(*) FROM memberships WHERE org_id = ?1 AND role = 'owner') > 1)",
+            vec![org, user],
+        );
+        let done = self.write_batch(b).await?;
+        Ok(match (done.first(member), done.changed(removed)) {
+            (None, _) => Removal::NotMember,
+            (Some(_), 0) => Removal::LastOwner,
+            (Some(_), _) => Removal::Removed,
         })
-        .await
     }
 
     /// The user's live sessions (unrevoked, before their hard end, with an unused unexpired

@@ -4,14 +4,15 @@
 //! conditional `UPDATE … WHERE used_at IS NULL` of a rotation inside an immediate transaction,
 //! and `insert_first_key`'s check-then-insert under the write lock.
 
-use super::{is_unique_violation, map_err, Conn, Db};
+use super::batch::Batch;
+use super::{map_err, Db};
 use edge_idp_actors::store::{
     Challenge, KeyStore, Membership, MfaRecord, MfaStatus, MfaStore, NewSession, NewUser,
     Presentation, Presented, Principal, Pruned, RefreshView, Role, SessionStore, StoreResult,
     StoredKey, UserRecord, UserStore,
 };
 use edge_idp_actors::StoreError;
-use libsql::{params, Connection, Row, TransactionBehavior, Value};
+use libsql::{params, Connection, Row, Value};
 use uuid::Uuid;
 
 /// How long revoked and expired rows are kept before pruning (for audit and reuse detection).
@@ -76,51 +77,102 @@ pub(super) async fn first_row(
     Ok(first)
 }
 
-/// Who session `sid`'s next access token is for: its active organization while the user is a
-/// member there, else the default one. Read on `c` (inside the caller's transaction, if any).
-async fn principal_on(c: &Conn, sid: String) -> StoreResult<Option<Principal>> {
-    c.cached_row(
-        "SELECT u.id, u.email, s.amr, ma.org_id, oa.name, ma.role, md.org_id, od.name, md.role, \
-         s.created_at FROM sessions s JOIN users u ON u.id = s.user_id \
-         LEFT JOIN memberships ma ON ma.org_id = s.active_org_id AND ma.user_id = u.id \
-         LEFT JOIN organizations oa ON oa.id = ma.org_id \
-         LEFT JOIN memberships md ON md.org_id = u.default_org_id AND md.user_id = u.id \
-         LEFT JOIN organizations od ON od.id = md.org_id \
-         WHERE s.id = ?1",
-        [sid],
-        principal,
-    )
-    .await
-    .map(Option::flatten)
-}
+/// Who the session of refresh token `?1` issues its next access token for, unless the session
+/// is revoked: its active organization while the user is a member there, else the default one.
+const PRINCIPAL_OF_TOKEN: &str = "SELECT u.id, u.email, s.amr, ma.org_id, oa.name, ma.role, md.org_id, od.name, md.role, \
+     s.created_at FROM sessions s JOIN users u ON u.id = s.user_id \
+     LEFT JOIN memberships ma ON ma.org_id = s.active_org_id AND ma.user_id = u.id \
+     LEFT JOIN organizations oa ON oa.id = ma.org_id \
+     LEFT JOIN memberships md ON md.org_id = u.default_org_id AND md.user_id = u.id \
+     LEFT JOIN organizations od ON od.id = md.org_id \
+     WHERE s.id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1) AND s.revoked_at IS NULL";
 
-/// A row of `principal_on`'s query; none if the user is a member of neither organization.
-fn principal(r: &Row) -> StoreResult<Option<Principal>> {
-    let membership = match (opt_uuid(r, 3)?, opt_uuid(r, 6)?) {
+/// A row of [`PRINCIPAL_OF_TOKEN`]; none if the user is a member of neither organization.
+fn principal(r: &[Value]) -> StoreResult<Option<Principal>> {
+    let membership = match (r.opt_uuid(3)?, r.opt_uuid(6)?) {
         (Some(org_id), _) => Membership {
             org_id,
-            org_name: r.get(4).map_err(map_err)?,
-            role: role(&r.get::<String>(5).map_err(map_err)?)?,
+            org_name: r.text(4)?,
+            role: role(&r.text(5)?)?,
         },
         (None, Some(org_id)) => Membership {
             org_id,
-            org_name: r.get(7).map_err(map_err)?,
-            role: role(&r.get::<String>(8).map_err(map_err)?)?,
+            org_name: r.text(7)?,
+            role: role(&r.text(8)?)?,
         },
         (None, None) => return Ok(None),
     };
-    let amr: String = r.get(2).map_err(map_err)?;
     Ok(Some(Principal {
-        user_id: uuid(r, 0)?,
-        email: r.get(1).map_err(map_err)?,
+        user_id: r.uuid(0)?,
+        email: r.text(1)?,
         membership,
-        amr: amr
+        amr: r
+            .text(2)?
             .split(',')
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect(),
-        auth_time: r.get(9).map_err(map_err)?,
+        auth_time: r.int(9)?,
     }))
+}
+
+/// The columns of a batch's row, typed. A value of another type than asked is an error (a
+/// corrupt row), never a panic.
+pub(super) trait Columns {
+    /// Column `i`.
+    fn value(&self, i: usize) -> StoreResult<&Value>;
+
+    fn int(&self, i: usize) -> StoreResult<i64> {
+        self.opt_int(i)?.ok_or_else(|| corrupt(i, "NULL"))
+    }
+
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+        match self.value(i)? {
+            Value::Null => Ok(None),
+            Value::Integer(n) => Ok(Some(*n)),
+            other => Err(corrupt(i, other)),
+        }
+    }
+
+    fn text(&self, i: usize) -> StoreResult<String> {
+        self.opt_text(i)?.ok_or_else(|| corrupt(i, "NULL"))
+    }
+
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
+        match self.value(i)? {
+            Value::Null => Ok(None),
+            Value::Text(t) => Ok(Some(t.clone())),
+            other => Err(corrupt(i, other)),
+        }
+    }
+
+    fn opt_blob(&self, i: usize) -> StoreResult<Option<Vec<u8>>> {
+        match self.value(i)? {
+            Value::Null => Ok(None),
+            Value::Blob(b) => Ok(Some(b.clone())),
+            other => Err(corrupt(i, other)),
+        }
+    }
+
+    fn uuid(&self, i: usize) -> StoreResult<Uuid> {
+        self.opt_uuid(i)?.ok_or_else(|| corrupt(i, "NULL"))
+    }
+
+    fn opt_uuid(&self, i: usize) -> StoreResult<Option<Uuid>> {
+        self.opt_text(i)?
+            .map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Other(format!("corrupt id {s:?}: {e}"))))
+            .transpose()
+    }
+}
+
+impl Columns for [Value] {
+    fn value(&self, i: usize) -> StoreResult<&Value> {
+        self.get(i).ok_or_else(|| StoreError::Other(format!("no column {i} in a row")))
+    }
+}
+
+fn corrupt(i: usize, found: impl std::fmt::Debug) -> StoreError {
+    StoreError::Other(format!("unexpected {found:?} in column {i}"))
 }
 
 fn blob(b: &[u8]) -> Value {
@@ -129,31 +181,25 @@ fn blob(b: &[u8]) -> Value {
 
 impl UserStore for Db {
     async fn create_user(&self, u: NewUser) -> StoreResult<()> {
-        self.write(move |c| async move {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            let (id, org) = (u.id.to_string(), u.org_id.to_string());
-            tx.execute("INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)", params![org.clone(), u.org_name, u.created_at])
-                .await
-                .map_err(map_err)?;
-            match tx
-                .execute(
-                    "INSERT INTO users (id, email, name, password_hash, created_at, updated_at, default_org_id) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-                    params![id.clone(), u.email, u.name, u.password_hash, u.created_at, org.clone()],
-                )
-                .await
-            {
-                Err(e) if is_unique_violation(&e) => {
-                    tx.rollback().await.map_err(map_err)?;
-                    return Err(StoreError::Conflict("email"));
-                }
-                other => other.map_err(map_err)?,
-            };
-            tx.execute("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)", params![org, id, u.created_at])
-                .await
-                .map_err(map_err)?;
-            tx.commit().await.map_err(map_err)
-        })
-        .await
+        let (id, org) = (u.id.to_string(), u.org_id.to_string());
+        let mut b = Batch::default();
+        b.execute(
+            "INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)",
+            vec![org.clone().into(), u.org_name.into(), u.created_at.into()],
+        );
+        b.execute(
+            "INSERT INTO users (id, email, name, password_hash, created_at, updated_at, default_org_id) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+            vec![id.clone().into(), u.email.into(), u.name.into(), u.password_hash.into(), u.created_at.into(), org.clone().into()],
+        );
+        b.execute(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)",
+            vec![org.into(), id.into(), u.created_at.into()],
+        );
+        match self.write_batch(b).await {
+            // The ids are new: the one unique value that can be taken is the email.
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict("email")),
+            other => other.map(drop),
+        }
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
@@ -208,113 +254,123 @@ impl UserStore for Db {
         now: i64,
         rehash: Option<(String, String)>,
     ) -> StoreResult<()> {
-        self.write(move |c| async move {
-            let id = user_id.to_string();
-            c.cached_execute("UPDATE users SET failed_logins = 0, last_login_at = ?2 WHERE id = ?1", params![id.clone(), now]).await?;
-            if let Some((old, new)) = rehash {
-                c.execute(
-                    "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE id = ?1 AND password_hash = ?2",
-                    params![id, old, new, now],
-                )
-                .await
-                .map_err(map_err)?;
-            }
-            Ok(())
-        })
-        .await
+        let id = user_id.to_string();
+        let mut b = Batch::default();
+        b.execute(
+            "UPDATE users SET failed_logins = 0, last_login_at = ?2 WHERE id = ?1",
+            vec![id.clone().into(), now.into()],
+        );
+        if let Some((old, new)) = rehash {
+            b.execute(
+                "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE id = ?1 AND password_hash = ?2",
+                vec![id.into(), old.into(), new.into(), now.into()],
+            );
+        }
+        self.write_batch(b).await.map(drop)
     }
 }
 
 impl SessionStore for Db {
     async fn start_session(&self, s: NewSession) -> StoreResult<()> {
-        self.write(move |c| async move {
-            c.begin_immediate().await?;
-            c.cached_execute(
-                "INSERT INTO sessions (id, user_id, active_org_id, amr, user_agent, ip, created_at, last_used_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
-                params![s.id.to_string(), s.user_id.to_string(), s.active_org_id.to_string(), s.amr.join(","), s.user_agent, s.ip, s.created_at, s.expires_at],
-            )
-            .await?;
-            c.cached_execute(
-                "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) VALUES (?1, ?2, 0, ?3, ?4)",
-                params![blob(&s.token_hash), s.id.to_string(), s.created_at, s.token_expires_at],
-            )
-            .await?;
-            c.commit().await
-        })
-        .await
+        let sid = s.id.to_string();
+        let mut b = Batch::default();
+        b.execute(
+            "INSERT INTO sessions (id, user_id, active_org_id, amr, user_agent, ip, created_at, last_used_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+            vec![
+                sid.clone().into(),
+                s.user_id.to_string().into(),
+                s.active_org_id.to_string().into(),
+                s.amr.join(",").into(),
+                s.user_agent.into(),
+                s.ip.into(),
+                s.created_at.into(),
+                s.expires_at.into(),
+            ],
+        );
+        b.execute(
+            "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) VALUES (?1, ?2, 0, ?3, ?4)",
+            vec![blob(&s.token_hash), sid.into(), s.created_at.into(), s.token_expires_at.into()],
+        );
+        self.write_batch(b).await.map(drop)
     }
 
+    /// One batch (see [`super::batch`]): the conditional `UPDATE` is the decision (the token is
+    /// unused, unexpired, in a live session), and every later write is conditioned on the
+    /// successor hash it wrote, which is new and random; then the token and its principal are
+    /// read as the batch left them.
     async fn present(&self, p: Presentation) -> StoreResult<Option<Presented>> {
-        self.write(move |c| async move {
-            // Immediate: the write lock is taken before the read, so what is read is what the
-            // rotation replaces, in this process and in any other sharing the file.
-            c.begin_immediate().await?;
-            // The statements are the connection's prepared ones; they run inside the
-            // transaction, which is the connection's own.
-            let Some(view) = c.cached_row(
-                "SELECT r.session_id, s.user_id, r.generation, r.expires_at, r.used_at, r.successor_sealed, \
-                        n.used_at IS NOT NULL, n.expires_at, CASE WHEN s.revoked_at IS NULL THEN NULL ELSE COALESCE(s.revoked_reason, 'revoked') END, s.expires_at \
-                 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
-                 LEFT JOIN refresh_tokens n ON n.token_hash = r.successor_hash \
-                 WHERE r.token_hash = ?1",
-                [blob(&p.token_hash)],
-                |r| {
-                    Ok(RefreshView {
-                        session_id: uuid(r, 0)?,
-                        user_id: uuid(r, 1)?,
-                        generation: r.get(2).map_err(map_err)?,
-                        expires_at: r.get(3).map_err(map_err)?,
-                        used_at: r.get(4).map_err(map_err)?,
-                        successor_sealed: r.get(5).map_err(map_err)?,
-                        successor_used: r.get::<i64>(6).map_err(map_err)? != 0,
-                        successor_expires_at: r.get(7).map_err(map_err)?,
-                        session_revoked: r.get(8).map_err(map_err)?,
-                        session_expires_at: r.get(9).map_err(map_err)?,
-                    })
-                },
-            )
-            .await?
-            else {
-                c.commit().await?;
-                return Ok(None);
-            };
-            let sid = view.session_id.to_string();
-            let mut rotated = None;
-            if view.rotatable(p.now) {
-                let expires_at = (p.now + p.token_ttl).min(view.session_expires_at);
-                let sealed = p.successor_sealed.map(Value::Blob).unwrap_or(Value::Null);
-                // Conditional even under the write lock: the row decides, not what was read.
-                let changed = c
-                    .cached_execute(
-                        "UPDATE refresh_tokens SET used_at = ?2, successor_hash = ?3, successor_sealed = ?4 \
-                         WHERE token_hash = ?1 AND used_at IS NULL",
-                        params![blob(&p.token_hash), p.now, blob(&p.successor_hash), sealed],
-                    )
-                    .await?;
-                if changed != 1 {
-                    return Err(StoreError::Other("refresh token changed under the write lock".into()));
-                }
-                c.cached_execute(
-                    "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![blob(&p.successor_hash), sid.clone(), view.generation + 1, p.now, expires_at],
-                )
-                .await?;
-                // The presented token's own predecessor can no longer be replayed: erase its copy.
-                c.cached_execute("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_hash = ?1 AND successor_sealed IS NOT NULL", [blob(&p.token_hash)])
-                    .await?;
-                c.cached_execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![sid.clone(), p.now]).await?;
-                rotated = Some(expires_at);
-            }
-            let principal = if view.session_revoked.is_none() {
-                principal_on(&c, sid).await?
-            } else {
-                None
-            };
-            c.commit().await?;
-            Ok(Some(Presented { view, rotated, principal }))
-        })
-        .await
+        let (token, successor) = (blob(&p.token_hash), blob(&p.successor_hash));
+        let sealed = p.successor_sealed.map(Value::Blob).unwrap_or(Value::Null);
+        let mut b = Batch::default();
+        b.execute(
+            "UPDATE refresh_tokens SET used_at = ?2, successor_hash = ?3, successor_sealed = ?4 \
+             WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2 \
+             AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL AND s.expires_at > ?2)",
+            vec![token.clone(), p.now.into(), successor.clone(), sealed],
+        );
+        b.execute(
+            "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) \
+             SELECT ?2, r.session_id, r.generation + 1, ?3, MIN(?3 + ?4, s.expires_at) \
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+             WHERE r.token_hash = ?1 AND r.successor_hash = ?2",
+            vec![token.clone(), successor.clone(), p.now.into(), p.token_ttl.into()],
+        );
+        // The presented token's own predecessor can no longer be replayed: erase its copy.
+        b.execute(
+            "UPDATE refresh_tokens SET successor_sealed = NULL \
+             WHERE successor_hash = ?1 AND successor_sealed IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM refresh_tokens WHERE token_hash = ?2)",
+            vec![token.clone(), successor.clone()],
+        );
+        b.execute(
+            "UPDATE sessions SET last_used_at = ?2 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1)",
+            vec![successor.clone(), p.now.into()],
+        );
+        let view = b.query(
+            "SELECT r.session_id, s.user_id, r.generation, r.expires_at, r.used_at, r.successor_sealed, \
+                    n.used_at IS NOT NULL, n.expires_at, \
+                    CASE WHEN s.revoked_at IS NULL THEN NULL ELSE COALESCE(s.revoked_reason, 'revoked') END, \
+                    s.expires_at, r.successor_hash IS NOT NULL AND r.successor_hash = ?2 \
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+             LEFT JOIN refresh_tokens n ON n.token_hash = r.successor_hash \
+             WHERE r.token_hash = ?1",
+            vec![token.clone(), successor],
+        );
+        let principal_at = b.query(PRINCIPAL_OF_TOKEN, vec![token]);
+        let done = self.write_batch(b).await?;
+        let Some(r) = done.first(view) else {
+            return Ok(None);
+        };
+        let rotated_now = r.int(10)? != 0;
+        let mut view = RefreshView {
+            session_id: r.uuid(0)?,
+            user_id: r.uuid(1)?,
+            generation: r.int(2)?,
+            expires_at: r.int(3)?,
+            used_at: r.opt_int(4)?,
+            successor_sealed: r.opt_blob(5)?,
+            successor_used: r.int(6)? != 0,
+            successor_expires_at: r.opt_int(7)?,
+            session_revoked: r.opt_text(8)?,
+            session_expires_at: r.int(9)?,
+        };
+        let rotated = if rotated_now {
+            let expires_at = view.successor_expires_at;
+            // The token as this presentation found it, before its own rotation.
+            view.used_at = None;
+            view.successor_sealed = None;
+            view.successor_used = false;
+            view.successor_expires_at = None;
+            Some(expires_at.ok_or_else(|| StoreError::Other("a rotation wrote no successor".into()))?)
+        } else {
+            None
+        };
+        let principal = match done.first(principal_at) {
+            Some(r) => principal(r)?,
+            None => None,
+        };
+        Ok(Some(Presented { view, rotated, principal }))
     }
 
     async fn session_of_token(&self, token_hash: [u8; 32]) -> StoreResult<Option<(Uuid, Uuid)>> {
@@ -336,20 +392,17 @@ impl SessionStore for Db {
         now: i64,
         reason: &'static str,
     ) -> StoreResult<bool> {
-        self.write(move |c| async move {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            let sid = session_id.to_string();
-            let n = tx
-                .execute("UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL", params![sid.clone(), now, reason])
-                .await
-                .map_err(map_err)?;
-            tx.execute("UPDATE refresh_tokens SET successor_sealed = NULL WHERE session_id = ?1 AND successor_sealed IS NOT NULL", [sid])
-                .await
-                .map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            Ok(n > 0)
-        })
-        .await
+        let sid = session_id.to_string();
+        let mut b = Batch::default();
+        let revoked = b.execute(
+            "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL",
+            vec![sid.clone().into(), now.into(), reason.into()],
+        );
+        b.execute(
+            "UPDATE refresh_tokens SET successor_sealed = NULL WHERE session_id = ?1 AND successor_sealed IS NOT NULL",
+            vec![sid.into()],
+        );
+        Ok(self.write_batch(b).await?.changed(revoked) > 0)
     }
 
     async fn revoke_user_sessions(
@@ -359,33 +412,20 @@ impl SessionStore for Db {
         now: i64,
         reason: &'static str,
     ) -> StoreResult<Vec<Uuid>> {
-        self.write(move |c| async move {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            let uid = user_id.to_string();
-            let keep = except.map(|e| e.to_string()).unwrap_or_default();
-            let mut rows = tx
-                .query(
-                    "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE user_id = ?1 AND revoked_at IS NULL AND id <> ?4 RETURNING id",
-                    params![uid.clone(), now, reason, keep.clone()],
-                )
-                .await
-                .map_err(map_err)?;
-            let mut ids = Vec::new();
-            while let Some(r) = rows.next().await.map_err(map_err)? {
-                ids.push(uuid(&r, 0)?);
-            }
-            drop(rows);
-            tx.execute(
-                "UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL \
-                 AND session_id IN (SELECT id FROM sessions WHERE user_id = ?1 AND id <> ?2)",
-                params![uid, keep],
-            )
-            .await
-            .map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            Ok(ids)
-        })
-        .await
+        let uid = user_id.to_string();
+        let keep = except.map(|e| e.to_string()).unwrap_or_default();
+        let mut b = Batch::default();
+        let revoked = b.query(
+            "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE user_id = ?1 AND revoked_at IS NULL AND id <> ?4 RETURNING id",
+            vec![uid.clone().into(), now.into(), reason.into(), keep.clone().into()],
+        );
+        b.execute(
+            "UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL \
+             AND session_id IN (SELECT id FROM sessions WHERE user_id = ?1 AND id <> ?2)",
+            vec![uid.into(), keep.into()],
+        );
+        let done = self.write_batch(b).await?;
+        done.rows(revoked).iter().map(|r| r.uuid(0)).collect()
     }
 
     async fn set_active_org(&self, session_id: Uuid, org_id: Uuid) -> StoreResult<bool> {
@@ -482,22 +522,13 @@ impl KeyStore for Db {
     }
 
     async fn insert_first_key(&self, k: StoredKey) -> StoreResult<bool> {
-        self.write(move |c| async move {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            if first_row(&tx, "SELECT 1 FROM signing_keys LIMIT 1", ()).await?.is_some() {
-                tx.rollback().await.map_err(map_err)?;
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO signing_keys (kid, private_sealed, created_at, activates_at, retires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![k.kid, blob(&k.private_sealed), k.created_at, k.activates_at, k.retires_at],
-            )
-            .await
-            .map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            Ok(true)
-        })
-        .await
+        let mut b = Batch::default();
+        let inserted = b.execute(
+            "INSERT INTO signing_keys (kid, private_sealed, created_at, activates_at, retires_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+            vec![k.kid.into(), blob(&k.private_sealed), k.created_at.into(), k.activates_at.into(), k.retires_at.into()],
+        );
+        Ok(self.write_batch(b).await?.changed(inserted) == 1)
     }
 
     async fn insert_rotated_key(
@@ -506,28 +537,20 @@ impl KeyStore for Db {
         newest_seen: i64,
         retire_others_at: i64,
     ) -> StoreResult<bool> {
-        self.write(move |c| async move {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            if first_row(&tx, "SELECT 1 FROM signing_keys WHERE activates_at > ?1", [newest_seen]).await?.is_some() {
-                tx.rollback().await.map_err(map_err)?;
-                return Ok(false);
-            }
-            tx.execute(
-                "UPDATE signing_keys SET retires_at = ?1 WHERE retires_at IS NULL OR retires_at > ?1",
-                [retire_others_at],
-            )
-            .await
-            .map_err(map_err)?;
-            tx.execute(
-                "INSERT INTO signing_keys (kid, private_sealed, created_at, activates_at, retires_at) VALUES (?1, ?2, ?3, ?4, NULL)",
-                params![k.kid, blob(&k.private_sealed), k.created_at, k.activates_at],
-            )
-            .await
-            .map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            Ok(true)
-        })
-        .await
+        let mut b = Batch::default();
+        // Inserted only if no instance rotated since `newest_seen`; the others retire only if
+        // this key went in (its kid is new).
+        let inserted = b.execute(
+            "INSERT INTO signing_keys (kid, private_sealed, created_at, activates_at, retires_at) \
+             SELECT ?1, ?2, ?3, ?4, NULL WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE activates_at > ?5)",
+            vec![k.kid.clone().into(), blob(&k.private_sealed), k.created_at.into(), k.activates_at.into(), newest_seen.into()],
+        );
+        b.execute(
+            "UPDATE signing_keys SET retires_at = ?1 WHERE kid <> ?2 AND (retires_at IS NULL OR retires_at > ?1) \
+             AND EXISTS (SELECT 1 FROM signing_keys WHERE kid = ?2)",
+            vec![retire_others_at.into(), k.kid.into()],
+        );
+        Ok(self.write_batch(b).await?.changed(inserted) == 1)
     }
 
     async fn insert_key(&self, k: StoredKey) -> StoreResult<()> {
@@ -591,6 +614,10 @@ impl MfaStore for Db {
         .await
     }
 
+    /// One batch: the conditional `UPDATE` of the pending secret decides (the confirming step
+    /// is newer than any seen); the recovery codes and the account's flag change only while
+    /// the account is flagged off and its secret on, which only that `UPDATE` can have made so
+    /// (every writer changes the two together).
     async fn enable_mfa(
         &self,
         user_id: Uuid,
@@ -598,30 +625,32 @@ impl MfaStore for Db {
         recovery_hashes: Vec<[u8; 32]>,
         now: i64,
     ) -> StoreResult<bool> {
-        self.write(move |c| async move {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).await.map_err(map_err)?;
-            let uid = user_id.to_string();
-            let n = tx
-                .execute(
-                    "UPDATE mfa_secrets SET status = 'enabled', enabled_at = ?3, last_step = ?2 \
-                     WHERE user_id = ?1 AND status = 'pending' AND (last_step IS NULL OR last_step < ?2)",
-                    params![uid.clone(), step, now],
-                )
-                .await
-                .map_err(map_err)?;
-            if n == 0 {
-                tx.rollback().await.map_err(map_err)?;
-                return Ok(false);
-            }
-            tx.execute("DELETE FROM mfa_recovery_codes WHERE user_id = ?1", [uid.clone()]).await.map_err(map_err)?;
-            for h in recovery_hashes {
-                tx.execute("INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES (?1, ?2)", params![uid.clone(), blob(&h)]).await.map_err(map_err)?;
-            }
-            tx.execute("UPDATE users SET mfa_enabled = 1, updated_at = ?2 WHERE id = ?1", params![uid, now]).await.map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            Ok(true)
-        })
-        .await
+        macro_rules! enabling {
+            () => {
+                "EXISTS (SELECT 1 FROM users WHERE id = ?1 AND mfa_enabled = 0) \
+                 AND EXISTS (SELECT 1 FROM mfa_secrets WHERE user_id = ?1 AND status = 'enabled')"
+            };
+        }
+        let uid: Value = user_id.to_string().into();
+        let mut b = Batch::default();
+        b.execute(
+            "UPDATE mfa_secrets SET status = 'enabled', enabled_at = ?3, last_step = ?2 \
+             WHERE user_id = ?1 AND status = 'pending' AND (last_step IS NULL OR last_step < ?2)",
+            vec![uid.clone(), step.into(), now.into()],
+        );
+        b.execute(concat!("DELETE FROM mfa_recovery_codes WHERE user_id = ?1 AND ", enabling!()), vec![uid.clone()]);
+        for h in recovery_hashes {
+            b.execute(
+                concat!("INSERT INTO mfa_recovery_codes (user_id, code_hash) SELECT ?1, ?2 WHERE ", enabling!()),
+                vec![uid.clone(), blob(&h)],
+            );
+        }
+        let flagged = b.execute(
+            "UPDATE users SET mfa_enabled = 1, updated_at = ?2 WHERE id = ?1 AND mfa_enabled = 0 \
+             AND EXISTS (SELECT 1 FROM mfa_secrets WHERE user_id = ?1 AND status = 'enabled')",
+            vec![uid, now.into()],
+        );
+        Ok(self.write_batch(b).await?.changed(flagged) == 1)
     }
 
     async fn accept_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool> {
@@ -658,33 +687,13 @@ impl MfaStore for Db {
     }
 
     async fn disable_mfa(&self, user_id: Uuid) -> StoreResult<()> {
-        self.write(move |c| async move {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .await
-                .map_err(map_err)?;
-            let uid = user_id.to_string();
-            tx.execute("DELETE FROM mfa_secrets WHERE user_id = ?1", [uid.clone()])
-                .await
-                .map_err(map_err)?;
-            tx.execute(
-                "DELETE FROM mfa_recovery_codes WHERE user_id = ?1",
-                [uid.clone()],
-            )
-            .await
-            .map_err(map_err)?;
-            tx.execute(
-                "DELETE FROM mfa_challenges WHERE user_id = ?1",
-                [uid.clone()],
-            )
-            .await
-            .map_err(map_err)?;
-            tx.execute("UPDATE users SET mfa_enabled = 0 WHERE id = ?1", [uid])
-                .await
-                .map_err(map_err)?;
-            tx.commit().await.map_err(map_err)
-        })
-        .await
+        let uid: Value = user_id.to_string().into();
+        let mut b = Batch::default();
+        b.execute("DELETE FROM mfa_secrets WHERE user_id = ?1", vec![uid.clone()]);
+        b.execute("DELETE FROM mfa_recovery_codes WHERE user_id = ?1", vec![uid.clone()]);
+        b.execute("DELETE FROM mfa_challenges WHERE user_id = ?1", vec![uid.clone()]);
+        b.execute("UPDATE users SET mfa_enabled = 0 WHERE id = ?1", vec![uid]);
+        self.write_batch(b).await.map(drop)
     }
 
     async fn create_challenge(

@@ -167,9 +167,55 @@ async fn core_flows_on_a_remote_primary() {
     let Some(bin) = sqld::available("core_flows_on_a_remote_primary") else {
         return;
     };
-    let server = Sqld::start(&bin).await;
+    let server = Sqld::start_logged(&bin).await;
     let app = spawn_in(&Mode::Remote(&server), Opts::default()).await;
+    // The start's migrations may use transactions of their own; the flows may not.
+    let started = server.requests().len();
     core_flows(&app).await;
+    app.flush_audit().await;
+    let requests = &server.requests()[started..];
+
+    // Every one-use decision and the writes that follow from it reach the primary as one
+    // request: no transaction is left open across requests, so none ends with a COMMIT sent
+    // on its own.
+    let interactive: Vec<_> = requests
+        .iter()
+        .filter(|r| r.contains(r#"Execute(ExecuteStreamReq { stmt: Stmt { sql: Some("COMMIT")"#))
+        .collect();
+    assert!(interactive.is_empty(), "interactive transactions: {interactive:?}");
+    let batched = |decision: &str, follows: &[&str]| {
+        let carrying: Vec<_> = requests.iter().filter(|r| r.contains(decision)).collect();
+        assert!(!carrying.is_empty(), "no request carried {decision:?}");
+        for r in carrying {
+            assert!(r.contains("BEGIN IMMEDIATE"), "{decision:?} outside a transaction");
+            for f in follows {
+                assert!(r.contains(f), "{decision:?} sent without {f:?}: {r}");
+            }
+        }
+    };
+    // A rotation: the conditional update, the successor, the predecessor's copy erased, the
+    // session touched, and the token and principal read back, all in one request.
+    batched(
+        "UPDATE refresh_tokens SET used_at",
+        &[
+            "INSERT INTO refresh_tokens",
+            "UPDATE refresh_tokens SET successor_sealed = NULL",
+            "UPDATE sessions SET last_used_at",
+            "FROM refresh_tokens r JOIN sessions s",
+        ],
+    );
+    // Signup, a session's start, a logout, MFA turned on, an invitation accepted.
+    batched("INSERT INTO users", &["INSERT INTO organizations", "INSERT INTO memberships"]);
+    batched("INSERT INTO sessions", &["INSERT INTO refresh_tokens"]);
+    batched(
+        "UPDATE sessions SET revoked_at",
+        &["UPDATE refresh_tokens SET successor_sealed = NULL"],
+    );
+    batched(
+        "UPDATE mfa_secrets SET status = 'enabled'",
+        &["INSERT INTO mfa_recovery_codes", "UPDATE users SET mfa_enabled = 1"],
+    );
+    batched("UPDATE org_invitations SET accepted_at", &["INSERT INTO memberships"]);
 }
 
 /// `n` instances sharing one primary (and one clock and master key, as a fleet shares NTP and

@@ -18,6 +18,8 @@ pub struct Sqld {
     port: u16,
     db_path: PathBuf,
     jwt_key: Option<PathBuf>,
+    /// Where sqld logs every request it gets (debug level), if asked to.
+    log: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -68,27 +70,52 @@ impl Sqld {
     pub async fn start(bin: &Path) -> Sqld {
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("primary.sqld");
-        let mut s = Self::spawn_ready(bin, db_path, None).await;
+        let mut s = Self::spawn_ready(bin, db_path, None, None).await;
         s._dir = Some(dir);
         s
     }
 
+    /// Starts sqld as [`Sqld::start`] does, logging every request it gets ([`Sqld::requests`]).
+    pub async fn start_logged(bin: &Path) -> Sqld {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("primary.sqld");
+        let log = dir.path().join("sqld.log");
+        let mut s = Self::spawn_ready(bin, db_path, None, Some(log)).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// The Hrana requests sqld has logged so far, one line each (with every statement of a
+    /// batch), for a server started by [`Sqld::start_logged`].
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.log.as_ref().expect("a logged sqld")).unwrap();
+        log.lines()
+            .filter_map(|l| l.split_once("pipeline:{").map(|(_, r)| r.to_owned()))
+            .collect()
+    }
+
     /// Starts sqld that accepts only EdDSA JWTs verified with the PEM public key at `jwt_key`.
     pub async fn start_with_auth(bin: &Path, dir: &Path, jwt_key: &Path) -> Sqld {
-        Self::spawn_ready(bin, dir.join("primary.sqld"), Some(jwt_key.to_owned())).await
+        Self::spawn_ready(bin, dir.join("primary.sqld"), Some(jwt_key.to_owned()), None).await
     }
 
     /// Starts on a free port and waits until it answers; a port taken between the pick and the
     /// bind (the process exits) is retried with another.
-    async fn spawn_ready(bin: &Path, db_path: PathBuf, jwt_key: Option<PathBuf>) -> Sqld {
+    async fn spawn_ready(
+        bin: &Path,
+        db_path: PathBuf,
+        jwt_key: Option<PathBuf>,
+        log: Option<PathBuf>,
+    ) -> Sqld {
         for _ in 0..5 {
             let port = free_port();
             let mut s = Sqld {
-                child: Self::spawn(bin, &db_path, port, jwt_key.as_deref()),
+                child: Self::spawn(bin, &db_path, port, jwt_key.as_deref(), log.as_deref()),
                 url: format!("http://127.0.0.1:{port}"),
                 port,
                 db_path: db_path.clone(),
                 jwt_key: jwt_key.clone(),
+                log: log.clone(),
                 _dir: None,
             };
             if s.wait_ready().await {
@@ -99,7 +126,13 @@ impl Sqld {
         panic!("sqld did not start");
     }
 
-    fn spawn(bin: &Path, db_path: &Path, port: u16, jwt_key: Option<&Path>) -> Child {
+    fn spawn(
+        bin: &Path,
+        db_path: &Path,
+        port: u16,
+        jwt_key: Option<&Path>,
+        log: Option<&Path>,
+    ) -> Child {
         let mut cmd = Command::new(bin);
         cmd.arg("--db-path")
             .arg(db_path)
@@ -109,10 +142,16 @@ impl Sqld {
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some(log) = std::env::var_os("SQLD_LOG_DIR") {
-            let f =
-                std::fs::File::create(std::path::Path::new(&log).join(format!("sqld-{port}.log")))
-                    .unwrap();
+        let log = log.map(Path::to_owned).or_else(|| {
+            std::env::var_os("SQLD_LOG_DIR")
+                .map(|d| Path::new(&d).join(format!("sqld-{port}.log")))
+        });
+        if let Some(log) = log {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
             cmd.env("RUST_LOG", "libsql_server=debug")
                 .stderr(f.try_clone().unwrap())
                 .stdout(f);
@@ -150,7 +189,13 @@ impl Sqld {
     /// Starts the server again on the same port and data (after [`Sqld::kill`]).
     pub async fn restart(&mut self, bin: &Path) {
         for _ in 0..50 {
-            self.child = Self::spawn(bin, &self.db_path, self.port, self.jwt_key.as_deref());
+            self.child = Self::spawn(
+                bin,
+                &self.db_path,
+                self.port,
+                self.jwt_key.as_deref(),
+                self.log.as_deref(),
+            );
             if self.wait_ready().await {
                 return;
             }
