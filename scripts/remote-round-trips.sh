@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Counts the requests a remote-mode server sends its libSQL primary for one signup, login,
 # refresh, second login and logout: sqld logs every HTTP request it gets at debug level. The
-# audit writer's batch that follows an audited operation is counted apart.
+# audit writer's batch that follows an audited operation (one request) is counted with it.
 #
 # Usage: scripts/remote-round-trips.sh [edge-idp binary, default target/debug/edge-idp]
 # sqld: SQLD_BIN, else sqld on PATH, else ../shared/tools/sqld.
@@ -21,9 +21,11 @@ for i in $(seq 1 100); do curl -fsS http://127.0.0.1:$AP/healthz >/dev/null 2>&1
 # operation below is followed by a pause for its audit batch.
 sleep 1
 count() { grep -c "got request: POST /v" $T/sqld.log; }
+# Transactions left open across requests end with a COMMIT sent on its own: none should.
+commits() { grep -c 'Execute(ExecuteStreamReq { stmt: Stmt { sql: Some("COMMIT")' $T/sqld.log || true; }
 aud() { grep -c "audit_events" $T/sqld.log || true; }
 B=http://127.0.0.1:$AP
-n0=$(count); a0=$(aud); curl -s -o /dev/null -X POST $B/auth/signup -H 'content-type: application/json' -d '{"email":"rt@example.com","password":"correct horse battery staple"}'; sleep 0.3; n1=$(count); a1=$(aud)
+c0=$(commits); n0=$(count); a0=$(aud); curl -s -o /dev/null -X POST $B/auth/signup -H 'content-type: application/json' -d '{"email":"rt@example.com","password":"correct horse battery staple"}'; sleep 0.3; n1=$(count); a1=$(aud)
 R=$(curl -s -X POST $B/auth/login -H 'content-type: application/json' -d '{"email":"rt@example.com","password":"correct horse battery staple"}'); sleep 0.3; n2=$(count); a2=$(aud)
 RT=$(echo "$R" | python3 -c 'import json,sys; print(json.load(sys.stdin)["refresh_token"])')
 curl -s -o /dev/null -X POST $B/auth/refresh -H 'content-type: application/json' -d "{\"refresh_token\":\"$RT\"}"; sleep 0.3; n3=$(count); a3=$(aud)
@@ -44,5 +46,6 @@ MT=$(curl -s -X POST $B/auth/login -H 'content-type: application/json' -d '{"ema
 sleep 0.3; n6=$(count); a6=$(aud)
 curl -s -o /dev/null -w "verify %{http_code}\n" -X POST $B/auth/mfa/verify -H 'content-type: application/json' -d "{\"mfa_token\":\"$MT\",\"code\":\"$(python3 -c "$TOTP" $SEC 1)\"}"
 sleep 0.3; n7=$(count); a7=$(aud)
-echo "requests to the primary, each operation (then the audit batch written after it, 3 requests when an audit row was written; log lines naming audit_events: $((a1-a0)) $((a2-a1)) $((a3-a2)) $((a4-a3)) $((a5-a4)))"; echo "signup $((n1-n0)) login $((n2-n1)) refresh $((n3-n2)) login-again $((n4-n3)) logout $((n5-n4)) mfa-verify $((n7-n6)) (audit lines $((a7-a6)))"
+echo "requests to the primary, each operation (with the audit writer's batch, one request, when the operation wrote an audit row; log lines naming audit_events: $((a1-a0)) $((a2-a1)) $((a3-a2)) $((a4-a3)) $((a5-a4)))"; echo "signup $((n1-n0)) login $((n2-n1)) refresh $((n3-n2)) login-again $((n4-n3)) logout $((n5-n4)) mfa-verify $((n7-n6)) (audit lines $((a7-a6)))"
+echo "COMMITs sent on their own after the start: $(( $(commits) - c0 ))"
 kill $A $S; wait 2>/dev/null; rm -rf $T

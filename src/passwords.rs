@@ -61,7 +61,7 @@ pub enum PolicyError {
 fn repetitive(chars: &[char]) -> bool {
     (1..=4).any(|unit| {
         chars.len() >= 2 * unit
-            && chars.len() % unit == 0
+            && chars.len().is_multiple_of(unit)
             && chars.chunks(unit).all(|c| c == &chars[..unit])
     })
 }

@@ -52,8 +52,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept for reuse. With the page cache per connection (`DB_CACHE_KIB`), this
 /// bounds what storage holds in memory: SQLite fills a connection's cache as the database
 /// grows, so a server's memory rises with its first traffic and stays under this product (the
-/// soak in RELIABILITY.md); the operating system's page cache serves what does not fit.
+/// soak in docs/reliability.md); the operating system's page cache serves what does not fit.
 const MAX_IDLE: usize = 16;
+/// How long a remote connection may wait in the pool: well under the 10 s after which a
+/// primary expires its idle stream.
+const REMOTE_IDLE_MAX: Duration = Duration::from_secs(5);
 
 /// A shared libSQL database with a small connection pool. Cheap to clone.
 #[derive(Clone)]
@@ -188,7 +191,8 @@ struct Inner {
     db: Database,
     /// Where statements run.
     mode: Mode,
-    idle: Mutex<Vec<Conn>>,
+    /// Idle connections, each with when it was put back; the most recent last.
+    idle: Mutex<Vec<(Conn, std::time::Instant)>>,
     /// `PRAGMA cache_size` of every connection, as a negative KiB count.
     cache_pragma: String,
     /// This process's writers, one at a time, first come first served.
@@ -215,7 +219,7 @@ impl Db {
         let this = Self::with(db, Mode::Local, pragmas, None);
         // WAL is a property of the file: readers never block the writer, and a crash loses no
         // committed transaction. synchronous=NORMAL (set per connection) keeps commits durable
-        // across process crashes; see the README for the trade-off.
+        // across process crashes; see docs/design.md for the trade-off.
         this.run(|c| async move {
             let mut rows = c
                 .query("PRAGMA journal_mode=WAL", ())
@@ -360,12 +364,21 @@ impl Db {
     }
 
     async fn checkout(&self) -> Result<Conn, StoreError> {
-        let idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
+        let idle = {
+            let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+            match idle.pop() {
+                // A primary ends a Hrana stream idle for 10 s (`STREAM_EXPIRED`), and the next
+                // statement on it fails: a remote connection idle that long is not reused, nor
+                // any put back before it.
+                Some((_, since))
+                    if self.inner.mode == Mode::Remote && since.elapsed() > REMOTE_IDLE_MAX =>
+                {
+                    idle.clear();
+                    None
+                }
+                other => other.map(|(c, _)| c),
+            }
+        };
         if let Some(c) = idle {
             return Ok(c);
         }
@@ -386,7 +399,7 @@ impl Db {
     fn checkin(&self, c: Conn) {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(c);
+            idle.push((c, std::time::Instant::now()));
         }
     }
 

@@ -2,7 +2,7 @@
 //! folder, killed when dropped.
 //!
 //! The binary is `SQLD_BIN`, else `sqld` on `PATH`, else `../shared/tools/sqld` beside the
-//! project (the README says how to get one). In CI (`CI=true`) a missing sqld fails the test;
+//! project (docs/database.md says how to get one). In CI (`CI=true`) a missing sqld fails the test;
 //! elsewhere the test prints SKIPPED and returns.
 
 use std::io::Write;
