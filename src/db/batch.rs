@@ -70,10 +70,16 @@ impl Batch {
                             .collect::<Result<Vec<_>, _>>()?;
                         out.push(values);
                     }
-                    Ok(StepOutcome { changed: out.len() as u64, rows: out })
+                    Ok(StepOutcome {
+                        changed: out.len() as u64,
+                        rows: out,
+                    })
                 } else {
                     let changed = stmt.execute(step.params).await? as u64;
-                    Ok(StepOutcome { changed, rows: Vec::new() })
+                    Ok(StepOutcome {
+                        changed,
+                        rows: Vec::new(),
+                    })
                 }
             }
             .await;
@@ -194,7 +200,10 @@ impl Primary {
             baton: None,
             requests: vec![
                 proto::StreamRequest::Batch(proto::BatchStreamReq {
-                    batch: proto::Batch { steps, replication_index: None },
+                    batch: proto::Batch {
+                        steps,
+                        replication_index: None,
+                    },
                 }),
                 proto::StreamRequest::Close(proto::CloseStreamReq {}),
             ],
@@ -267,22 +276,20 @@ fn outcome(result: proto::BatchResult, wants: &[bool]) -> Result<Outcome, StoreE
     // Step 0 is BEGIN, then the statements, then COMMIT: the first error among them is why
     // the batch was rolled back.
     let last = wants.len() + 1;
-    if let Some(e) = result
-        .step_errors
-        .iter()
-        .take(last + 1)
-        .flatten()
-        .next()
-    {
+    if let Some(e) = result.step_errors.iter().take(last + 1).flatten().next() {
         return Err(step_error(e));
     }
     if !matches!(result.step_results.get(last), Some(Some(_))) {
-        return Err(StoreError::Other("the primary did not commit a batch".into()));
+        return Err(StoreError::Other(
+            "the primary did not commit a batch".into(),
+        ));
     }
     let mut steps = Vec::with_capacity(wants.len());
     for (i, _) in wants.iter().enumerate() {
         let Some(Some(r)) = result.step_results.get(i + 1) else {
-            return Err(StoreError::Other(format!("batch statement {i} did not run")));
+            return Err(StoreError::Other(format!(
+                "batch statement {i} did not run"
+            )));
         };
         let rows = r
             .rows
@@ -314,8 +321,12 @@ fn to_proto(v: Value) -> proto::Value {
         Value::Null => proto::Value::Null,
         Value::Integer(value) => proto::Value::Integer { value },
         Value::Real(value) => proto::Value::Float { value },
-        Value::Text(value) => proto::Value::Text { value: value.into() },
-        Value::Blob(value) => proto::Value::Blob { value: value.into() },
+        Value::Text(value) => proto::Value::Text {
+            value: value.into(),
+        },
+        Value::Blob(value) => proto::Value::Blob {
+            value: value.into(),
+        },
     }
 }
 
@@ -327,7 +338,9 @@ fn from_proto(v: proto::Value) -> Result<Value, StoreError> {
         proto::Value::Text { value } => Value::Text(value.to_string()),
         proto::Value::Blob { value } => Value::Blob(value.to_vec()),
         proto::Value::None => {
-            return Err(StoreError::Other("the primary sent a value without a type".into()))
+            return Err(StoreError::Other(
+                "the primary sent a value without a type".into(),
+            ))
         }
     })
 }

@@ -14,17 +14,15 @@
 //!
 //! libSQL prepares a statement on every `execute` and `query`, and SQLite's parser and query
 //! planner were most of SQLite's CPU in a rotation (170 µs of it; 67 µs with the statements
-//! prepared once). A pooled [`Conn`] keeps the statements of the hot paths prepared
-//! ([`Conn::cached_row`], [`Conn::cached_execute`]) for as long as the connection lives;
+//! prepared once). A pooled [`Conn`] keeps the statements of the hot paths' batches prepared
+//! (see [`batch`]) for as long as the connection lives;
 //! SQLite re-prepares one itself if the schema changes under it.
 //!
 //! Remote mode (`DATABASE_URL=libsql://…`, `http(s)://…`) speaks Hrana over HTTP to a libSQL
 //! server (sqld, Turso). There nothing runs SQLite in this process, so operations run on the
-//! runtime like any network call, not on the blocking pool; a remote "prepare" is a round trip
-//! that also fixes, when it is made, whether the statement closes its stream, so remote
-//! connections prepare nothing ahead; and a remote connection's transaction must be begun on
-//! the connection itself ([`Conn::begin_immediate`]): libSQL's `transaction()` opens a second
-//! stream there, and a statement sent on the first would wait for the second's lock.
+//! runtime like any network call, not on the blocking pool, and nothing is prepared ahead (a
+//! remote "prepare" is a round trip). Writes of more than one statement go to the primary as one
+//! request ([`batch`]), never as a transaction held open across requests.
 
 mod batch;
 mod guards;
@@ -38,8 +36,7 @@ pub use migrate::{migrate, MigrateError, MIGRATIONS};
 pub use orgs::{Acceptance, Invitation, PendingInvitation, Profile, Removal, SessionRow};
 
 use edge_idp_actors::StoreError;
-use libsql::params::IntoParams;
-use libsql::{Connection, Database, Row, Statement};
+use libsql::{Connection, Database, Statement};
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Deref;
@@ -69,9 +66,6 @@ pub struct Db {
 pub struct Conn {
     conn: Connection,
     prepared: Arc<Mutex<HashMap<&'static str, Arc<Statement>>>>,
-    /// A connection that sends statements to a primary (remote mode, or an embedded
-    /// replica's writes): nothing is prepared ahead.
-    remote: bool,
 }
 
 impl Deref for Conn {
@@ -102,38 +96,6 @@ impl Conn {
         Ok(s)
     }
 
-    /// The first row of the prepared query `sql`, read by `read`. A row of libSQL reads its
-    /// columns from the statement, so it is read before the statement is reset for its next
-    /// use (reset also ends the statement's read of the database).
-    pub async fn cached_row<T>(
-        &self,
-        sql: &'static str,
-        params: impl IntoParams,
-        read: impl FnOnce(&Row) -> Result<T, StoreError>,
-    ) -> Result<Option<T>, StoreError> {
-        if self.remote {
-            let mut rows = self.conn.query(sql, params).await.map_err(map_err)?;
-            let first = match rows.next().await.map_err(map_err)? {
-                Some(row) => read(&row).map(Some),
-                None => Ok(None),
-            };
-            // Read to the end (see `store::first_row`).
-            while rows.next().await.map_err(map_err)?.is_some() {}
-            return first;
-        }
-        let stmt = self.prepared(sql).await?;
-        let result = async {
-            let mut rows = stmt.query(params).await.map_err(map_err)?;
-            match rows.next().await.map_err(map_err)? {
-                Some(row) => read(&row).map(Some),
-                None => Ok(None),
-            }
-        }
-        .await;
-        stmt.reset();
-        result
-    }
-
     /// Begins an immediate transaction on this connection itself, so that every statement sent
     /// on it (prepared ones included) runs inside. End it with [`Conn::commit`]; a connection
     /// left inside a transaction is rolled back when its operation ends.
@@ -152,26 +114,6 @@ impl Conn {
             .await
             .map(|_| ())
             .map_err(map_err)
-    }
-
-    /// Runs the prepared statement `sql`, which returns no rows; the number of rows changed.
-    pub async fn cached_execute(
-        &self,
-        sql: &'static str,
-        params: impl IntoParams,
-    ) -> Result<usize, StoreError> {
-        if self.remote {
-            return self
-                .conn
-                .execute(sql, params)
-                .await
-                .map(|n| n as usize)
-                .map_err(map_err);
-        }
-        let stmt = self.prepared(sql).await?;
-        let result = stmt.execute(params).await.map_err(map_err);
-        stmt.reset();
-        result
     }
 }
 
@@ -392,7 +334,6 @@ impl Db {
         Ok(Conn {
             conn: c,
             prepared: Arc::default(),
-            remote: self.inner.mode != Mode::Local,
         })
     }
 
@@ -436,7 +377,9 @@ impl Db {
     /// the replica is synced after the batch, so that this instance reads what it wrote.
     pub async fn write_batch(&self, batch: batch::Batch) -> Result<batch::Outcome, StoreError> {
         let Some(primary) = &self.inner.primary else {
-            return self.write(|c| async move { batch.run_local(&c).await }).await;
+            return self
+                .write(|c| async move { batch.run_local(&c).await })
+                .await;
         };
         // A task, so that a batch sent runs to its answer even if the caller stops waiting.
         let primary = primary.clone();
@@ -598,6 +541,7 @@ pub(crate) fn is_unique_violation(e: &libsql::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::store::Columns;
     use super::*;
 
     async fn db() -> (tempfile::TempDir, Db) {
@@ -619,69 +563,82 @@ mod tests {
     const INSERT: &str = "INSERT INTO t (k, v) VALUES (?1, ?2)";
     const READ: &str = "SELECT v FROM t WHERE k = ?1";
 
-    fn text(r: &Row) -> Result<String, StoreError> {
-        r.get(0).map_err(map_err)
+    /// Runs `batch` and reads the first column of the first row of each statement in `reads`.
+    async fn texts(
+        db: &Db,
+        batch: Batch,
+        reads: &[usize],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let done = db.write_batch(batch).await?;
+        reads
+            .iter()
+            .map(|&i| done.first(i).map(|r| r.text(0)).transpose())
+            .collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_cached_statement_is_prepared_once_and_reads_each_use_its_own_row() {
+    async fn a_batch_prepares_each_statement_once_and_each_use_reads_its_own_row() {
         let (_dir, db) = db().await;
         let other = db.inner.db.connect().unwrap();
-        let (rows, prepared) = db
-            .write(|c| async move {
-                for (k, v) in [(1, "one"), (2, "two")] {
-                    assert_eq!(c.cached_execute(INSERT, libsql::params![k, v]).await?, 1);
-                }
-                let mut read = Vec::new();
-                for k in [2, 1, 3] {
-                    read.push(c.cached_row(READ, [k], text).await?);
-                }
-                let prepared = c.prepared.lock().unwrap().len();
-                // A statement left unreset would still hold its read of the database, and a
-                // checkpoint from another connection could not take the whole log.
-                let mut r = other
-                    .query("PRAGMA wal_checkpoint(TRUNCATE)", ())
-                    .await
-                    .map_err(map_err)?;
-                let busy: i64 = r.next().await.map_err(map_err)?.unwrap().get(0).unwrap();
-                assert_eq!(busy, 0, "a cached read still holds the database");
-                Ok((read, prepared))
-            })
+        let mut b = Batch::default();
+        for (k, v) in [(1, "one"), (2, "two")] {
+            b.execute(INSERT, vec![k.into(), v.into()]);
+        }
+        let reads: Vec<usize> = [2, 1, 3].map(|k| b.query(READ, vec![k.into()])).to_vec();
+        let rows = texts(&db, b, &reads).await.unwrap();
+        assert_eq!(rows, [Some("two".to_owned()), Some("one".to_owned()), None]);
+        let prepared: Vec<usize> = db
+            .inner
+            .idle
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(c, _)| c.prepared.lock().unwrap().len())
+            .collect();
+        assert_eq!(
+            prepared,
+            [2],
+            "one statement per SQL text, on the one connection"
+        );
+        // A statement left unreset would still hold its read of the database, and a checkpoint
+        // from another connection could not take the whole log.
+        let mut r = other
+            .query("PRAGMA wal_checkpoint(TRUNCATE)", ())
             .await
             .unwrap();
-        assert_eq!(rows, [Some("two".to_owned()), Some("one".to_owned()), None]);
-        assert_eq!(prepared, 2, "one statement per SQL text");
+        let busy: i64 = r.next().await.unwrap().unwrap().get(0).unwrap();
+        assert_eq!(busy, 0, "a batch's read still holds the database");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_cached_statement_stays_usable_and_a_schema_change_is_followed() {
+    async fn a_failed_batch_is_rolled_back_whole_and_its_statements_stay_usable() {
         let (_dir, db) = db().await;
-        let after = db
-            .write(|c| async move {
-                c.cached_execute(INSERT, libsql::params![1, "one"]).await?;
-                let dup = c.cached_execute(INSERT, libsql::params![2, "one"]).await;
-                assert!(dup.is_err(), "the unique index refuses a second 'one'");
-                c.cached_execute(INSERT, libsql::params![2, "two"]).await?;
-                c.execute_batch("ALTER TABLE t ADD COLUMN w TEXT")
-                    .await
-                    .map_err(map_err)?;
-                c.cached_execute(INSERT, libsql::params![3, "three"])
-                    .await?;
-                let mut read = Vec::new();
-                for k in [1, 2, 3] {
-                    read.push(c.cached_row(READ, [k], text).await?);
-                }
-                Ok(read)
-            })
-            .await
-            .unwrap();
+        let mut b = Batch::default();
+        b.execute(INSERT, vec![1.into(), "one".into()]);
+        db.write_batch(b).await.unwrap();
+        let mut b = Batch::default();
+        b.execute(INSERT, vec![2.into(), "two".into()]);
+        b.execute(INSERT, vec![3.into(), "one".into()]);
+        assert!(
+            matches!(db.write_batch(b).await, Err(StoreError::Conflict("unique"))),
+            "the unique index refuses a second 'one'"
+        );
+        db.write(|c| async move {
+            c.execute_batch("ALTER TABLE t ADD COLUMN w TEXT")
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let mut b = Batch::default();
+        b.execute(INSERT, vec![3.into(), "three".into()]);
+        let reads: Vec<usize> = [1, 2, 3].map(|k| b.query(READ, vec![k.into()])).to_vec();
+        let rows = texts(&db, b, &reads).await.unwrap();
+        // 2 went with the batch that failed after it.
         assert_eq!(
-            after,
-            [
-                Some("one".to_owned()),
-                Some("two".to_owned()),
-                Some("three".to_owned())
-            ]
+            rows,
+            [Some("one".to_owned()), None, Some("three".to_owned())]
         );
     }
 }

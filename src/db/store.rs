@@ -160,14 +160,17 @@ pub(super) trait Columns {
 
     fn opt_uuid(&self, i: usize) -> StoreResult<Option<Uuid>> {
         self.opt_text(i)?
-            .map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Other(format!("corrupt id {s:?}: {e}"))))
+            .map(|s| {
+                Uuid::parse_str(&s).map_err(|e| StoreError::Other(format!("corrupt id {s:?}: {e}")))
+            })
             .transpose()
     }
 }
 
 impl Columns for [Value] {
     fn value(&self, i: usize) -> StoreResult<&Value> {
-        self.get(i).ok_or_else(|| StoreError::Other(format!("no column {i} in a row")))
+        self.get(i)
+            .ok_or_else(|| StoreError::Other(format!("no column {i} in a row")))
     }
 }
 
@@ -362,7 +365,10 @@ impl SessionStore for Db {
             view.successor_sealed = None;
             view.successor_used = false;
             view.successor_expires_at = None;
-            Some(expires_at.ok_or_else(|| StoreError::Other("a rotation wrote no successor".into()))?)
+            Some(
+                expires_at
+                    .ok_or_else(|| StoreError::Other("a rotation wrote no successor".into()))?,
+            )
         } else {
             None
         };
@@ -370,7 +376,11 @@ impl SessionStore for Db {
             Some(r) => principal(r)?,
             None => None,
         };
-        Ok(Some(Presented { view, rotated, principal }))
+        Ok(Some(Presented {
+            view,
+            rotated,
+            principal,
+        }))
     }
 
     async fn session_of_token(&self, token_hash: [u8; 32]) -> StoreResult<Option<(Uuid, Uuid)>> {
@@ -526,7 +536,13 @@ impl KeyStore for Db {
         let inserted = b.execute(
             "INSERT INTO signing_keys (kid, private_sealed, created_at, activates_at, retires_at) \
              SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
-            vec![k.kid.into(), blob(&k.private_sealed), k.created_at.into(), k.activates_at.into(), k.retires_at.into()],
+            vec![
+                k.kid.into(),
+                blob(&k.private_sealed),
+                k.created_at.into(),
+                k.activates_at.into(),
+                k.retires_at.into(),
+            ],
         );
         Ok(self.write_batch(b).await?.changed(inserted) == 1)
     }
@@ -638,10 +654,19 @@ impl MfaStore for Db {
              WHERE user_id = ?1 AND status = 'pending' AND (last_step IS NULL OR last_step < ?2)",
             vec![uid.clone(), step.into(), now.into()],
         );
-        b.execute(concat!("DELETE FROM mfa_recovery_codes WHERE user_id = ?1 AND ", enabling!()), vec![uid.clone()]);
+        b.execute(
+            concat!(
+                "DELETE FROM mfa_recovery_codes WHERE user_id = ?1 AND ",
+                enabling!()
+            ),
+            vec![uid.clone()],
+        );
         for h in recovery_hashes {
             b.execute(
-                concat!("INSERT INTO mfa_recovery_codes (user_id, code_hash) SELECT ?1, ?2 WHERE ", enabling!()),
+                concat!(
+                    "INSERT INTO mfa_recovery_codes (user_id, code_hash) SELECT ?1, ?2 WHERE ",
+                    enabling!()
+                ),
                 vec![uid.clone(), blob(&h)],
             );
         }
@@ -689,9 +714,18 @@ impl MfaStore for Db {
     async fn disable_mfa(&self, user_id: Uuid) -> StoreResult<()> {
         let uid: Value = user_id.to_string().into();
         let mut b = Batch::default();
-        b.execute("DELETE FROM mfa_secrets WHERE user_id = ?1", vec![uid.clone()]);
-        b.execute("DELETE FROM mfa_recovery_codes WHERE user_id = ?1", vec![uid.clone()]);
-        b.execute("DELETE FROM mfa_challenges WHERE user_id = ?1", vec![uid.clone()]);
+        b.execute(
+            "DELETE FROM mfa_secrets WHERE user_id = ?1",
+            vec![uid.clone()],
+        );
+        b.execute(
+            "DELETE FROM mfa_recovery_codes WHERE user_id = ?1",
+            vec![uid.clone()],
+        );
+        b.execute(
+            "DELETE FROM mfa_challenges WHERE user_id = ?1",
+            vec![uid.clone()],
+        );
         b.execute("UPDATE users SET mfa_enabled = 0 WHERE id = ?1", vec![uid]);
         self.write_batch(b).await.map(drop)
     }

@@ -405,7 +405,9 @@ mod tests {
         let served: std::collections::BTreeSet<(String, String)> = ROUTES
             .iter()
             .flat_map(|(path, methods)| {
-                methods.split(',').map(move |m| (m.trim().to_owned(), (*path).to_owned()))
+                methods
+                    .split(',')
+                    .map(move |m| (m.trim().to_owned(), (*path).to_owned()))
             })
             .collect();
         assert!(!documented.is_empty(), "docs/api.md has no endpoint table");

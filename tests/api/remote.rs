@@ -182,12 +182,18 @@ async fn core_flows_on_a_remote_primary() {
         .iter()
         .filter(|r| r.contains(r#"Execute(ExecuteStreamReq { stmt: Stmt { sql: Some("COMMIT")"#))
         .collect();
-    assert!(interactive.is_empty(), "interactive transactions: {interactive:?}");
+    assert!(
+        interactive.is_empty(),
+        "interactive transactions: {interactive:?}"
+    );
     let batched = |decision: &str, follows: &[&str]| {
         let carrying: Vec<_> = requests.iter().filter(|r| r.contains(decision)).collect();
         assert!(!carrying.is_empty(), "no request carried {decision:?}");
         for r in carrying {
-            assert!(r.contains("BEGIN IMMEDIATE"), "{decision:?} outside a transaction");
+            assert!(
+                r.contains("BEGIN IMMEDIATE"),
+                "{decision:?} outside a transaction"
+            );
             for f in follows {
                 assert!(r.contains(f), "{decision:?} sent without {f:?}: {r}");
             }
@@ -205,7 +211,10 @@ async fn core_flows_on_a_remote_primary() {
         ],
     );
     // Signup, a session's start, a logout, MFA turned on, an invitation accepted.
-    batched("INSERT INTO users", &["INSERT INTO organizations", "INSERT INTO memberships"]);
+    batched(
+        "INSERT INTO users",
+        &["INSERT INTO organizations", "INSERT INTO memberships"],
+    );
     batched("INSERT INTO sessions", &["INSERT INTO refresh_tokens"]);
     batched(
         "UPDATE sessions SET revoked_at",
@@ -213,9 +222,15 @@ async fn core_flows_on_a_remote_primary() {
     );
     batched(
         "UPDATE mfa_secrets SET status = 'enabled'",
-        &["INSERT INTO mfa_recovery_codes", "UPDATE users SET mfa_enabled = 1"],
+        &[
+            "INSERT INTO mfa_recovery_codes",
+            "UPDATE users SET mfa_enabled = 1",
+        ],
     );
-    batched("UPDATE org_invitations SET accepted_at", &["INSERT INTO memberships"]);
+    batched(
+        "UPDATE org_invitations SET accepted_at",
+        &["INSERT INTO memberships"],
+    );
 }
 
 /// `n` instances sharing one primary (and one clock and master key, as a fleet shares NTP and

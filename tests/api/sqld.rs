@@ -96,7 +96,13 @@ impl Sqld {
 
     /// Starts sqld that accepts only EdDSA JWTs verified with the PEM public key at `jwt_key`.
     pub async fn start_with_auth(bin: &Path, dir: &Path, jwt_key: &Path) -> Sqld {
-        Self::spawn_ready(bin, dir.join("primary.sqld"), Some(jwt_key.to_owned()), None).await
+        Self::spawn_ready(
+            bin,
+            dir.join("primary.sqld"),
+            Some(jwt_key.to_owned()),
+            None,
+        )
+        .await
     }
 
     /// Starts on a free port and waits until it answers; a port taken between the pick and the
@@ -143,8 +149,7 @@ impl Sqld {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let log = log.map(Path::to_owned).or_else(|| {
-            std::env::var_os("SQLD_LOG_DIR")
-                .map(|d| Path::new(&d).join(format!("sqld-{port}.log")))
+            std::env::var_os("SQLD_LOG_DIR").map(|d| Path::new(&d).join(format!("sqld-{port}.log")))
         });
         if let Some(log) = log {
             let f = std::fs::OpenOptions::new()
