@@ -6,7 +6,7 @@
 //! Redis part is skipped, saying so, when it does not answer).
 
 use edge_idp::config::Limits;
-use edge_idp::ratelimit::{Policy, Quota, RateLimiter, RedisBackend, MAX_KEYS};
+use edge_idp::security::ratelimit::{Policy, Quota, RateLimiter, RedisBackend, MAX_KEYS};
 use edge_idp_actors::Clock;
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -5,7 +5,7 @@
 //! names the variable, and `APP_ENV=production` refuses the settings that are only acceptable on
 //! a laptop. Everything downstream receives already-validated [`Settings`].
 
-use crate::ratelimit::Quota;
+use crate::security::ratelimit::Quota;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edge_idp_actors::crypto::MasterKey;
 use std::net::SocketAddr;

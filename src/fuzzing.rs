@@ -10,7 +10,7 @@
 
 use crate::http::extract::{self, parse_client_ip};
 use crate::http::{account, auth, bearer, mfa, orgs};
-use crate::tokens::TokenIssuer;
+use crate::security::tokens::TokenIssuer;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -32,7 +32,7 @@ fn body_as<T: DeserializeOwned>(data: &[u8]) -> Option<T> {
 pub fn request_bodies(data: &[u8]) {
     if let Some(r) = body_as::<auth::SignupRequest>(data) {
         let _ = extract::email("email", &r.email);
-        let _ = crate::passwords::check_policy(r.password.expose(), &[]);
+        let _ = crate::security::passwords::check_policy(r.password.expose(), &[]);
         let _ = extract::text("name", r.name.as_deref(), 100);
         let _ = extract::text("organization_name", r.organization_name.as_deref(), 100);
     }
@@ -43,7 +43,7 @@ pub fn request_bodies(data: &[u8]) {
     body_as::<auth::LogoutRequest>(data);
     body_as::<account::SwitchOrgRequest>(data);
     if let Some(r) = body_as::<account::PasswordRequest>(data) {
-        let _ = crate::passwords::check_policy(r.new_password.expose(), &[]);
+        let _ = crate::security::passwords::check_policy(r.new_password.expose(), &[]);
     }
     if let Some(r) = body_as::<orgs::CreateOrgRequest>(data) {
         let _ = extract::text("name", Some(&r.name), 100);

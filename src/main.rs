@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                 .build();
             return match rt
                 .map_err(|e| e.to_string())
-                .and_then(|rt| rt.block_on(edge_idp::healthcheck::check(c.listen_addr)))
+                .and_then(|rt| rt.block_on(edge_idp::ops::healthcheck::check(c.listen_addr)))
             {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         None => (cli.config, None),
     };
     if keys_action.is_none() {
-        edge_idp::telemetry::init(config.log_format);
+        edge_idp::ops::telemetry::init(config.log_format);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -86,6 +86,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    edge_idp::telemetry::flush();
+    edge_idp::ops::telemetry::flush();
     code
 }

@@ -8,7 +8,7 @@
 //! the same bound as a revocation. The cache holds no password hash.
 
 use crate::db::{Db, Profile};
-use crate::revocation::LIVE_TTL;
+use crate::security::revocation::LIVE_TTL;
 use edge_idp_actors::StoreError;
 use moka::sync::Cache;
 use std::sync::Arc;

@@ -8,10 +8,10 @@
 use crate::config::{DatabaseLocation, KeysAction, Settings};
 use crate::db::{migrate, Db, MigrateError};
 use crate::http;
-use crate::passwords::Passwords;
-use crate::ratelimit::{RateLimiter, RedisBackend};
+use crate::security::passwords::Passwords;
+use crate::security::ratelimit::{RateLimiter, RedisBackend};
 use crate::state::{AppState, SharedState};
-use crate::tokens::TokenIssuer;
+use crate::security::tokens::TokenIssuer;
 use arc_swap::ArcSwap;
 use edge_idp_actors::keys::{self, KeyError, KeyManagerArgs, RotationPolicy};
 use edge_idp_actors::limiter::LimiterArgs;
@@ -116,11 +116,11 @@ impl Application {
             .unwrap_or(2);
         let actors = Handles::new((cores * 2).max(4));
         let (stop, _) = watch::channel(false);
-        let (audit, audit_writer) = crate::audit::Audit::spawn(db.clone(), clock.clone());
+        let (audit, audit_writer) = crate::ops::audit::Audit::spawn(db.clone(), clock.clone());
         let on_rotate: keys::OnRotate = {
             let audit = audit.clone();
             Arc::new(move |kid: &str| {
-                audit.record(crate::audit::AuditEvent {
+                audit.record(crate::ops::audit::AuditEvent {
                     kind: "key_rotation",
                     detail: Some(kid.to_owned()),
                     ..Default::default()
@@ -180,13 +180,13 @@ impl Application {
             .await
             .map_err(|e| StartError::Startup(e.to_string()))?;
 
-        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let metrics = Arc::new(crate::ops::metrics::Metrics::new());
         let passwords = Passwords::new(
             settings.argon2.clone(),
             settings.hash_concurrency,
             settings.hash_queue,
             settings.ask_timeout,
-            crate::passwords::IDLE_RELEASE,
+            crate::security::passwords::IDLE_RELEASE,
             metrics.hashing.clone(),
         )
         .await
@@ -206,7 +206,7 @@ impl Application {
             Some(a) => Some(TcpListener::bind(a).await.map_err(StartError::Bind)?),
             None => None,
         };
-        let revocations = crate::revocation::Revocations::new(settings.access_token_ttl);
+        let revocations = crate::security::revocation::Revocations::new(settings.access_token_ttl);
         let state = Arc::new(AppState {
             settings,
             db,
@@ -256,7 +256,7 @@ impl Application {
     }
 
     /// The audit trail (tests flush it before reading rows).
-    pub fn audit(&self) -> crate::audit::Audit {
+    pub fn audit(&self) -> crate::ops::audit::Audit {
         self.state.audit.clone()
     }
 
@@ -397,9 +397,9 @@ pub async fn keys_command(settings: Settings, action: KeysAction) -> Result<Stri
     match action {
         KeysAction::Rotate => {
             let newest = set.newest().activates_at;
-            let (audit, writer) = crate::audit::Audit::spawn(db.clone(), clock.clone());
+            let (audit, writer) = crate::ops::audit::Audit::spawn(db.clone(), clock.clone());
             let on_rotate: keys::OnRotate = Arc::new(move |kid: &str| {
-                audit.record(crate::audit::AuditEvent {
+                audit.record(crate::ops::audit::AuditEvent {
                     kind: "key_rotation",
                     detail: Some(format!("{kid} (edge-idp keys rotate)")),
                     ..Default::default()
@@ -496,7 +496,7 @@ async fn prune_loop(state: SharedState, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::warn!(error = %e, "prune failed; will retry"),
         }
         if let Err(e) =
-            crate::audit::prune(&state.db, state.clock.now(), state.settings.audit_retention).await
+            crate::ops::audit::prune(&state.db, state.clock.now(), state.settings.audit_retention).await
         {
             tracing::warn!(error = %e, "audit prune failed; will retry");
         }

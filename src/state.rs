@@ -3,9 +3,9 @@
 
 use crate::config::Settings;
 use crate::db::Db;
-use crate::passwords::Passwords;
-use crate::ratelimit::RateLimiter;
-use crate::tokens::TokenIssuer;
+use crate::security::passwords::Passwords;
+use crate::security::ratelimit::RateLimiter;
+use crate::security::tokens::TokenIssuer;
 use edge_idp_actors::{Clock, Handles, KeyHandle};
 use std::sync::Arc;
 
@@ -26,15 +26,15 @@ pub struct AppState {
     /// Rate limits.
     pub limiter: RateLimiter,
     /// Revoked sessions, for Bearer checks.
-    pub revocations: crate::revocation::Revocations,
+    pub revocations: crate::security::revocation::Revocations,
     /// `/auth/me` profiles.
     pub profiles: crate::profiles::Profiles,
     /// Now.
     pub clock: Clock,
     /// The audit trail.
-    pub audit: crate::audit::Audit,
+    pub audit: crate::ops::audit::Audit,
     /// Prometheus metrics.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::ops::metrics::Metrics>,
 }
 
 /// The handle handlers hold.

@@ -634,7 +634,7 @@ mod child {
             }
         };
         let config = cli.config;
-        edge_idp::telemetry::init(config.log_format);
+        edge_idp::ops::telemetry::init(config.log_format);
         let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

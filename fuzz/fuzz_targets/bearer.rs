@@ -3,7 +3,7 @@
 #![no_main]
 use std::sync::OnceLock;
 
-static ISSUER: OnceLock<edge_idp::tokens::TokenIssuer> = OnceLock::new();
+static ISSUER: OnceLock<edge_idp::security::tokens::TokenIssuer> = OnceLock::new();
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let issuer = ISSUER.get_or_init(|| {

@@ -9,7 +9,7 @@
 use super::store::first_row;
 use super::{map_err, Db};
 use crate::config::Lockout;
-use crate::ratelimit::Quota;
+use crate::security::ratelimit::Quota;
 use edge_idp_actors::store::StoreResult;
 use libsql::params;
 use uuid::Uuid;

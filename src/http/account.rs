@@ -6,8 +6,8 @@ use super::auth::{
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError, Problem};
 use super::extract::{self, Client};
-use crate::audit::AuditEvent;
-use crate::passwords::{check_policy, context_words};
+use crate::ops::audit::AuditEvent;
+use crate::security::passwords::{check_policy, context_words};
 use crate::state::SharedState;
 use bytes::Bytes;
 use edge_idp_actors::refresh::RefreshMsg;

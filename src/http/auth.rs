@@ -8,9 +8,9 @@
 
 use super::error::{rate_limit_headers, ApiError, FieldError, Problem};
 use super::extract::{self, Client};
-use crate::audit::AuditEvent;
-use crate::passwords::{check_policy, context_words, PolicyError};
-use crate::ratelimit::{account_key, Decision, Policy};
+use crate::ops::audit::AuditEvent;
+use crate::security::passwords::{check_policy, context_words, PolicyError};
+use crate::security::ratelimit::{account_key, Decision, Policy};
 use crate::state::SharedState;
 use bytes::Bytes;
 use edge_idp_actors::crypto::sha256;

@@ -6,7 +6,7 @@
 
 use super::error::ApiError;
 use crate::state::SharedState;
-use crate::tokens::AccessClaims;
+use crate::security::tokens::AccessClaims;
 use std::convert::Infallible;
 use uuid::Uuid;
 use warp::Filter;

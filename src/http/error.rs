@@ -2,7 +2,7 @@
 //! problem `code`, and [`ApiError::into_response`] renders RFC 9457 problem details. Internal
 //! causes are logged here with their full text and answered with an opaque body.
 
-use crate::ratelimit::Decision;
+use crate::security::ratelimit::Decision;
 use edge_idp_actors::DomainError;
 use serde::Serialize;
 use warp::http::{header, HeaderValue, StatusCode};

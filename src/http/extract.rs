@@ -37,8 +37,8 @@ pub struct Client {
 
 impl Client {
     /// An audit event of `kind` from this client (IP and request id filled in).
-    pub fn event(&self, kind: &'static str) -> crate::audit::AuditEvent {
-        crate::audit::AuditEvent {
+    pub fn event(&self, kind: &'static str) -> crate::ops::audit::AuditEvent {
+        crate::ops::audit::AuditEvent {
             kind,
             ip: Some(self.ip.to_string()),
             request_id: self.request_id.clone(),

@@ -7,9 +7,9 @@ use super::auth::{
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError, Problem};
 use super::extract::{self, Client};
-use crate::audit::AuditEvent;
+use crate::ops::audit::AuditEvent;
 use crate::db::Attempt;
-use crate::ratelimit::{account_key, Decision, Policy};
+use crate::security::ratelimit::{account_key, Decision, Policy};
 use crate::state::SharedState;
 use bytes::Bytes;
 use edge_idp_actors::crypto::sha256;

@@ -11,9 +11,9 @@ use super::auth::{limited, no_store, rfc3339, token_shaped_uuid, with_limits, Or
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError, Problem};
 use super::extract;
-use crate::audit::AuditEvent;
+use crate::ops::audit::AuditEvent;
 use crate::db::{Acceptance, Invitation, Removal};
-use crate::ratelimit::Policy;
+use crate::security::ratelimit::Policy;
 use crate::state::SharedState;
 use bytes::Bytes;
 use edge_idp_actors::store::{Membership, Role, UserStore};

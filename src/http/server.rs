@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::extract::{BodyTooLarge, PeerAddr, BODY_LIMIT};
 use super::route_of;
 use crate::config::EdgeLimits;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;

@@ -24,7 +24,7 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-fn issuer() -> edge_idp::tokens::TokenIssuer {
+fn issuer() -> edge_idp::security::tokens::TokenIssuer {
     edge_idp::fuzzing::issuer_with_key(
         include_bytes!("../../fuzz/keys/fuzz-signing-key.der"),
         1_800_000_000,

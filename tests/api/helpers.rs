@@ -24,8 +24,8 @@ pub struct TestApp {
     pub dir: PathBuf,
     /// The internal metrics listener, when the test asked for one.
     pub metrics_addr: Option<std::net::SocketAddr>,
-    limiter: edge_idp::ratelimit::RateLimiter,
-    audit: Option<edge_idp::audit::Audit>,
+    limiter: edge_idp::security::ratelimit::RateLimiter,
+    audit: Option<edge_idp::ops::audit::Audit>,
     stopper: Stopper,
     join: Option<JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
@@ -108,7 +108,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_with(opts: Opts) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
-        edge_idp::telemetry::init(edge_idp::config::LogFormat::Pretty);
+        edge_idp::ops::telemetry::init(edge_idp::config::LogFormat::Pretty);
     }
     let (tmp, dir) = match opts.data_dir {
         Some(d) => (None, d),
@@ -300,7 +300,7 @@ impl TestApp {
     }
 
     /// The server's rate limiter (backend in use, counters).
-    pub fn limiter(&self) -> edge_idp::ratelimit::RateLimiter {
+    pub fn limiter(&self) -> edge_idp::security::ratelimit::RateLimiter {
         self.limiter.clone()
     }
 }

@@ -4,7 +4,7 @@
 //! Labels are bounded by construction: routes are the route table's templates, never raw paths
 //! with ids; outcomes, policies, backends and actors are fixed sets.
 
-use crate::passwords::HashMetrics;
+use crate::security::passwords::HashMetrics;
 use edge_idp_actors::{ActorKind, Handles};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
