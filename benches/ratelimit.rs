@@ -5,8 +5,7 @@
 //! `cargo bench --bench ratelimit` (uses `REDIS_URL`, default `redis://127.0.0.1:6379`; the
 //! Redis part is skipped, saying so, when it does not answer).
 
-use edge_idp::config::Limits;
-use edge_idp::security::ratelimit::{Policy, Quota, RateLimiter, RedisBackend, MAX_KEYS};
+use edge_idp::security::ratelimit::{Limits, Policy, Quota, RateLimiter, RedisBackend, MAX_KEYS};
 use edge_idp_actors::Clock;
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -5,6 +5,9 @@
 //! names the variable, and `APP_ENV=production` refuses the settings that are only acceptable on
 //! a laptop. Everything downstream receives already-validated [`Settings`].
 
+// One direction only: configuration parses into the rate limiter's types (`Quota`, `Limits`);
+// `security::ratelimit` imports nothing from this module.
+pub use crate::security::ratelimit::Limits;
 use crate::security::ratelimit::Quota;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edge_idp_actors::crypto::MasterKey;
@@ -393,19 +396,6 @@ pub struct MetricsAccess {
     pub listen_addr: Option<SocketAddr>,
     /// A bearer token the public listener requires.
     pub token: Option<String>,
-}
-
-/// The rate-limit quotas of API.md.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Login and MFA verify, per IP and per account.
-    pub login: Quota,
-    /// Signup per IP.
-    pub signup: Quota,
-    /// Refresh per IP.
-    pub refresh: Quota,
-    /// Organization invitations per inviting user.
-    pub invite: Quota,
 }
 
 /// The OWASP Argon2id floor that production refuses to go below.
