@@ -10,7 +10,8 @@
 pub use crate::security::ratelimit::Limits;
 use crate::security::ratelimit::Quota;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use edge_idp_actors::crypto::MasterKey;
+use edge_idp_actors::crypto::{b64url, random_bytes, MasterKey};
+use edge_idp_actors::fs::write_private;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -647,9 +648,14 @@ impl Config {
         if !path.exists() {
             let key =
                 MasterKey::generate().map_err(|e| bad("MFA_ENCRYPTION_KEY", e.to_string()))?;
-            let tmp = self
-                .data_dir
-                .join(format!(".mfa_encryption.key.{}", std::process::id()));
+            // A name no other process uses (instances in containers sharing the folder may all
+            // be pid 1), because write_private refuses to overwrite.
+            let nonce = random_bytes::<8>().map_err(|e| bad("MFA_ENCRYPTION_KEY", e.to_string()))?;
+            let tmp = self.data_dir.join(format!(
+                ".mfa_encryption.key.{}.{}",
+                std::process::id(),
+                b64url(&nonce)
+            ));
             write_private(&tmp, key.encode().as_bytes()).map_err(io)?;
             // hard_link refuses to overwrite: if another instance won the race, its key stays.
             let linked = std::fs::hard_link(&tmp, &path);
@@ -668,17 +674,6 @@ impl Config {
             )
         })
     }
-}
-
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

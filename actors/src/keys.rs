@@ -8,6 +8,7 @@
 
 use crate::crypto::{b64url, sha256, CryptoError, Sealer};
 use crate::error::{DomainError, StoreError};
+use crate::fs::write_private;
 use crate::store::{KeyStore, StoredKey};
 use crate::Clock;
 use arc_swap::ArcSwap;
@@ -323,15 +324,6 @@ fn load_or_create_import(
         ));
     }
     Ok((key, der))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)?.write_all(data)
 }
 
 /// Loads every stored key, opening each private part.

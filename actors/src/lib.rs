@@ -9,6 +9,7 @@
 //! - [`mfa`]: TOTP enrollment and checks, recovery codes (run inside the Users actor).
 //! - [`store`]: the storage traits; the binary implements them on libSQL.
 //! - [`crypto`], [`secret`], [`clock`]: sealing at rest, redacted secrets, time as a parameter.
+//! - [`fs`]: [`fs::write_private`], the one way secret files are written.
 //! - [`error`]: [`DomainError`], the one error of this layer.
 //!
 //! Actors own state and ordering, not throughput: hot paths (signing, verification, rate
@@ -20,6 +21,7 @@
 pub mod clock;
 pub mod crypto;
 pub mod error;
+pub mod fs;
 pub mod keys;
 pub mod limiter;
 pub mod mfa;
