@@ -9,53 +9,15 @@
 // `security::ratelimit` imports nothing from this module.
 pub use crate::security::ratelimit::Limits;
 use crate::security::ratelimit::Quota;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use edge_idp_actors::crypto::{b64url, random_bytes, MasterKey};
 use edge_idp_actors::fs::write_private;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// `edge-idp [serve] [FLAGS]`.
-#[derive(Debug, Parser)]
-#[command(
-    name = "edge-idp",
-    version,
-    about = "An identity provider: signup, login, MFA, RS256 access tokens, rotating refresh tokens."
-)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct Cli {
-    /// What to do; `serve` when omitted.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Settings for the default `serve`.
-    #[command(flatten)]
-    pub config: Config,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Runs the HTTP server (the default).
-    Serve(Config),
-    /// Signing-key operations on the configured database.
-    Keys(KeysArgs),
-    /// Exits 0 when the server at `LISTEN_ADDR` answers `/healthz` (for container health checks).
-    Healthcheck(Config),
-}
-
-/// `edge-idp keys [SETTINGS] <list|rotate>`.
-#[derive(Debug, Args)]
-pub struct KeysArgs {
-    /// What to do.
-    #[command(subcommand)]
-    pub action: KeysAction,
-    /// Database and master key settings (the same variables as `serve`).
-    #[command(flatten)]
-    pub config: Config,
-}
-
-/// Key operations.
+/// Key operations (`edge-idp keys <list|rotate>`). Defined here rather than in `cli` because
+/// `startup::keys_command` takes it: `cli` depends on config and startup, neither depends on `cli`.
 #[derive(Debug, Clone, Copy, Subcommand)]
 pub enum KeysAction {
     /// Lists the signing keys and their state.
@@ -679,6 +641,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
 
     fn parse(args: &[&str]) -> Config {
         let mut argv = vec!["edge-idp"];

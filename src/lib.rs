@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! The root keeps only wiring; each folder holds one concern.
+//! - [`cli`]: the command line and what the binary does with it ([`cli::run`]).
 //! - [`config`]: environment and flags, validated into [`config::Settings`].
 //! - [`startup`]: [`startup::Application`]: build (migrate, keys, actors, bind), run, shut down.
 //! - [`http`]: route table, warp filters, handlers, problem responses, the server edge.
@@ -23,6 +24,7 @@
 //! `UsersMsg::LoginSucceeded` → `RefreshMsg::Start` (`sessions`, `refresh_tokens` rows) →
 //! `security::tokens::TokenIssuer::issue`.
 
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod fuzzing;

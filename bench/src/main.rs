@@ -624,7 +624,7 @@ mod child {
 
     /// The real server, as `edge-idp serve` runs it, with `args` as its command line.
     pub fn server(args: &[String]) -> ExitCode {
-        let cli = match edge_idp::config::Cli::try_parse_from(
+        let cli = match edge_idp::cli::Cli::try_parse_from(
             std::iter::once("edge-idp".to_owned()).chain(args.iter().cloned()),
         ) {
             Ok(c) => c,

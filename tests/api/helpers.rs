@@ -2,7 +2,7 @@
 //! a temp folder, talked to over real HTTP.
 
 use clap::Parser;
-use edge_idp::config::Cli;
+use edge_idp::cli::Cli;
 use edge_idp::startup::{Application, Stopper};
 use edge_idp_actors::{Clock, Handles};
 use reqwest::{Response, StatusCode};

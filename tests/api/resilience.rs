@@ -66,7 +66,7 @@ async fn a_wrong_master_key_refuses_to_start_on_existing_keys() {
     );
     // `=` form: a base64url key may begin with '-'.
     argv.push(format!("--mfa-encryption-key={}", &*other_key.encode()));
-    let config = <edge_idp::config::Cli as clap::Parser>::try_parse_from(argv)
+    let config = <edge_idp::cli::Cli as clap::Parser>::try_parse_from(argv)
         .unwrap()
         .config;
     let settings = config.validate(other_key).unwrap();

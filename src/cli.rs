@@ -1,0 +1,128 @@
+//! The command line: `edge-idp [serve] | keys <list|rotate> | healthcheck`, and [`run`], what
+//! the binary does with it, so `main` only sets the process up and calls it.
+
+use crate::config::{Config, KeysAction};
+use crate::startup::Application;
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+
+
+/// `edge-idp [serve] [FLAGS]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "edge-idp",
+    version,
+    about = "An identity provider: signup, login, MFA, RS256 access tokens, rotating refresh tokens."
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings for the default `serve`.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the HTTP server (the default).
+    Serve(Config),
+    /// Signing-key operations on the configured database.
+    Keys(KeysArgs),
+    /// Exits 0 when the server at `LISTEN_ADDR` answers `/healthz` (for container health checks).
+    Healthcheck(Config),
+}
+
+/// `edge-idp keys [SETTINGS] <list|rotate>`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: KeysAction,
+    /// Database and master key settings (the same variables as `serve`).
+    #[command(flatten)]
+    pub config: Config,
+}
+
+
+/// Parses the command line and runs what it asks for: the health check, a key operation or the
+/// server. Usage errors exit 2 with one line, `--help` and `--version` exit 0.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            eprintln!(
+                "edge-idp: {}",
+                msg.lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let (config, keys_action) = match cli.command {
+        Some(Command::Serve(c)) => (c, None),
+        Some(Command::Keys(k)) => (k.config, Some(k.action)),
+        Some(Command::Healthcheck(c)) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            return match rt
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(crate::ops::healthcheck::check(c.listen_addr)))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edge-idp: unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => (cli.config, None),
+    };
+    if keys_action.is_none() {
+        crate::ops::telemetry::init(config.log_format);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edge-idp: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(async {
+        let (key, generated) = config.resolve_master_key().map_err(|e| e.to_string())?;
+        if generated {
+            tracing::warn!(path = %config.data_dir.join("mfa_encryption.key").display(), "generated MFA_ENCRYPTION_KEY for development; set it explicitly in production");
+        }
+        let settings = config.validate(key).map_err(|e| e.to_string())?;
+        if let Some(action) = keys_action {
+            let out = crate::startup::keys_command(settings, action).await.map_err(|e| e.to_string())?;
+            print!("{out}");
+            return Ok(());
+        }
+        let app = Application::build(settings).await.map_err(|e| e.to_string())?;
+        app.run_until_stopped().await.map_err(|e| e.to_string())
+    });
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "edge-idp stopped with an error");
+            eprintln!("edge-idp: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    crate::ops::telemetry::flush();
+    code
+}
