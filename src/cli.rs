@@ -6,7 +6,6 @@ use crate::startup::Application;
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
-
 /// `edge-idp [serve] [FLAGS]`.
 #[derive(Debug, Parser)]
 #[command(
@@ -45,7 +44,6 @@ pub struct KeysArgs {
     #[command(flatten)]
     pub config: Config,
 }
-
 
 /// Parses the command line and runs what it asks for: the health check, a key operation or the
 /// server. Usage errors exit 2 with one line, `--help` and `--version` exit 0.

@@ -612,7 +612,8 @@ impl Config {
                 MasterKey::generate().map_err(|e| bad("MFA_ENCRYPTION_KEY", e.to_string()))?;
             // A name no other process uses (instances in containers sharing the folder may all
             // be pid 1), because write_private refuses to overwrite.
-            let nonce = random_bytes::<8>().map_err(|e| bad("MFA_ENCRYPTION_KEY", e.to_string()))?;
+            let nonce =
+                random_bytes::<8>().map_err(|e| bad("MFA_ENCRYPTION_KEY", e.to_string()))?;
             let tmp = self.data_dir.join(format!(
                 ".mfa_encryption.key.{}.{}",
                 std::process::id(),

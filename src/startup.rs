@@ -10,8 +10,8 @@ use crate::db::{migrate, Db, MigrateError};
 use crate::http;
 use crate::security::passwords::Passwords;
 use crate::security::ratelimit::{RateLimiter, RedisBackend};
-use crate::state::{AppState, SharedState};
 use crate::security::tokens::TokenIssuer;
+use crate::state::{AppState, SharedState};
 use arc_swap::ArcSwap;
 use edge_idp_actors::keys::{self, KeyError, KeyManagerArgs, RotationPolicy};
 use edge_idp_actors::limiter::LimiterArgs;
@@ -496,7 +496,8 @@ async fn prune_loop(state: SharedState, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::warn!(error = %e, "prune failed; will retry"),
         }
         if let Err(e) =
-            crate::ops::audit::prune(&state.db, state.clock.now(), state.settings.audit_retention).await
+            crate::ops::audit::prune(&state.db, state.clock.now(), state.settings.audit_retention)
+                .await
         {
             tracing::warn!(error = %e, "audit prune failed; will retry");
         }

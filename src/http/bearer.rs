@@ -5,8 +5,8 @@
 //! change, refresh-token reuse) is refused with `session_revoked` before it expires.
 
 use super::error::ApiError;
-use crate::state::SharedState;
 use crate::security::tokens::AccessClaims;
+use crate::state::SharedState;
 use std::convert::Infallible;
 use uuid::Uuid;
 use warp::Filter;

@@ -7,8 +7,8 @@ use super::auth::{
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError, Problem};
 use super::extract::{self, Client};
-use crate::ops::audit::AuditEvent;
 use crate::db::Attempt;
+use crate::ops::audit::AuditEvent;
 use crate::security::ratelimit::{account_key, Decision, Policy};
 use crate::state::SharedState;
 use bytes::Bytes;

@@ -11,8 +11,8 @@ use super::auth::{limited, no_store, rfc3339, token_shaped_uuid, with_limits, Or
 use super::bearer::Caller;
 use super::error::{ApiError, FieldError, Problem};
 use super::extract;
-use crate::ops::audit::AuditEvent;
 use crate::db::{Acceptance, Invitation, Removal};
+use crate::ops::audit::AuditEvent;
 use crate::security::ratelimit::Policy;
 use crate::state::SharedState;
 use bytes::Bytes;

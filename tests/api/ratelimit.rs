@@ -275,7 +275,11 @@ impl Drop for OwnRedis {
     }
 }
 
-async fn until_backend(app: &TestApp, limiter: &edge_idp::security::ratelimit::RateLimiter, backend: &str) {
+async fn until_backend(
+    app: &TestApp,
+    limiter: &edge_idp::security::ratelimit::RateLimiter,
+    backend: &str,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while limiter.backend() != backend {
         assert!(

@@ -80,7 +80,10 @@ fn load_or_create_import(
 }
 
 /// Loads every stored key, opening each private part.
-pub(super) async fn load_keys<S: KeyStore>(store: &S, sealer: &Sealer) -> Result<Vec<SigningKey>, KeyError> {
+pub(super) async fn load_keys<S: KeyStore>(
+    store: &S,
+    sealer: &Sealer,
+) -> Result<Vec<SigningKey>, KeyError> {
     let stored = store.keys().await?;
     let sealer = sealer.clone();
     tokio::task::spawn_blocking(move || {
@@ -103,7 +106,12 @@ pub(super) async fn load_keys<S: KeyStore>(store: &S, sealer: &Sealer) -> Result
 }
 
 /// The database row of a key: its private part sealed, the kid as associated data.
-pub(super) fn stored(key: &SigningKey, der: &[u8], sealer: &Sealer, now: i64) -> Result<StoredKey, KeyError> {
+pub(super) fn stored(
+    key: &SigningKey,
+    der: &[u8],
+    sealer: &Sealer,
+    now: i64,
+) -> Result<StoredKey, KeyError> {
     Ok(StoredKey {
         kid: key.kid.clone(),
         private_sealed: sealer

@@ -80,7 +80,8 @@ impl Passwords {
     /// Hashes a new password.
     pub async fn hash(&self, password: SecretString) -> Result<String, DomainError> {
         let params = self.params.clone();
-        self.pool.on_slot(move |memory| hash_in(memory, &params, password.expose()))
+        self.pool
+            .on_slot(move |memory| hash_in(memory, &params, password.expose()))
             .await?
     }
 
@@ -94,24 +95,26 @@ impl Passwords {
         let params = self.params.clone();
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
-        self.pool.on_slot(move |memory| {
-            let parsed = PasswordHash::new(&phc)
-                .map_err(|e| DomainError::Internal(format!("stored hash unreadable: {e}")))?;
-            let ok = matches_in(memory, &parsed, password.expose())? && known;
-            let current = Params::try_from(&parsed).map(|p| {
-                p.m_cost() == params.m_cost()
-                    && p.t_cost() == params.t_cost()
-                    && p.p_cost() == params.p_cost()
-            });
-            let outdated = parsed.algorithm != argon2::ARGON2ID_IDENT || !current.unwrap_or(false);
-            let rehash = if ok && outdated {
-                Some(hash_in(memory, &params, password.expose())?)
-            } else {
-                None
-            };
-            Ok(Verified { ok, rehash })
-        })
-        .await?
+        self.pool
+            .on_slot(move |memory| {
+                let parsed = PasswordHash::new(&phc)
+                    .map_err(|e| DomainError::Internal(format!("stored hash unreadable: {e}")))?;
+                let ok = matches_in(memory, &parsed, password.expose())? && known;
+                let current = Params::try_from(&parsed).map(|p| {
+                    p.m_cost() == params.m_cost()
+                        && p.t_cost() == params.t_cost()
+                        && p.p_cost() == params.p_cost()
+                });
+                let outdated =
+                    parsed.algorithm != argon2::ARGON2ID_IDENT || !current.unwrap_or(false);
+                let rehash = if ok && outdated {
+                    Some(hash_in(memory, &params, password.expose())?)
+                } else {
+                    None
+                };
+                Ok(Verified { ok, rehash })
+            })
+            .await?
     }
 }
 

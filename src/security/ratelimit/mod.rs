@@ -62,12 +62,7 @@ pub const MAX_KEYS: u64 = 100_000;
 
 impl RateLimiter {
     /// A limiter for the given quotas; with `redis`, counters are shared through it.
-    pub fn new(
-        limits: &Limits,
-        clock: Clock,
-        redis: Option<RedisBackend>,
-        max_keys: u64,
-    ) -> Self {
+    pub fn new(limits: &Limits, clock: Clock, redis: Option<RedisBackend>, max_keys: u64) -> Self {
         let quotas: Arc<[(Policy, Quota)]> = Arc::new([
             (Policy::LoginIp, limits.login),
             (Policy::LoginAccount, limits.login),

@@ -94,7 +94,11 @@ impl RedisBackend {
 
     /// One check; a broken connection (Redis restarted, say) is retried once on the connection
     /// the manager re-establishes, a timeout is not.
-    pub(super) async fn check(&self, checks: &[(Policy, Quota, &str)], now: i64) -> Result<Decision, String> {
+    pub(super) async fn check(
+        &self,
+        checks: &[(Policy, Quota, &str)],
+        now: i64,
+    ) -> Result<Decision, String> {
         match self.check_once(checks, now).await {
             Err(e) if e != TIMED_OUT => self.check_once(checks, now).await,
             other => other,
