@@ -105,11 +105,11 @@ pub fn opaque_tokens(data: &[u8]) {
     let Ok(value) = std::str::from_utf8(data) else {
         return;
     };
-    if auth::token_shaped(value) {
+    if crate::app::sessions::token_shaped(value) {
         assert_eq!(value.len(), 43);
         let _ = edge_idp_actors::refresh::token_hash(value);
     }
-    if auth::token_shaped_uuid(value).is_some() {
+    if crate::http::extract::token_shaped_uuid(value).is_some() {
         assert!(value.len() <= 64);
     }
 }

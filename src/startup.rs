@@ -5,20 +5,18 @@
 //! binds the listener. [`Application::run_until_stopped`] serves until SIGTERM, SIGINT or
 //! [`Stopper::stop`], then drains requests, stops the actors and closes the database.
 
+use crate::app::{App, Parts, SharedApp};
 use crate::config::{DatabaseLocation, KeysAction, Settings};
 use crate::db::{migrate, Db, MigrateError};
 use crate::http;
 use crate::security::passwords::Passwords;
 use crate::security::ratelimit::{RateLimiter, RedisBackend};
 use crate::security::tokens::TokenIssuer;
-use crate::state::{AppState, SharedState};
 use arc_swap::ArcSwap;
 use edge_idp_actors::keys::{self, KeyError, KeyManagerArgs, RotationPolicy};
 use edge_idp_actors::limiter::LimiterArgs;
 use edge_idp_actors::mfa::MfaConfig;
-use edge_idp_actors::refresh::{RefreshArgs, RefreshPolicy};
-use edge_idp_actors::store::SessionStore;
-use edge_idp_actors::users::UsersArgs;
+use edge_idp_actors::refresh::{Families, RefreshPolicy};
 use edge_idp_actors::{Clock, Handles, KeyHandle, RootArgs, RootSupervisor, StoreError};
 use ractor::{Actor, ActorRef};
 use std::net::SocketAddr;
@@ -72,7 +70,7 @@ pub struct Application {
     addr: SocketAddr,
     /// The internal `/metrics` listener, when `METRICS_LISTEN_ADDR` is set.
     metrics_listener: Option<TcpListener>,
-    state: SharedState,
+    state: SharedApp,
     root: ActorRef<()>,
     root_join: JoinHandle<()>,
     stop: watch::Sender<bool>,
@@ -111,10 +109,7 @@ impl Application {
         .await?;
         let keys: KeyHandle = Arc::new(ArcSwap::from_pointee(key_set));
 
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let actors = Handles::new((cores * 2).max(4));
+        let actors = Handles::new();
         let (stop, _) = watch::channel(false);
         let (audit, audit_writer) = crate::ops::audit::Audit::spawn(db.clone(), clock.clone());
         let on_rotate: keys::OnRotate = {
@@ -154,21 +149,6 @@ impl Application {
                 rotation: rotation_policy(&settings),
                 on_rotate: Some(on_rotate),
             },
-            users: UsersArgs {
-                store: db.clone(),
-                clock: clock.clone(),
-                mfa: MfaConfig {
-                    sealer: settings.master_key.sealer(b"totp-secrets"),
-                    recovery: settings.master_key.keyed_hash(b"recovery-codes"),
-                    issuer: settings.mfa_issuer.clone(),
-                },
-            },
-            refresh: RefreshArgs {
-                store: db.clone(),
-                sealer: settings.master_key.sealer(b"refresh-successor"),
-                policy,
-                clock: clock.clone(),
-            },
             limiter: LimiterArgs {
                 probe,
                 health,
@@ -207,20 +187,32 @@ impl Application {
             None => None,
         };
         let revocations = crate::security::revocation::Revocations::new(settings.access_token_ttl);
-        let state = Arc::new(AppState {
+        let families = Families {
+            store: db.clone(),
+            sealer: settings.master_key.sealer(b"refresh-successor"),
+            policy,
+            clock: clock.clone(),
+        };
+        let mfa = MfaConfig {
+            sealer: settings.master_key.sealer(b"totp-secrets"),
+            recovery: settings.master_key.keyed_hash(b"recovery-codes"),
+            issuer: settings.mfa_issuer.clone(),
+        };
+        let state = Arc::new(App::new(Parts {
             settings,
             db,
             actors,
             keys,
+            families,
+            mfa,
             passwords,
             tokens,
             limiter,
             revocations,
-            profiles: Default::default(),
             clock,
-            metrics,
             audit,
-        });
+            metrics,
+        }));
         Ok(Self {
             listener,
             addr,
@@ -262,12 +254,12 @@ impl Application {
 
     /// The rate limiter (tests read its backend and counters).
     pub fn limiter(&self) -> RateLimiter {
-        self.state.limiter.clone()
+        self.state.limiter()
     }
 
     /// The actor handles (tests use them to inject faults and read restart counts).
     pub fn actors(&self) -> Arc<Handles> {
-        self.state.actors.clone()
+        self.state.actors()
     }
 
     /// Serves until a signal or [`Stopper::stop`], then shuts down in order.
@@ -419,7 +411,7 @@ pub async fn keys_command(settings: Settings, action: KeysAction) -> Result<Stri
             match rotated? {
                 Some(kid) => Ok(format!(
                     "rotated: {kid} is published now and signs from {}",
-                    crate::http::auth::rfc3339(now + rotation_policy(&settings).prepublish)
+                    crate::http::reply::rfc3339(now + rotation_policy(&settings).prepublish)
                 )),
                 None => Ok("another instance rotated at the same moment; nothing to do".into()),
             }
@@ -440,13 +432,13 @@ pub async fn keys_command(settings: Settings, action: KeysAction) -> Result<Stri
                 };
                 let retires = k
                     .retires_at
-                    .map(crate::http::auth::rfc3339)
+                    .map(crate::http::reply::rfc3339)
                     .unwrap_or_else(|| "-".into());
                 out.push_str(&format!(
                     "{:<45} {:<13} {:<22} {}\n",
                     k.kid,
                     state,
-                    crate::http::auth::rfc3339(k.activates_at),
+                    crate::http::reply::rfc3339(k.activates_at),
                     retires
                 ));
             }
@@ -476,7 +468,7 @@ async fn terminate_signal() {
     }
 }
 
-async fn prune_loop(state: SharedState, mut stop: watch::Receiver<bool>) {
+async fn prune_loop(state: SharedApp, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -484,22 +476,6 @@ async fn prune_loop(state: SharedState, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match state
-            .db
-            .prune(state.clock.now(), state.settings.refresh_grace)
-            .await
-        {
-            Ok(p) if p.tokens_deleted + p.sessions_deleted > 0 => {
-                tracing::info!(?p, "pruned expired rows")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "prune failed; will retry"),
-        }
-        if let Err(e) =
-            crate::ops::audit::prune(&state.db, state.clock.now(), state.settings.audit_retention)
-                .await
-        {
-            tracing::warn!(error = %e, "audit prune failed; will retry");
-        }
+        state.prune().await;
     }
 }

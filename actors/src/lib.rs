@@ -1,19 +1,20 @@
-//! The supervised actors of edge-idp, their messages, and the storage traits they need.
+//! The domain core of edge-idp: its supervised actors, the domain services the application
+//! layer calls, and the storage traits they need.
 //!
 //! # Layout
 //! - [`supervisor`]: the root supervisor, restart policy and the [`Handles`] callers use.
 //! - [`keys`]: the KeyManager and the [`KeySet`] snapshot that signing reads without a mailbox.
-//! - [`users`]: account writes (signup, login bookkeeping), sharded by email.
-//! - [`refresh`]: refresh-token families: rotation, grace replay, reuse detection.
 //! - [`limiter`]: the RateLimiter actor, which brings the shared backend back after a failure.
-//! - [`mfa`]: TOTP enrollment and checks, recovery codes (run inside the Users actor).
+//! - [`refresh`]: refresh-token families: rotation, grace replay, reuse detection.
+//! - [`mfa`]: TOTP enrollment and checks, recovery codes.
 //! - [`store`]: the storage traits; the binary implements them on libSQL.
 //! - [`crypto`], [`secret`], [`clock`]: sealing at rest, redacted secrets, time as a parameter.
 //! - [`fs`]: [`fs::write_private`], the one way secret files are written.
 //! - [`error`]: [`DomainError`], the one error of this layer.
 //!
-//! Actors own state and ordering, not throughput: hot paths (signing, verification, rate
-//! limits) never wait on a mailbox. Every request to an actor goes through [`ask`], which has a
+//! Actors own what needs one owner per process (key-set changes, the shared backend's health),
+//! not throughput: hot paths (signing, verification, rate limits) and account and session
+//! writes never wait on a mailbox; the database's conditional writes order the latter. Every request to an actor goes through [`ask`], which has a
 //! timeout, so a stalled or dead actor turns into `Unavailable` rather than a hang.
 //!
 //! This crate knows nothing of HTTP.
@@ -29,7 +30,6 @@ pub mod refresh;
 pub mod secret;
 pub mod store;
 pub mod supervisor;
-pub mod users;
 
 pub use clock::Clock;
 pub use error::{DomainError, StoreError};

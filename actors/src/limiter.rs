@@ -59,6 +59,8 @@ impl BackendHealth {
 pub enum LimiterMsg {
     /// Probe the backend if it is down.
     Tick,
+    /// Answers once every earlier message is handled (tests: "it answers again").
+    Ping(ractor::RpcReplyPort<Result<(), crate::DomainError>>),
     /// Test hook: a panic or a stall, to exercise supervision and timeouts.
     Fault(crate::Fault),
 }
@@ -107,6 +109,9 @@ impl Actor for RateLimiter {
                         st.health.mark_up(p.name());
                     }
                 }
+            }
+            LimiterMsg::Ping(reply) => {
+                let _ = reply.send(Ok(()));
             }
             LimiterMsg::Fault(f) => f.strike("RateLimiter").await,
         }

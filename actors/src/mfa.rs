@@ -1,8 +1,8 @@
 //! TOTP multi-factor authentication: enrollment, confirmation, code checks, recovery codes.
 //!
-//! These run inside the Users actor, so one account's MFA changes happen in order; what must hold
-//! across processes sharing the database (a TOTP step accepted once, a recovery code used once)
-//! is a conditional update in the store. The secret is generated here (160 bits), shown once at
+//! What must hold when requests race, in one process or across processes sharing the database
+//! (a TOTP step accepted once, a recovery code used once, MFA turned on by one confirmation) is
+//! a conditional update in the store, not an in-process order. The secret is generated here (160 bits), shown once at
 //! enrollment, and otherwise only ever stored sealed: AES-256-GCM under a key derived from
 //! `MFA_ENCRYPTION_KEY`, a fresh nonce per seal, the user id as associated data (so a sealed
 //! secret copied into another user's row does not open), and a version byte for key rotation.
@@ -136,7 +136,7 @@ fn new_recovery_codes(
     Ok((codes, hashes))
 }
 
-/// The MFA operations of one account, run inside its Users shard.
+/// The MFA operations of one account.
 pub struct Mfa<'a, S> {
     /// Storage.
     pub store: &'a S,

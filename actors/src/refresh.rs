@@ -1,14 +1,14 @@
-//! The RefreshFamilies actor: rotation, grace replay and reuse detection.
+//! Refresh-token families: rotation, grace replay and reuse detection.
 //!
 //! Refresh-token reuse is the attack this service exists to catch, and several tabs refreshing
-//! at once is what its users do most; both must be right. Each family is handled by one shard
-//! (chosen by the presented token's hash), so the parallel presentations of one token by several
-//! tabs are answered in order in process. The guarantee itself, in process and across processes
-//! sharing the database, comes from [`SessionStore::present`]: the token is read and rotated in
-//! one immediate transaction, under the database's write lock, so exactly one presentation
-//! rotates it and every other one reads it used, which is a grace replay or reuse. That one
-//! transaction is also the whole database cost of a rotation: it returns the access token's
-//! principal with it.
+//! at once is what its users do most; both must be right. The guarantee, in one process and
+//! across processes sharing the database, comes from [`SessionStore::present`]: the token is
+//! read and rotated in one immediate transaction at the primary, under its write lock, so
+//! exactly one presentation rotates it and every other one reads it used, which is a grace
+//! replay or reuse. No actor orders a family: an in-process queue would order only this
+//! instance's presentations, and the database already orders everyone's. That one transaction
+//! is also the whole database cost of a rotation: it returns the access token's principal with
+//! it.
 //!
 //! - **Rotation**: an unused, unexpired token becomes used; a successor is issued.
 //! - **Grace replay**: within `grace` seconds after its rotation, presenting the token again
@@ -21,14 +21,10 @@ use crate::error::DomainError;
 use crate::secret::SecretString;
 use crate::store::{NewSession, Presentation, Principal, SessionStore};
 use crate::Clock;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
 
 /// The revocation reason recorded when reuse is detected.
 pub const REUSE: &str = "refresh_token_reused";
-
-/// Reply channel of a RefreshFamilies request.
-pub type Reply<T> = RpcReplyPort<Result<T, DomainError>>;
 
 /// Lifetimes that govern a family.
 #[derive(Debug, Clone, Copy)]
@@ -84,41 +80,11 @@ pub enum Rotated {
     },
 }
 
-/// Messages of the RefreshFamilies actor.
-pub enum RefreshMsg {
-    /// Starts a family with its first token.
-    Start(StartSession, Reply<Issued>),
-    /// Rotates the token whose SHA-256 is given.
-    Rotate([u8; 32], Reply<Rotated>),
-    /// Revokes one family.
-    Revoke(Uuid, &'static str, Reply<bool>),
-    /// Revokes every family of a user but one: `(user_id, except, reason)`.
-    RevokeAll(Uuid, Option<Uuid>, &'static str, Reply<Vec<Uuid>>),
-    /// Moves a family to another organization: `(session_id, org_id)`.
-    SwitchOrg(Uuid, Uuid, Reply<bool>),
-    /// Test hook: a panic or a stall, to exercise supervision and timeouts.
-    Fault(crate::Fault),
-}
-
-impl RefreshMsg {
-    /// Whether the caller stopped waiting (its ask timed out) before the message was handled.
-    /// Such a request is dropped: a rotation nobody receives would leave the client holding a
-    /// used token, and its retry would look like reuse in strict mode.
-    fn abandoned(&self) -> bool {
-        match self {
-            RefreshMsg::Start(_, r) => r.is_closed(),
-            RefreshMsg::Rotate(_, r) => r.is_closed(),
-            RefreshMsg::Revoke(_, _, r) => r.is_closed(),
-            RefreshMsg::RevokeAll(_, _, _, r) => r.is_closed(),
-            RefreshMsg::SwitchOrg(_, _, r) => r.is_closed(),
-            RefreshMsg::Fault(_) => false,
-        }
-    }
-}
-
-/// Start-up arguments of a RefreshFamilies shard.
+/// Refresh-token families on a [`SessionStore`]: the logic of starting, rotating and revoking
+/// them. Holds no state of its own beyond its configuration; any number of requests use it at
+/// once, and the store's conditional writes order them.
 #[derive(Clone)]
-pub struct RefreshArgs<S> {
+pub struct Families<S> {
     /// Session storage.
     pub store: S,
     /// Seals successors for the grace window.
@@ -127,15 +93,6 @@ pub struct RefreshArgs<S> {
     pub policy: RefreshPolicy,
     /// Now.
     pub clock: Clock,
-}
-
-/// One shard of refresh-token families.
-pub struct RefreshFamilies<S>(std::marker::PhantomData<S>);
-
-impl<S> Default for RefreshFamilies<S> {
-    fn default() -> Self {
-        Self(std::marker::PhantomData)
-    }
 }
 
 /// The hash under which a refresh token is stored.
@@ -164,8 +121,9 @@ fn legacy_successor_aad(session_id: Uuid, predecessor: &[u8; 32]) -> Vec<u8> {
     aad
 }
 
-impl<S: SessionStore> RefreshArgs<S> {
-    async fn start(&self, req: StartSession) -> Result<Issued, DomainError> {
+impl<S: SessionStore> Families<S> {
+    /// Starts a family with its first token.
+    pub async fn start(&self, req: StartSession) -> Result<Issued, DomainError> {
         let now = self.clock.now();
         let (token, hash) = new_token()?;
         let id = Uuid::now_v7();
@@ -193,7 +151,9 @@ impl<S: SessionStore> RefreshArgs<S> {
         })
     }
 
-    async fn rotate(&self, presented: [u8; 32]) -> Result<Rotated, DomainError> {
+    /// Presents the token whose SHA-256 is `presented`: a rotation, a grace replay, or reuse
+    /// (which revokes the family).
+    pub async fn rotate(&self, presented: [u8; 32]) -> Result<Rotated, DomainError> {
         let now = self.clock.now();
         // The successor is made (and sealed) before the store is asked, so the one transaction
         // that reads the token can also rotate it.
@@ -282,58 +242,34 @@ impl<S: SessionStore> RefreshArgs<S> {
             user_id: v.user_id,
         })
     }
-}
 
-impl<S: SessionStore> Actor for RefreshFamilies<S> {
-    type Msg = RefreshMsg;
-    type State = RefreshArgs<S>;
-    type Arguments = RefreshArgs<S>;
-
-    async fn pre_start(
+    /// Revokes one family; whether it was live.
+    pub async fn revoke(
         &self,
-        _me: ActorRef<Self::Msg>,
-        args: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(args)
+        session_id: Uuid,
+        reason: &'static str,
+    ) -> Result<bool, DomainError> {
+        Ok(self
+            .store
+            .revoke_session(session_id, self.clock.now(), reason)
+            .await?)
     }
 
-    async fn handle(
+    /// Revokes every family of `user_id` but `except`; the revoked ids.
+    pub async fn revoke_all(
         &self,
-        _me: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        st: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        if msg.abandoned() {
-            tracing::debug!("request abandoned by its caller before its turn; dropped");
-            return Ok(());
-        }
-        match msg {
-            RefreshMsg::Start(req, reply) => {
-                let _ = reply.send(st.start(req).await);
-            }
-            RefreshMsg::Rotate(hash, reply) => {
-                let _ = reply.send(st.rotate(hash).await);
-            }
-            RefreshMsg::Revoke(session_id, reason, reply) => {
-                let r = st
-                    .store
-                    .revoke_session(session_id, st.clock.now(), reason)
-                    .await;
-                let _ = reply.send(r.map_err(Into::into));
-            }
-            RefreshMsg::RevokeAll(user_id, except, reason, reply) => {
-                let r = st
-                    .store
-                    .revoke_user_sessions(user_id, except, st.clock.now(), reason)
-                    .await;
-                let _ = reply.send(r.map_err(Into::into));
-            }
-            RefreshMsg::SwitchOrg(session_id, org_id, reply) => {
-                let r = st.store.set_active_org(session_id, org_id).await;
-                let _ = reply.send(r.map_err(Into::into));
-            }
-            RefreshMsg::Fault(f) => f.strike("RefreshFamilies").await,
-        }
-        Ok(())
+        user_id: Uuid,
+        except: Option<Uuid>,
+        reason: &'static str,
+    ) -> Result<Vec<Uuid>, DomainError> {
+        Ok(self
+            .store
+            .revoke_user_sessions(user_id, except, self.clock.now(), reason)
+            .await?)
+    }
+
+    /// Moves a family to another organization; whether it was live.
+    pub async fn switch_org(&self, session_id: Uuid, org_id: Uuid) -> Result<bool, DomainError> {
+        Ok(self.store.set_active_org(session_id, org_id).await?)
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! Root (RootSupervisor)
-//! ├── KeyManager            key set changes; publishes KeyHandle snapshots
-//! ├── Users[0..n]           account writes, sharded by normalised email
-//! ├── RefreshFamilies[0..n] rotation / reuse, sharded by session id
-//! └── RateLimiter           probes the shared rate-limit backend back into service
+//! ├── KeyManager    the one owner of key-set changes; publishes KeyHandle snapshots
+//! └── RateLimiter   probes the shared rate-limit backend back into service
 //! ```
+//!
+//! These are the two things in the service that need one owner per process. Account and
+//! session writes have none: they are ordered where every instance meets, by conditional
+//! writes at the database's primary (see `refresh` and the application layer), so no mailbox
+//! stands in their way.
 //!
 //! ractor's default supervisor stops itself when a child dies; this one restarts the child with
 //! the arguments it was first started with and swaps the new reference into [`Handles`], so the
@@ -15,13 +18,10 @@
 
 use crate::keys::{KeyManager, KeyManagerArgs, KeyManagerMsg};
 use crate::limiter::{LimiterArgs, LimiterMsg, RateLimiter};
-use crate::refresh::{RefreshArgs, RefreshFamilies, RefreshMsg};
 use crate::store::Store;
-use crate::users::{Users, UsersArgs, UsersMsg};
 use arc_swap::ArcSwapOption;
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -30,29 +30,18 @@ use std::sync::Arc;
 pub enum ActorKind {
     /// The KeyManager.
     KeyManager,
-    /// A Users shard.
-    Users,
-    /// A RefreshFamilies shard.
-    RefreshFamilies,
     /// The RateLimiter (backend health).
     RateLimiter,
 }
 
 impl ActorKind {
     /// Every kind.
-    pub const ALL: [ActorKind; 4] = [
-        ActorKind::KeyManager,
-        ActorKind::Users,
-        ActorKind::RefreshFamilies,
-        ActorKind::RateLimiter,
-    ];
+    pub const ALL: [ActorKind; 2] = [ActorKind::KeyManager, ActorKind::RateLimiter];
 
     /// Stable name for logs and metrics.
     pub fn name(self) -> &'static str {
         match self {
             ActorKind::KeyManager => "key_manager",
-            ActorKind::Users => "users",
-            ActorKind::RefreshFamilies => "refresh_families",
             ActorKind::RateLimiter => "rate_limiter",
         }
     }
@@ -62,68 +51,20 @@ impl ActorKind {
     }
 }
 
-/// A fixed set of actors of one kind; a key always maps to the same shard.
-pub struct Shards<M: Message> {
-    slots: Vec<ArcSwapOption<ActorRef<M>>>,
-}
-
-impl<M: Message> Shards<M> {
-    fn new(n: usize) -> Self {
-        Self {
-            slots: (0..n.max(1)).map(|_| ArcSwapOption::empty()).collect(),
-        }
-    }
-
-    /// The shard responsible for `key`, if it is running.
-    pub fn pick(&self, key: &[u8]) -> Option<ActorRef<M>> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        let i = (h.finish() % self.slots.len() as u64) as usize;
-        self.slots[i].load_full().map(|a| (*a).clone())
-    }
-
-    /// Number of shards.
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Always false: there is at least one shard.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    fn set(&self, i: usize, a: ActorRef<M>) {
-        self.slots[i].store(Some(Arc::new(a)));
-    }
-
-    fn all(&self) -> Vec<ActorRef<M>> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.load_full().map(|a| (*a).clone()))
-            .collect()
-    }
-}
-
 /// How callers reach the current incarnation of every actor.
 pub struct Handles {
     /// The KeyManager.
     pub keys: ArcSwapOption<ActorRef<KeyManagerMsg>>,
-    /// Users shards.
-    pub users: Shards<UsersMsg>,
-    /// RefreshFamilies shards.
-    pub refresh: Shards<RefreshMsg>,
     /// The RateLimiter.
     pub limiter: ArcSwapOption<ActorRef<LimiterMsg>>,
-    restarts: [AtomicU64; 4],
+    restarts: [AtomicU64; 2],
 }
 
 impl Handles {
-    /// Empty handles for `shards` shards of each sharded kind; the supervisor fills them.
-    pub fn new(shards: usize) -> Arc<Self> {
+    /// Empty handles; the supervisor fills them.
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
             keys: ArcSwapOption::empty(),
-            users: Shards::new(shards),
-            refresh: Shards::new(shards),
             limiter: ArcSwapOption::empty(),
             restarts: Default::default(),
         })
@@ -133,8 +74,6 @@ impl Handles {
     pub fn running(&self, kind: ActorKind) -> usize {
         match kind {
             ActorKind::KeyManager => usize::from(self.keys.load().is_some()),
-            ActorKind::Users => self.users.all().len(),
-            ActorKind::RefreshFamilies => self.refresh.all().len(),
             ActorKind::RateLimiter => usize::from(self.limiter.load().is_some()),
         }
     }
@@ -168,13 +107,32 @@ impl Handles {
         .await
     }
 
+    /// Waits at most `timeout` for the actor of `kind` to handle a message: `Ok` once it
+    /// answers (tests use it to see a stalled actor come back).
+    pub async fn ping(
+        &self,
+        kind: ActorKind,
+        timeout: std::time::Duration,
+    ) -> Result<(), crate::DomainError> {
+        match kind {
+            ActorKind::KeyManager => self.check_keys(timeout).await,
+            ActorKind::RateLimiter => {
+                crate::ask(
+                    self.limiter.load_full().map(|a| (*a).clone()),
+                    LimiterMsg::Ping,
+                    timeout,
+                )
+                .await
+            }
+        }
+    }
+
     /// Test hook: makes every actor of `kind` panic in its handler.
     pub fn inject_panic(&self, kind: ActorKind) {
         self.inject(kind, crate::Fault::Panic);
     }
 
-    /// Test hook: delivers `fault` to every actor of `kind` (every shard), in turn with their
-    /// other messages.
+    /// Test hook: delivers `fault` to the actor of `kind`, in turn with its other messages.
     pub fn inject(&self, kind: ActorKind, fault: crate::Fault) {
         match kind {
             ActorKind::KeyManager => {
@@ -182,16 +140,6 @@ impl Handles {
                     let _ = k.cast(KeyManagerMsg::Fault(fault));
                 }
             }
-            ActorKind::Users => self
-                .users
-                .all()
-                .iter()
-                .for_each(|a| drop(a.cast(UsersMsg::Fault(fault)))),
-            ActorKind::RefreshFamilies => self
-                .refresh
-                .all()
-                .iter()
-                .for_each(|a| drop(a.cast(RefreshMsg::Fault(fault)))),
             ActorKind::RateLimiter => {
                 if let Some(l) = self.limiter.load_full() {
                     let _ = l.cast(LimiterMsg::Fault(fault));
@@ -205,10 +153,6 @@ impl Handles {
 pub struct RootArgs<S> {
     /// KeyManager arguments.
     pub keys: KeyManagerArgs<S>,
-    /// Users arguments (same for every shard).
-    pub users: UsersArgs<S>,
-    /// RefreshFamilies arguments (same for every shard).
-    pub refresh: RefreshArgs<S>,
     /// RateLimiter arguments.
     pub limiter: LimiterArgs,
     /// Where the children are published.
@@ -218,8 +162,6 @@ pub struct RootArgs<S> {
 #[derive(Clone, Copy)]
 enum Child {
     Keys,
-    Users(usize),
-    Refresh(usize),
     Limiter,
 }
 
@@ -250,25 +192,6 @@ impl<S: Store> RootState<S> {
                 a.handles.keys.store(Some(Arc::new(r)));
                 id
             }
-            Child::Users(i) => {
-                let (r, _) =
-                    Actor::spawn_linked(None, Users::<S>::default(), a.users.clone(), me).await?;
-                let id = r.get_id();
-                a.handles.users.set(i, r);
-                id
-            }
-            Child::Refresh(i) => {
-                let (r, _) = Actor::spawn_linked(
-                    None,
-                    RefreshFamilies::<S>::default(),
-                    a.refresh.clone(),
-                    me,
-                )
-                .await?;
-                let id = r.get_id();
-                a.handles.refresh.set(i, r);
-                id
-            }
             Child::Limiter => {
                 let (r, _) = Actor::spawn_linked(None, RateLimiter, a.limiter.clone(), me).await?;
                 let id = r.get_id();
@@ -296,12 +219,6 @@ impl<S: Store> Actor for RootSupervisor<S> {
             args,
         };
         st.spawn(Child::Keys, me.get_cell()).await?;
-        for i in 0..st.args.handles.users.len() {
-            st.spawn(Child::Users(i), me.get_cell()).await?;
-        }
-        for i in 0..st.args.handles.refresh.len() {
-            st.spawn(Child::Refresh(i), me.get_cell()).await?;
-        }
         st.spawn(Child::Limiter, me.get_cell()).await?;
         Ok(st)
     }
@@ -334,8 +251,6 @@ impl<S: Store> Actor for RootSupervisor<S> {
         };
         let kind = match child {
             Child::Keys => ActorKind::KeyManager,
-            Child::Users(_) => ActorKind::Users,
-            Child::Refresh(_) => ActorKind::RefreshFamilies,
             Child::Limiter => ActorKind::RateLimiter,
         };
         tracing::error!(actor = kind.name(), reason = %why, "actor died; restarting");

@@ -3,10 +3,9 @@
 //! JWKS is served from the pre-rendered snapshot of the KeyManager: no database, no mailbox.
 
 use super::error::{ApiError, Problem};
-use crate::state::SharedState;
+use crate::app::SharedApp;
 use edge_idp_actors::keys::JwkSet;
 use serde::Serialize;
-use std::time::Duration;
 use utoipa::ToSchema;
 use warp::http::{header, HeaderValue};
 use warp::reply::Response;
@@ -50,7 +49,7 @@ pub struct Status {
 /// `GET /.well-known/jwks.json`.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
     responses((status = 200, description = "Every key whose tokens may still be valid, and the next one; `Cache-Control: public, max-age=300`", body = JwkSet)))]
-pub async fn jwks(state: SharedState) -> Response {
+pub async fn jwks(state: SharedApp) -> Response {
     let body = state.keys.load().jwks_json.to_string();
     public_json(body, JWKS_MAX_AGE)
 }
@@ -74,7 +73,7 @@ pub fn public_json(body: String, max_age: u64) -> Response {
 /// `GET /.well-known/openid-configuration`.
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
     responses((status = 200, description = "OIDC discovery metadata", body = OpenIdConfiguration)))]
-pub async fn openid_configuration(state: SharedState) -> Response {
+pub async fn openid_configuration(state: SharedApp) -> Response {
     let iss = &state.settings.issuer;
     let body = OpenIdConfiguration {
         issuer: iss.clone(),
@@ -120,20 +119,17 @@ pub async fn healthz() -> Response {
         (status = 200, description = "The database answers and keys are loaded", body = Status),
         (status = 503, description = "`unavailable`: not ready", body = Problem),
     ))]
-pub async fn readyz(state: SharedState) -> Response {
-    let db = tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await;
-    let keys_loaded = !state.keys.load().published.is_empty();
-    match db {
-        Ok(Ok(())) if keys_loaded => warp::reply::json(&Status { status: "ready" }).into_response(),
-        Ok(Err(e)) => ApiError::Unavailable(format!("database: {e}")).into_response(),
-        _ => ApiError::Unavailable("not ready".into()).into_response(),
+pub async fn readyz(state: SharedApp) -> Response {
+    match state.ready().await {
+        Ok(()) => warp::reply::json(&Status { status: "ready" }).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
-pub async fn metrics(state: SharedState, authorization: Option<String>) -> Response {
+pub async fn metrics(state: SharedApp, authorization: Option<String>) -> Response {
     let access = &state.settings.metrics;
     if access.listen_addr.is_some() {
         // Served on the internal listener only.
@@ -157,10 +153,8 @@ pub async fn metrics(state: SharedState, authorization: Option<String>) -> Respo
 }
 
 /// The Prometheus text of this process, whoever asked.
-pub fn render_metrics(state: &SharedState) -> Response {
-    let body = state
-        .metrics
-        .render(&state.actors, state.limiter.backend_switches());
+pub fn render_metrics(state: &SharedApp) -> Response {
+    let body = state.render_metrics();
     let mut resp = warp::http::Response::new(body.into());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,7 +1,9 @@
 //! The one place where errors become HTTP: every [`ApiError`] variant documents its status and
 //! problem `code`, and [`ApiError::into_response`] renders RFC 9457 problem details. Internal
-//! causes are logged here with their full text and answered with an opaque body.
+//! causes are logged here with their whole chain and answered with an opaque body.
 
+use crate::app::error::Cause;
+use crate::app::AppError;
 use crate::security::ratelimit::Decision;
 use edge_idp_actors::DomainError;
 use serde::Serialize;
@@ -83,9 +85,60 @@ pub enum ApiError {
     /// 429 `rate_limited`, with `Retry-After` and `RateLimit-*`.
     RateLimited(Decision),
     /// 503 `unavailable`: overloaded, an actor restarting, the database busy. Retry.
-    Unavailable(String),
-    /// 500 `internal_error`: a fault of ours; the text goes to the log only.
-    Internal(String),
+    Unavailable(Cause),
+    /// 500 `internal_error`: a fault of ours; the cause goes to the log only.
+    Internal(Cause),
+}
+
+impl ApiError {
+    /// A 500 with a message as its cause.
+    pub fn internal(what: impl Into<String>) -> Self {
+        ApiError::Internal(what.into().into())
+    }
+
+    /// A 503 with a message as its cause.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        ApiError::Unavailable(what.into().into())
+    }
+}
+
+/// An error and its sources, outermost first, joined by `: `, for the log.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::EmailTaken => ApiError::EmailTaken,
+            AppError::WeakPassword(why) => ApiError::WeakPassword(why),
+            AppError::InvalidCredentials => ApiError::InvalidCredentials,
+            AppError::NotAMember => ApiError::NotAMember,
+            AppError::InvalidRefreshToken => ApiError::InvalidRefreshToken,
+            AppError::RefreshTokenReused => ApiError::RefreshTokenReused,
+            AppError::InvalidMfaCode => ApiError::InvalidMfaCode,
+            AppError::InvalidMfaToken => ApiError::InvalidMfaToken,
+            AppError::MfaAlreadyEnabled => ApiError::MfaAlreadyEnabled,
+            AppError::MfaNotPending => ApiError::MfaNotPending,
+            AppError::InvalidToken => ApiError::InvalidToken,
+            AppError::SessionRevoked => ApiError::SessionRevoked,
+            AppError::StepUpRequired(age) => ApiError::StepUpRequired(age),
+            AppError::Forbidden => ApiError::Forbidden,
+            AppError::AlreadyMember => ApiError::AlreadyMember,
+            AppError::LastOwner => ApiError::LastOwner,
+            AppError::NotFound => ApiError::NotFound,
+            AppError::RateLimited(d) => ApiError::RateLimited(d),
+            AppError::Unavailable(cause) => ApiError::Unavailable(cause),
+            AppError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -102,15 +155,9 @@ impl From<DomainError> for ApiError {
             DomainError::InvalidMfaToken => ApiError::InvalidMfaToken,
             DomainError::MfaAlreadyEnabled => ApiError::MfaAlreadyEnabled,
             DomainError::MfaNotPending => ApiError::MfaNotPending,
-            DomainError::Unavailable(m) => ApiError::Unavailable(m),
-            DomainError::Internal(m) => ApiError::Internal(m),
+            e @ DomainError::Unavailable(_) => ApiError::Unavailable(Box::new(e)),
+            e @ DomainError::Internal(_) => ApiError::Internal(Box::new(e)),
         }
-    }
-}
-
-impl From<edge_idp_actors::StoreError> for ApiError {
-    fn from(e: edge_idp_actors::StoreError) -> Self {
-        DomainError::from(e).into()
     }
 }
 
@@ -304,8 +351,12 @@ impl ApiError {
     pub fn into_response(self) -> Response {
         let (status, code, title) = self.parts();
         match &self {
-            ApiError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
-            ApiError::Unavailable(cause) => tracing::warn!(cause = %cause, "unavailable"),
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %chain(cause.as_ref()), "internal error")
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(cause = %chain(cause.as_ref()), "unavailable")
+            }
             _ => {}
         }
         let errors = match &self {
@@ -381,7 +432,7 @@ pub async fn recover(r: warp::Rejection) -> Result<Response, std::convert::Infal
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::NotFound
     } else {
-        ApiError::Internal(format!("unhandled rejection: {r:?}"))
+        ApiError::internal(format!("unhandled rejection: {r:?}"))
     };
     Ok(e.into_response())
 }
@@ -395,6 +446,6 @@ fn clone_known(e: &ApiError) -> ApiError {
         ApiError::UnsupportedMediaType => ApiError::UnsupportedMediaType,
         ApiError::InvalidJson(m) => ApiError::InvalidJson(m.clone()),
         ApiError::Validation(v) => ApiError::Validation(v.clone()),
-        other => ApiError::Internal(format!("unexpected rejection {other:?}")),
+        other => ApiError::internal(format!("unexpected rejection {other:?}")),
     }
 }

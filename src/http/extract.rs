@@ -6,12 +6,23 @@
 //! JSON syntax (400), then shape (422 with the offending field).
 
 use super::error::{ApiError, FieldError};
-use crate::state::SharedState;
+use crate::app::{Client, SharedApp};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use warp::Filter;
+
+/// A handler's raw JSON body, or the 413/415 reading it produced.
+pub type Body = Result<Bytes, ApiError>;
+
+/// A path segment that should be a UUID; `None` for anything else (never parsed when long).
+pub fn token_shaped_uuid(s: &str) -> Option<uuid::Uuid> {
+    if s.len() > 64 {
+        return None;
+    }
+    uuid::Uuid::parse_str(s).ok()
+}
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -24,40 +35,17 @@ pub struct BodyTooLarge;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// Who is asking: the client IP (trusted header or peer) and the user agent.
-#[derive(Debug, Clone)]
-pub struct Client {
-    /// Client IP as API.md defines it.
-    pub ip: IpAddr,
-    /// `User-Agent`, truncated to 512 characters.
-    pub user_agent: Option<String>,
-    /// `X-Request-Id` (the server edge guarantees a sane one).
-    pub request_id: Option<String>,
-}
-
-impl Client {
-    /// An audit event of `kind` from this client (IP and request id filled in).
-    pub fn event(&self, kind: &'static str) -> crate::ops::audit::AuditEvent {
-        crate::ops::audit::AuditEvent {
-            kind,
-            ip: Some(self.ip.to_string()),
-            request_id: self.request_id.clone(),
-            ..Default::default()
-        }
-    }
-}
-
 /// Injects the shared state.
 pub fn with_state(
-    state: SharedState,
-) -> impl Filter<Extract = (SharedState,), Error = std::convert::Infallible> + Clone {
+    state: SharedApp,
+) -> impl Filter<Extract = (SharedApp,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || state.clone())
 }
 
 /// Extracts the [`Client`]: the configured header's value when it parses as an IP address,
 /// else the TCP peer.
 pub fn client(
-    state: SharedState,
+    state: SharedApp,
 ) -> impl Filter<Extract = (Client,), Error = std::convert::Infallible> + Clone {
     warp::ext::optional::<PeerAddr>()
         .and(warp::header::headers_cloned())
@@ -100,29 +88,6 @@ pub fn parse_client_ip(value: &str, hops: usize) -> Option<IpAddr> {
         return None;
     }
     entry.parse().ok()
-}
-
-impl Client {
-    /// The key per-IP rate limits count this client under: an IPv4 address whole, an IPv6
-    /// address by its /64, since one subscriber is routinely handed a whole /64 and would
-    /// otherwise get 2^64 buckets. An IPv4-mapped IPv6 address counts as its IPv4 address.
-    pub fn rate_key(&self) -> String {
-        ip_rate_key(self.ip)
-    }
-}
-
-/// See [`Client::rate_key`].
-pub fn ip_rate_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
 }
 
 /// Extracts the raw JSON body, or the 413/415 that reading it produced.
@@ -326,7 +291,7 @@ mod tests {
 
     #[test]
     fn ipv6_clients_are_keyed_by_their_64() {
-        let key = |s: &str| ip_rate_key(s.parse().unwrap());
+        let key = |s: &str| crate::app::caller::ip_rate_key(s.parse().unwrap());
         assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
         assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");

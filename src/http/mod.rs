@@ -2,7 +2,11 @@
 //!
 //! - [`ROUTES`] lists every path and its methods; the router's guard answers 404 and 405 (with
 //!   `Allow`) from it before any handler runs, and tests compare it with API.md.
-//! - [`auth`], [`discovery`]: handlers. [`extract`]: bodies, client IP, validation.
+//! - Handlers, one module per group of routes: [`auth`], [`mfa`], [`account`], [`orgs`],
+//!   [`discovery`]. Each parses, calls one function of the application layer (`crate::app`)
+//!   and renders; none touches storage or actors.
+//! - [`extract`]: bodies, client IP, validation. [`bearer`]: the Bearer filter.
+//! - [`reply`]: JSON, `no-store`, rate-limit headers. [`views`]: the answers' JSON shapes.
 //! - [`error`]: [`error::ApiError`] and the single mapping to problem responses.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers and their types.
 //! - [`server`]: accept loop, request ids, security headers, in-flight bound, access log.
@@ -16,9 +20,11 @@ pub mod extract;
 pub mod mfa;
 pub mod openapi;
 pub mod orgs;
+pub mod reply;
 pub mod server;
+pub mod views;
 
-use crate::state::SharedState;
+use crate::app::SharedApp;
 use error::ApiError;
 use extract::{client, json_body, with_state};
 use warp::filters::BoxedFilter;
@@ -100,40 +106,40 @@ fn guard() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
 }
 
 /// The whole router: guard, endpoints, and the one `recover`.
-pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
+pub fn routes(state: SharedApp) -> BoxedFilter<(Response,)> {
     let st = || with_state(state.clone());
     let cl = || client(state.clone());
     let post_json = |p: BoxedFilter<()>| p.and(warp::post()).and(st()).and(cl()).and(json_body());
 
     let signup = post_json(warp::path!("auth" / "signup").boxed())
-        .then(|s, c, b| async move { auth::respond(auth::signup(s, c, b).await) });
+        .then(|s, c, b| async move { reply::respond(auth::signup(s, c, b).await) });
     let login = post_json(warp::path!("auth" / "login").boxed())
-        .then(|s, c, b| async move { auth::respond(auth::login(s, c, b).await) });
+        .then(|s, c, b| async move { reply::respond(auth::login(s, c, b).await) });
     let refresh = post_json(warp::path!("auth" / "refresh").boxed())
-        .then(|s, c, b| async move { auth::respond(auth::refresh(s, c, b).await) });
+        .then(|s, c, b| async move { reply::respond(auth::refresh(s, c, b).await) });
     let logout = post_json(warp::path!("auth" / "logout").boxed())
-        .then(|s, c, b| async move { auth::respond(auth::logout(s, c, b).await) });
+        .then(|s, c, b| async move { reply::respond(auth::logout(s, c, b).await) });
 
     let auth = || bearer::bearer(state.clone());
     let mfa_enroll = warp::path!("auth" / "mfa" / "enroll")
         .and(warp::post())
         .and(st())
         .and(auth())
-        .then(|s, a| async move { auth::respond(mfa::enroll(s, a).await) });
+        .then(|s, a| async move { reply::respond(mfa::enroll(s, a).await) });
     let mfa_confirm = warp::path!("auth" / "mfa" / "confirm")
         .and(warp::post())
         .and(st())
         .and(auth())
         .and(json_body())
-        .then(|s, a, b| async move { auth::respond(mfa::confirm(s, a, b).await) });
+        .then(|s, a, b| async move { reply::respond(mfa::confirm(s, a, b).await) });
     let mfa_disable = warp::path!("auth" / "mfa" / "disable")
         .and(warp::post())
         .and(st())
         .and(auth())
         .and(json_body())
-        .then(|s, a, b| async move { auth::respond(mfa::disable(s, a, b).await) });
+        .then(|s, a, b| async move { reply::respond(mfa::disable(s, a, b).await) });
     let mfa_verify = post_json(warp::path!("auth" / "mfa" / "verify").boxed())
-        .then(|s, c, b| async move { auth::respond(mfa::verify(s, c, b).await) });
+        .then(|s, c, b| async move { reply::respond(mfa::verify(s, c, b).await) });
 
     let account = account_routes(&state);
 
@@ -202,21 +208,21 @@ pub fn routes(state: SharedState) -> BoxedFilter<(Response,)> {
 
 /// The router of the internal metrics listener (`METRICS_LISTEN_ADDR`): `/metrics` and nothing
 /// else, without a token.
-pub fn metrics_routes(state: SharedState) -> BoxedFilter<(Response,)> {
+pub fn metrics_routes(state: SharedApp) -> BoxedFilter<(Response,)> {
     warp::path!("metrics")
         .and(warp::get())
         .and(with_state(state))
-        .map(|s: SharedState| discovery::render_metrics(&s))
+        .map(|s: SharedApp| discovery::render_metrics(&s))
         .recover(error::recover)
         .unify()
         .boxed()
 }
 
 /// Bearer endpoints of the account and organizations, boxed as one group.
-fn account_routes(state: &SharedState) -> BoxedFilter<(Response,)> {
+fn account_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
     let st = || with_state(state.clone());
     let auth = || bearer::bearer(state.clone());
-    let r = |res: Result<Response, ApiError>| async move { auth::respond(res) };
+    let r = |res: Result<Response, ApiError>| async move { reply::respond(res) };
 
     let me = warp::path!("auth" / "me")
         .and(warp::get())
@@ -243,9 +249,8 @@ fn account_routes(state: &SharedState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(st())
         .and(auth())
-        .and(client(state.clone()))
         .and(json_body())
-        .then(move |s, a, c, b| async move { r(account::change_password(s, a, c, b).await).await });
+        .then(move |s, a, b| async move { r(account::change_password(s, a, b).await).await });
     let create_org = warp::path!("orgs")
         .and(warp::post())
         .and(st())
@@ -287,10 +292,10 @@ fn account_routes(state: &SharedState) -> BoxedFilter<(Response,)> {
 
 /// Bearer endpoints of organization invitations, boxed as one group: the inviter's
 /// (`/orgs/{org_id}/invitations…`) and the invitee's (`/auth/invitations…`).
-fn invitation_routes(state: &SharedState) -> BoxedFilter<(Response,)> {
+fn invitation_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
     let st = || with_state(state.clone());
     let auth = || bearer::bearer(state.clone());
-    let r = |res: Result<Response, ApiError>| async move { auth::respond(res) };
+    let r = |res: Result<Response, ApiError>| async move { reply::respond(res) };
 
     let invite = warp::path!("orgs" / String / "invitations")
         .and(warp::post())

@@ -1,35 +1,19 @@
-//! `/orgs` and `/auth/invitations`: organizations, their members and invitations.
-//!
-//! Nobody is put into an organization by someone else: owners and admins invite an email, and
-//! the account with that email accepts (or declines) the invitation. Inviting answers the same
-//! whether or not an account has the email, and never reads the account. Owners remove anyone,
-//! admins remove members and admins, and anyone may leave. An unknown organization and one the
-//! caller is not in are both 403 `forbidden`, so the answer does not reveal which organizations
-//! exist; an invitation that is not the caller's to use is 404 `not_found` whatever the reason.
+//! `/orgs` and `/auth/invitations`: organizations, their members and invitations. The rules
+//! (who may invite, remove, leave; what each refusal reveals) are the flows' in `app::orgs`.
 
-use super::auth::{limited, no_store, rfc3339, token_shaped_uuid, with_limits, OrgView};
-use super::bearer::Caller;
+use super::bearer::Auth;
 use super::error::{ApiError, FieldError, Problem};
-use super::extract;
-use crate::db::{Acceptance, Invitation, Removal};
-use crate::ops::audit::AuditEvent;
-use crate::security::ratelimit::Policy;
-use crate::state::SharedState;
-use bytes::Bytes;
-use edge_idp_actors::store::{Membership, Role, UserStore};
+use super::extract::{self, token_shaped_uuid, Body};
+use super::reply::{json, metered, no_content, no_store, private_json, rfc3339};
+use super::views::OrgView;
+use crate::app::SharedApp;
+use edge_idp_actors::store::Role;
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Reply;
-
-type Body = Result<Bytes, ApiError>;
-type Auth = Result<Caller, ApiError>;
-
-/// How long an invitation can be accepted: 7 days.
-pub const INVITATION_TTL: i64 = 7 * 24 * 3600;
 
 /// `POST /orgs`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -109,66 +93,29 @@ pub struct InvitationAccepted {
     request_body = CreateOrgRequest,
     responses((status = 201, description = "Created; the caller is its owner", body = OrgView)))]
 #[instrument(skip_all)]
-pub async fn create(state: SharedState, auth: Auth, body: Body) -> Result<Response, ApiError> {
+pub async fn create(app: SharedApp, auth: Auth, body: Body) -> Result<Response, ApiError> {
     let caller = auth?;
     let req: CreateOrgRequest = extract::parse(body)?;
     let name = extract::text("name", Some(&req.name), 100)
         .map_err(|e| ApiError::Validation(vec![e]))?
         .unwrap_or_default();
-    let id = Uuid::now_v7();
-    state
-        .db
-        .create_org(id, name.clone(), caller.user_id, state.clock.now())
-        .await?;
-    state.profiles.forget([caller.user_id]);
-    state.audit.record(AuditEvent {
-        user_id: Some(caller.user_id),
-        org_id: Some(id),
-        ..caller.client.event("org_created")
-    });
-    let view = OrgView::from(Membership {
-        org_id: id,
-        org_name: name,
-        role: Role::Owner,
-    });
-    Ok(warp::reply::with_status(warp::reply::json(&view), StatusCode::CREATED).into_response())
+    let org = app.create_org(&caller, name).await?;
+    Ok(json(StatusCode::CREATED, &OrgView::from(org)))
 }
 
 /// `GET /orgs`.
 #[utoipa::path(get, path = "/orgs", tag = "orgs", security(("bearer" = [])),
     responses((status = 200, description = "The caller's organizations", body = OrgList)))]
 #[instrument(skip_all)]
-pub async fn list(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
+pub async fn list(app: SharedApp, auth: Auth) -> Result<Response, ApiError> {
     let caller = auth?;
-    let orgs: Vec<OrgView> = state
-        .db
-        .memberships_of(caller.user_id)
+    let organizations = app
+        .orgs(&caller)
         .await?
         .into_iter()
         .map(OrgView::from)
         .collect();
-    Ok(warp::reply::json(&OrgList {
-        organizations: orgs,
-    })
-    .into_response())
-}
-
-/// The caller's role in `org`, or 403.
-async fn caller_role(
-    state: &SharedState,
-    caller: &Caller,
-    org: &str,
-) -> Result<(Uuid, Role), ApiError> {
-    let m = state
-        .db
-        .membership(caller.user_id, org)
-        .await?
-        .ok_or(ApiError::Forbidden)?;
-    Ok((m.org_id, m.role))
-}
-
-fn no_content() -> Response {
-    warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
+    Ok(json(StatusCode::OK, &OrgList { organizations }))
 }
 
 /// `POST /orgs/{org_id}/invitations`: owners and admins invite an email as admin or member.
@@ -185,7 +132,7 @@ fn no_content() -> Response {
     ))]
 #[instrument(skip_all)]
 pub async fn invite(
-    state: SharedState,
+    app: SharedApp,
     auth: Auth,
     org: String,
     body: Body,
@@ -206,55 +153,19 @@ pub async fn invite(
     };
     extract::validate(errors)?;
     let (Some(email), Some(role)) = (email, role) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
+        return Err(ApiError::internal("validated fields missing"));
     };
-    let (org_id, my_role) = caller_role(&state, &caller, &org).await?;
-    if my_role == Role::Member {
-        return Err(ApiError::Forbidden);
-    }
-    let key = caller.user_id.to_string();
-    let decision = limited(&state, &[(Policy::InviteUser, &key)]).await?;
-    let result: Result<Response, ApiError> = async {
-        let now = state.clock.now();
-        let inv = Invitation {
-            id: Uuid::now_v7(),
-            org_id,
-            email,
-            role,
-            expires_at: now + INVITATION_TTL,
-        };
-        if !state
-            .db
-            .create_invitation(inv.clone(), caller.user_id, now)
-            .await?
-        {
-            return Err(ApiError::AlreadyMember);
-        }
-        // No email in the trail: it may name someone without an account here.
-        state.audit.record(AuditEvent {
-            user_id: Some(caller.user_id),
-            org_id: Some(org_id),
-            subject_id: Some(inv.id),
-            detail: Some(role.as_str().to_owned()),
-            ..caller.client.event("org_invitation_created")
-        });
+    let m = app.invite(&caller, &org, email, role).await?;
+    Ok(metered(m, |inv| {
         let body = InvitationView {
             id: inv.id,
-            org_id,
+            org_id: inv.org_id,
             email: inv.email,
-            role,
+            role: inv.role,
             expires_at: rfc3339(inv.expires_at),
         };
-        Ok(no_store(
-            warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED)
-                .into_response(),
-        ))
-    }
-    .await;
-    Ok(with_limits(
-        result.unwrap_or_else(ApiError::into_response),
-        &decision,
-    ))
+        no_store(json(StatusCode::ACCEPTED, &body))
+    }))
 }
 
 /// `DELETE /orgs/{org_id}/invitations/{id}`: owners and admins withdraw a pending invitation.
@@ -270,30 +181,14 @@ pub async fn invite(
     ))]
 #[instrument(skip_all)]
 pub async fn revoke_invitation(
-    state: SharedState,
+    app: SharedApp,
     auth: Auth,
     org: String,
     id: String,
 ) -> Result<Response, ApiError> {
     let caller = auth?;
-    let (org_id, my_role) = caller_role(&state, &caller, &org).await?;
-    if my_role == Role::Member {
-        return Err(ApiError::Forbidden);
-    }
-    let id = token_shaped_uuid(&id).ok_or(ApiError::NotFound)?;
-    if !state
-        .db
-        .revoke_invitation(org_id, id, state.clock.now())
-        .await?
-    {
-        return Err(ApiError::NotFound);
-    }
-    state.audit.record(AuditEvent {
-        user_id: Some(caller.user_id),
-        org_id: Some(org_id),
-        subject_id: Some(id),
-        ..caller.client.event("org_invitation_revoked")
-    });
+    app.revoke_invitation(&caller, &org, token_shaped_uuid(&id))
+        .await?;
     Ok(no_content())
 }
 
@@ -301,11 +196,10 @@ pub async fn revoke_invitation(
 #[utoipa::path(get, path = "/auth/invitations", tag = "orgs", security(("bearer" = [])),
     responses((status = 200, description = "Pending, unexpired invitations for the caller's email, oldest first", body = InvitationList)))]
 #[instrument(skip_all)]
-pub async fn invitations(state: SharedState, auth: Auth) -> Result<Response, ApiError> {
+pub async fn invitations(app: SharedApp, auth: Auth) -> Result<Response, ApiError> {
     let caller = auth?;
-    let list: Vec<PendingInvitationView> = state
-        .db
-        .invitations_for(caller.claims.email.clone(), state.clock.now())
+    let invitations = app
+        .invitations(&caller)
         .await?
         .into_iter()
         .map(|i| PendingInvitationView {
@@ -317,9 +211,7 @@ pub async fn invitations(state: SharedState, auth: Auth) -> Result<Response, Api
         })
         .collect();
     // Personal data: no shared cache may keep it.
-    Ok(no_store(
-        warp::reply::json(&InvitationList { invitations: list }).into_response(),
-    ))
+    Ok(private_json(&InvitationList { invitations }))
 }
 
 /// `POST /auth/invitations/{id}/accept`: the caller joins the organization with the invited role.
@@ -332,40 +224,19 @@ pub async fn invitations(state: SharedState, auth: Auth) -> Result<Response, Api
     ))]
 #[instrument(skip_all)]
 pub async fn accept_invitation(
-    state: SharedState,
+    app: SharedApp,
     auth: Auth,
     id: String,
 ) -> Result<Response, ApiError> {
     let caller = auth?;
     let id = token_shaped_uuid(&id).ok_or(ApiError::NotFound)?;
-    let (org_id, role) = match state
-        .db
-        .accept_invitation(
-            id,
-            caller.claims.email.clone(),
-            caller.user_id,
-            state.clock.now(),
-        )
-        .await?
-    {
-        Acceptance::Accepted { org_id, role } => (org_id, role),
-        Acceptance::NotPending => return Err(ApiError::NotFound),
-        Acceptance::AlreadyMember => return Err(ApiError::AlreadyMember),
-    };
-    state.profiles.forget([caller.user_id]);
-    state.audit.record(AuditEvent {
-        user_id: Some(caller.user_id),
-        org_id: Some(org_id),
-        subject_id: Some(id),
-        detail: Some(role.as_str().to_owned()),
-        ..caller.client.event("org_invitation_accepted")
-    });
+    let (org_id, role) = app.accept_invitation(&caller, id).await?;
     let body = InvitationAccepted {
         user_id: caller.user_id,
         org_id,
         role,
     };
-    Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED).into_response())
+    Ok(json(StatusCode::CREATED, &body))
 }
 
 /// `POST /auth/invitations/{id}/decline`: the caller turns an invitation down; it is used up.
@@ -377,24 +248,13 @@ pub async fn accept_invitation(
     ))]
 #[instrument(skip_all)]
 pub async fn decline_invitation(
-    state: SharedState,
+    app: SharedApp,
     auth: Auth,
     id: String,
 ) -> Result<Response, ApiError> {
     let caller = auth?;
     let id = token_shaped_uuid(&id).ok_or(ApiError::NotFound)?;
-    if !state
-        .db
-        .decline_invitation(id, caller.claims.email.clone(), state.clock.now())
-        .await?
-    {
-        return Err(ApiError::NotFound);
-    }
-    state.audit.record(AuditEvent {
-        user_id: Some(caller.user_id),
-        subject_id: Some(id),
-        ..caller.client.event("org_invitation_declined")
-    });
+    app.decline_invitation(&caller, id).await?;
     Ok(no_content())
 }
 
@@ -412,43 +272,13 @@ pub async fn decline_invitation(
     ))]
 #[instrument(skip_all)]
 pub async fn remove_member(
-    state: SharedState,
+    app: SharedApp,
     auth: Auth,
     org: String,
     member: String,
 ) -> Result<Response, ApiError> {
     let caller = auth?;
-    let (org_id, my_role) = caller_role(&state, &caller, &org).await?;
-    let target = token_shaped_uuid(&member);
-    let is_self = target == Some(caller.user_id);
-    if !is_self {
-        match my_role {
-            Role::Owner => {}
-            Role::Admin => {
-                // Admins remove members and admins, never owners.
-                if let Some(t) = target {
-                    if let Some(m) = state.db.membership(t, &org_id.to_string()).await? {
-                        if m.role == Role::Owner {
-                            return Err(ApiError::Forbidden);
-                        }
-                    }
-                }
-            }
-            Role::Member => return Err(ApiError::Forbidden),
-        }
-    }
-    let target = target.ok_or(ApiError::NotFound)?;
-    match state.db.remove_member(org_id, target).await? {
-        Removal::Removed => {}
-        Removal::NotMember => return Err(ApiError::NotFound),
-        Removal::LastOwner => return Err(ApiError::LastOwner),
-    }
-    state.profiles.forget([target]);
-    state.audit.record(AuditEvent {
-        user_id: Some(caller.user_id),
-        org_id: Some(org_id),
-        subject_id: Some(target),
-        ..caller.client.event("member_removed")
-    });
+    app.remove_member(&caller, &org, token_shaped_uuid(&member))
+        .await?;
     Ok(no_content())
 }

@@ -244,9 +244,7 @@ where
                     Ok(r) => r,
                     Err(never) => match never {},
                 },
-                Err(_) => {
-                    ApiError::Unavailable("too many requests in flight".into()).into_response()
-                }
+                Err(_) => ApiError::unavailable("too many requests in flight").into_response(),
             }
         }
     };

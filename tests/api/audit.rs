@@ -363,7 +363,7 @@ async fn no_secret_appears_in_the_server_log_output() {
     assert!(
         log.lines()
             .any(|l| l.contains("edge_idp_actors::refresh") && l.contains("trace-reuse-1")),
-        "the request id follows the request into the RefreshFamilies actor"
+        "the request id follows the request into the rotation"
     );
     let key_material =
         std::fs::read_to_string(tmp.path().join("mfa_encryption.key")).unwrap_or_default();

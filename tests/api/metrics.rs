@@ -152,7 +152,7 @@ async fn actor_restarts_are_counted_by_actor() {
         1.0
     );
     assert_eq!(
-        get(&m, r#"edge_idp_actor_restarts_total{actor="users"}"#),
+        get(&m, r#"edge_idp_actor_restarts_total{actor="rate_limiter"}"#),
         0.0
     );
 }

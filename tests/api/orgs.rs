@@ -285,7 +285,7 @@ async fn an_invitation_answers_the_same_for_an_account_and_for_an_unknown_email(
     let (owner, _) = authed(&app, "n1@example.com").await;
     app.signup("known@example.com").await;
     let org = create_org(&app, &owner, "Oracle-free").await;
-    let expires = edge_idp::http::auth::rfc3339(app.clock.now() + 7 * 24 * 3600);
+    let expires = edge_idp::http::reply::rfc3339(app.clock.now() + 7 * 24 * 3600);
     let mut shapes = Vec::new();
     for (email, role) in [
         (" Known@Example.com ", "member"),
@@ -334,7 +334,7 @@ async fn only_the_invited_email_sees_and_accepts_an_invitation_once() {
     assert_eq!(mine[0]["role"], "admin");
     assert_eq!(
         mine[0]["expires_at"],
-        edge_idp::http::auth::rfc3339(app.clock.now() + 7 * 24 * 3600).as_str()
+        edge_idp::http::reply::rfc3339(app.clock.now() + 7 * 24 * 3600).as_str()
     );
     assert!(
         pending(&app, &other).await.is_empty(),
