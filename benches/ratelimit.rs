@@ -5,6 +5,9 @@
 //! `cargo bench --bench ratelimit` (uses `REDIS_URL`, default `redis://127.0.0.1:6379`; the
 //! Redis part is skipped, saying so, when it does not answer).
 
+// A measuring harness: a failed setup should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use edge_idp::security::ratelimit::{Limits, Policy, Quota, RateLimiter, RedisBackend, MAX_KEYS};
 use edge_idp_actors::Clock;
 use std::collections::HashMap;

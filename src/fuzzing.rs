@@ -57,6 +57,7 @@ pub fn request_bodies(data: &[u8]) {
 
 /// A token issuer with one fixed signing key (PKCS#8 DER), its clock stopped at `now`: the
 /// fuzz targets' and the corpus test's, so a saved input verifies the same way each time.
+#[allow(clippy::expect_used)] // a fixed harness key: failing here is a broken harness, not input.
 pub fn issuer_with_key(pkcs8_der: &[u8], now: i64) -> TokenIssuer {
     let key = edge_idp_actors::keys::SigningKey::from_pkcs8(pkcs8_der, 0, None)
         .expect("the fuzzing key parses");

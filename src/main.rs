@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+#[allow(unsafe_code)] // one FFI call into libc; see SAFETY below.
 fn main() -> ExitCode {
     // Every file this process creates (the database, its WAL and shared-memory files, keys it
     // generates) is readable by its owner alone.

@@ -64,8 +64,9 @@ impl From<StoreError> for DomainError {
             StoreError::Conflict(what) => {
                 DomainError::Internal(format!("unexpected conflict on {what}"))
             }
-            StoreError::Unavailable(m) => DomainError::Unavailable(m),
-            StoreError::Other(m) => DomainError::Internal(m),
+            // The store's own wording ("database unavailable: …") stays in the text.
+            e @ StoreError::Unavailable(_) => DomainError::Unavailable(e.to_string()),
+            e @ StoreError::Other(_) => DomainError::Internal(e.to_string()),
         }
     }
 }

@@ -52,6 +52,7 @@ pub enum Fault {
 
 impl Fault {
     /// Applies the fault inside `actor`'s handler.
+    #[allow(clippy::panic)] // the injected panic is the point: it exercises supervision.
     pub async fn strike(self, actor: &str) {
         match self {
             Fault::Panic => panic!("injected fault: {actor}"),

@@ -201,7 +201,13 @@ impl<S: MfaStore> Mfa<'_, S> {
         let (codes, hashes) = new_recovery_codes(&self.config.recovery)?;
         if !self
             .store
-            .enable_mfa(user_id, step as i64, hashes, self.clock.now())
+            .enable_mfa(
+                user_id,
+                rec.secret_sealed,
+                step as i64,
+                hashes,
+                self.clock.now(),
+            )
             .await?
         {
             return Err(DomainError::InvalidMfaCode);

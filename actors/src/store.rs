@@ -379,11 +379,13 @@ pub trait MfaStore: Clone + Send + Sync + 'static {
         key_version: i64,
         now: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Turns a pending secret on, accepting `step`, and replaces the recovery codes; `false`
-    /// when nothing is pending or the step was already used.
+    /// Turns the pending secret `sealed` on, accepting `step`, and replaces the recovery codes;
+    /// `false` when that secret is no longer the pending one (an enrollment replaced it since it
+    /// was read) or the step was already used.
     fn enable_mfa(
         &self,
         user_id: Uuid,
+        sealed: Vec<u8>,
         step: i64,
         recovery_hashes: Vec<[u8; 32]>,
         now: i64,

@@ -123,6 +123,7 @@ impl App {
                 detail: Some(format!("{ended} other sessions revoked")),
                 ..caller.client.event("password_changed")
             });
+            self.end_pending_challenges(user.id).await?;
             Ok(())
         }
         .await;

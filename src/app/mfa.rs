@@ -156,6 +156,7 @@ impl App {
         let ended = self
             .end_other_sessions(id, caller.session_id, event)
             .await?;
+        self.end_pending_challenges(id).await?;
         self.audit.record(AuditEvent {
             user_id: Some(id),
             detail: Some(format!("{ended} other sessions revoked")),

@@ -144,9 +144,8 @@ impl App {
         Ok(())
     }
 
-    /// Revokes every session of `user_id` but `keep`, and every pending `mfa_token`: after a
-    /// password or second factor changes, what was signed in or half signed in under the old
-    /// one ends. The number of sessions ended.
+    /// Revokes every session of `user_id` but `keep`: after a password or second factor
+    /// changes, what was signed in under the old one ends. The number of sessions ended.
     pub(super) async fn end_other_sessions(
         &self,
         user_id: Uuid,
@@ -159,7 +158,12 @@ impl App {
             .await?;
         let n = revoked.len();
         self.revocations.revoke(revoked);
-        self.db.revoke_challenges(user_id).await?;
         Ok(n)
+    }
+
+    /// Ends every pending `mfa_token` of `user_id`: a login that passed the old password or
+    /// second factor and waits for the next step ends too.
+    pub(super) async fn end_pending_challenges(&self, user_id: Uuid) -> Result<(), AppError> {
+        Ok(self.db.revoke_challenges(user_id).await?)
     }
 }

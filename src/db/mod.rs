@@ -46,6 +46,10 @@ use std::time::Duration;
 
 /// How long SQLite waits for another writer (this process or another) before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long past [`BUSY_TIMEOUT`] a local operation may take before its caller is answered
+/// 503: long enough that a busy database is reported by SQLite itself.
+const LOCAL_GRACE: Duration = Duration::from_secs(1);
 /// Idle connections kept for reuse. With the page cache per connection (`DB_CACHE_KIB`), this
 /// bounds what storage holds in memory: SQLite fills a connection's cache as the database
 /// grows, so a server's memory rises with its first traffic and stays under this product (the
@@ -435,7 +439,7 @@ impl Db {
             };
         }
         let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             // The turn ends with the work, even if the caller stopped waiting for it.
             let _turn = turn;
             rt.block_on(async {
@@ -448,9 +452,18 @@ impl Db {
                 }
                 result
             })
-        })
-        .await
-        .map_err(|e| StoreError::Other(format!("storage task failed: {e}")))?
+        });
+        // SQLite bounds its wait for the lock (`BUSY_TIMEOUT`); this bounds everything else an
+        // operation can wait on (a stalled disk), a little later so that a busy database is
+        // answered by SQLite's own error. The operation still runs to its end.
+        match tokio::time::timeout(BUSY_TIMEOUT + LOCAL_GRACE, task).await {
+            Err(_) => Err(StoreError::Unavailable(
+                "the database did not answer in time".into(),
+            )),
+            Ok(joined) => {
+                joined.map_err(|e| StoreError::Other(format!("storage task failed: {e}")))?
+            }
+        }
     }
 
     /// Whether the database answers.

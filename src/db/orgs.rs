@@ -401,11 +401,12 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use edge_idp_actors::store::{NewUser, UserStore};
 
-    async fn db() -> (tempfile::TempDir, Db) {
+    /// A migrated database in a temporary folder.
+    pub(crate) async fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_local(&dir.path().join("t.db"), 1024)
             .await
@@ -415,7 +416,7 @@ mod tests {
     }
 
     /// A user and its personal organization.
-    async fn user(db: &Db, email: &str) -> (Uuid, Uuid) {
+    pub(crate) async fn user(db: &Db, email: &str) -> (Uuid, Uuid) {
         let (id, org_id) = (Uuid::now_v7(), Uuid::now_v7());
         db.create_user(NewUser {
             id,

@@ -637,6 +637,7 @@ impl MfaStore for Db {
     async fn enable_mfa(
         &self,
         user_id: Uuid,
+        sealed: Vec<u8>,
         step: i64,
         recovery_hashes: Vec<[u8; 32]>,
         now: i64,
@@ -651,8 +652,9 @@ impl MfaStore for Db {
         let mut b = Batch::default();
         b.execute(
             "UPDATE mfa_secrets SET status = 'enabled', enabled_at = ?3, last_step = ?2 \
-             WHERE user_id = ?1 AND status = 'pending' AND (last_step IS NULL OR last_step < ?2)",
-            vec![uid.clone(), step.into(), now.into()],
+             WHERE user_id = ?1 AND status = 'pending' AND secret_sealed = ?4 \
+             AND (last_step IS NULL OR last_step < ?2)",
+            vec![uid.clone(), step.into(), now.into(), Value::Blob(sealed)],
         );
         b.execute(
             concat!(
@@ -818,5 +820,34 @@ impl MfaStore for Db {
             Ok(n > 0)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::orgs::tests::{db, user};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mfa_is_turned_on_only_with_the_secret_that_was_confirmed() {
+        let (_dir, db) = db().await;
+        let (id, _) = user(&db, "ada@example.com").await;
+        // A confirmation read secret A; an enrollment replaced it with B before its write.
+        assert!(db.set_pending_mfa(id, b"A".to_vec(), 1, 0).await.unwrap());
+        assert!(db.set_pending_mfa(id, b"B".to_vec(), 1, 1).await.unwrap());
+        let stale = db.enable_mfa(id, b"A".to_vec(), 10, vec![[1; 32]], 2);
+        assert!(
+            !stale.await.unwrap(),
+            "enabled a secret that was no longer pending"
+        );
+        let rec = db.mfa(id).await.unwrap().unwrap();
+        assert_eq!(rec.status, MfaStatus::Pending);
+        assert_eq!(rec.secret_sealed, b"B");
+        assert!(db
+            .enable_mfa(id, b"B".to_vec(), 10, vec![[1; 32]], 3)
+            .await
+            .unwrap());
+        let rec = db.mfa(id).await.unwrap().unwrap();
+        assert_eq!(rec.status, MfaStatus::Enabled);
     }
 }

@@ -5,7 +5,6 @@
 use crate::app::error::Cause;
 use crate::app::AppError;
 use crate::security::ratelimit::Decision;
-use edge_idp_actors::DomainError;
 use serde::Serialize;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -142,24 +141,6 @@ impl From<AppError> for ApiError {
 }
 
 impl warp::reject::Reject for ApiError {}
-
-impl From<DomainError> for ApiError {
-    fn from(e: DomainError) -> Self {
-        match e {
-            DomainError::EmailTaken => ApiError::EmailTaken,
-            DomainError::InvalidCredentials => ApiError::InvalidCredentials,
-            DomainError::NotAMember => ApiError::NotAMember,
-            DomainError::InvalidRefreshToken => ApiError::InvalidRefreshToken,
-            DomainError::RefreshTokenReused => ApiError::RefreshTokenReused,
-            DomainError::InvalidMfaCode => ApiError::InvalidMfaCode,
-            DomainError::InvalidMfaToken => ApiError::InvalidMfaToken,
-            DomainError::MfaAlreadyEnabled => ApiError::MfaAlreadyEnabled,
-            DomainError::MfaNotPending => ApiError::MfaNotPending,
-            e @ DomainError::Unavailable(_) => ApiError::Unavailable(Box::new(e)),
-            e @ DomainError::Internal(_) => ApiError::Internal(Box::new(e)),
-        }
-    }
-}
 
 /// RFC 9457 problem details, the body of every error (`application/problem+json`).
 #[derive(Serialize, utoipa::ToSchema)]

@@ -9,8 +9,8 @@
 //! - an endpoint with a body can answer 400 `invalid_json`, 413, 415 and 422
 //!   `validation_failed` (the extractor in `extract` runs before any handler);
 //! - a Bearer endpoint can answer 401 `invalid_token` or `session_revoked` (`bearer`);
-//! - any endpoint can answer 503 (an actor or the database is unavailable, or the server is at
-//!   its in-flight bound) and 500;
+//! - any endpoint can answer 503 (the database is unavailable, password hashing is saturated, or
+//!   the server is at its in-flight bound) and 500;
 //! - every 4xx and 5xx body is `application/problem+json` with the `Problem` schema.
 //!
 //! Tests compare the document's paths and methods with [`super::ROUTES`], the table the router's

@@ -2,7 +2,7 @@
 //! the `RateLimit-*` headers of a metered flow, and errors as problem responses.
 
 use super::error::{rate_limit_headers, ApiError};
-use crate::app::Metered;
+use crate::app::{AppError, Metered};
 use crate::security::ratelimit::Decision;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -52,11 +52,13 @@ pub fn respond(r: Result<Response, ApiError>) -> Response {
     r.unwrap_or_else(ApiError::into_response)
 }
 
-/// Renders a metered flow: its success with `ok`, or its error; the limit's headers on both.
+/// Renders a metered flow: its success with `ok`, or its error; the limit's headers on both,
+/// except on a refusal inside the flow (a lockout, the second-factor cap), which carries the
+/// headers of what refused it.
 pub fn metered<T>(m: Metered<T>, ok: impl FnOnce(T) -> Response) -> Response {
-    let resp = match m.outcome {
-        Ok(v) => ok(v),
-        Err(e) => ApiError::from(e).into_response(),
-    };
-    with_limits(resp, &m.decision)
+    match m.outcome {
+        Ok(v) => with_limits(ok(v), &m.decision),
+        Err(e @ AppError::RateLimited(_)) => ApiError::from(e).into_response(),
+        Err(e) => with_limits(ApiError::from(e).into_response(), &m.decision),
+    }
 }

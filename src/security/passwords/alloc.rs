@@ -11,6 +11,7 @@ const MAP_FROM_BYTES: i32 = 4 << 20;
 /// main arena's top). The bench saw the server keep one or both 19 MiB buffers after the idle
 /// release while the gauge said 0. A fixed threshold turns that adjustment off.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // FFI into glibc; see SAFETY below.
 pub(super) fn map_large_allocations() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -28,6 +29,7 @@ pub(super) fn map_large_allocations() {}
 /// Asks glibc to return other freed memory to the system as well (the buffers themselves are
 /// unmapped when freed, see [`map_large_allocations`]).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // FFI into glibc; see SAFETY below.
 pub(super) fn trim_heap() {
     // SAFETY: malloc_trim only walks and shrinks the allocator's own arenas; it takes no
     // pointers from us and is safe to call from any thread at any time.
