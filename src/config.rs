@@ -149,10 +149,14 @@ pub struct Config {
     /// Password hashes computed at once; default the number of cores.
     #[arg(long, env = "HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub hash_concurrency: Option<u32>,
-    /// Requests that may wait for a hashing slot; more are answered 503 at once. Default: 16
-    /// per hashing slot.
-    #[arg(long, env = "HASH_QUEUE", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    pub hash_queue: Option<u32>,
+    /// Requests that may wait for a hashing slot whatever their expected wait; more are
+    /// answered 503 at once. A hard bound beside `HASH_MAX_WAIT_MS`.
+    #[arg(long, env = "HASH_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub hash_queue: u32,
+    /// Longest expected wait for a hashing slot, milliseconds: a request that could not start
+    /// hashing within it (judged from the measured hash duration) is answered 503 at once.
+    #[arg(long, env = "HASH_MAX_WAIT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub hash_max_wait_ms: u64,
     /// SQLite page cache per pooled connection, KiB. The pool keeps up to 16 connections, so
     /// the storage part of the server's memory is at most 16 times this.
     #[arg(long, env = "DB_CACHE_KIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
@@ -293,8 +297,10 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Hashes at once.
     pub hash_concurrency: usize,
-    /// Requests that may wait for a hash slot.
+    /// Requests that may wait for a hash slot, at most.
     pub hash_queue: usize,
+    /// Longest expected wait for a hash slot a request is admitted with.
+    pub hash_max_wait: Duration,
     /// Actor and hashing-slot wait.
     pub ask_timeout: Duration,
     /// Mode.
@@ -546,10 +552,8 @@ impl Config {
             },
             max_in_flight: self.max_in_flight as usize,
             hash_concurrency: self.hash_concurrency.map(|n| n as usize).unwrap_or(cores),
-            hash_queue: self
-                .hash_queue
-                .map(|n| n as usize)
-                .unwrap_or(16 * self.hash_concurrency.map(|n| n as usize).unwrap_or(cores)),
+            hash_queue: self.hash_queue as usize,
+            hash_max_wait: Duration::from_millis(self.hash_max_wait_ms),
             ask_timeout: Duration::from_millis(self.actor_timeout_ms),
             db_cache_kib: self.db_cache_kib,
             app_env: self.app_env,

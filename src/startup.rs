@@ -165,6 +165,7 @@ impl Application {
             settings.argon2.clone(),
             settings.hash_concurrency,
             settings.hash_queue,
+            settings.hash_max_wait,
             settings.ask_timeout,
             crate::security::passwords::IDLE_RELEASE,
             metrics.hashing.clone(),

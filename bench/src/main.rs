@@ -342,6 +342,7 @@ async fn run(args: Args) -> Result<bool, String> {
         }));
     }
     let mut overload = serde_json::Value::Null;
+    let mut burst = serde_json::Value::Null;
     if args.overload > 0.0 {
         let sustainable = login_rps.unwrap_or(hashes);
         let rate = sustainable * args.overload;
@@ -354,6 +355,25 @@ async fn run(args: Args) -> Result<bool, String> {
         );
         let o = scenarios::overload(&http, &base, &prepared, rate, dur).await;
         ok &= o.errors == 0 && o.served > 0;
+        // A burst of what the machine hashes in 2.5 s, sent at once after a pause that lets
+        // the overload's waiters finish: served whole up to `HASH_MAX_WAIT_MS` of waiting.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let n = (sustainable * 2.5).round().max(1.0) as usize;
+        eprintln!("burst: {n} logins at once");
+        let b = scenarios::burst(&http, &base, &prepared, n).await;
+        ok &= b.errors == 0 && b.served > 0;
+        burst = json!({
+            "logins": n,
+            "served": b.served,
+            "shed": b.shed,
+            "errors": b.errors,
+            "first_error": b.first_error,
+            "served_p50_ms": b.served_ms[0],
+            "served_p99_ms": b.served_ms[1],
+            "served_max_ms": b.served_ms[2],
+            "shed_p50_ms": b.shed_ms[0],
+            "shed_max_ms": b.shed_ms[2],
+        });
         overload = json!({
             "factor": args.overload,
             "offered_per_s": o.offered_per_s,
@@ -414,6 +434,7 @@ async fn run(args: Args) -> Result<bool, String> {
         },
         "scenarios": rows,
         "overload": overload,
+        "burst": burst,
         "cold_start": cold,
     });
     print_table(&report);
@@ -601,6 +622,25 @@ fn print_table(r: &serde_json::Value) {
         );
         if let Some(e) = o["first_error"].as_str() {
             println!("          first error: {e}");
+        }
+    }
+    let b = &r["burst"];
+    if !b.is_null() {
+        let f = |k: &str| b[k].as_f64().unwrap_or(0.0);
+        println!(
+            "burst: {:.0} logins at once: {} served (p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms), {} shed (p50 {:.1} ms, max {:.0} ms), {} errors",
+            f("logins"),
+            f("served"),
+            f("served_p50_ms"),
+            f("served_p99_ms"),
+            f("served_max_ms"),
+            f("shed"),
+            f("shed_p50_ms"),
+            f("shed_max_ms"),
+            f("errors"),
+        );
+        if let Some(e) = b["first_error"].as_str() {
+            println!("       first error: {e}");
         }
     }
     let c = &r["cold_start"];

@@ -694,35 +694,30 @@ pub struct Overload {
 /// of shedding is that nobody waits that long.
 pub const OVERLOAD_GIVE_UP: Duration = Duration::from_secs(30);
 
-/// Logins offered at `rate` per second for `dur`, whatever the answers take (an open loop: a
-/// slow server is not given a break by its clients waiting).
-pub async fn overload(http: &Http, base: &str, p: &Prepared, rate: f64, dur: Duration) -> Overload {
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1.0)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let deadline = Instant::now() + dur;
-    let mut sent = tokio::task::JoinSet::new();
-    let mut i = 0usize;
-    while Instant::now() < deadline {
-        ticker.tick().await;
-        let (http, url) = (http.clone(), format!("{base}/auth/login"));
-        let email = p.0.users[i % p.0.users.len()].clone();
-        i += 1;
-        sent.spawn(async move {
-            let t = Instant::now();
-            let body = json!({"email": email, "password": PASSWORD});
-            let r = tokio::time::timeout(OVERLOAD_GIVE_UP, http.post(&url, None, &body)).await;
-            let took = t.elapsed().as_micros() as u32;
-            let outcome = match r {
-                Err(_) => Err("no answer within 30 s".to_owned()),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(a)) if a.0 == 503 || a.0 == 429 => Ok(false),
-                Ok(Ok(a)) => json(&a, 200).map(|_| true),
-            };
-            (outcome, took)
-        });
-    }
+/// One login of the overload and burst runs: whether it was served (`Ok(true)`) or shed, and
+/// how long its answer took (µs).
+type Sent = tokio::task::JoinSet<(Result<bool, String>, u32)>;
+
+fn send_login(sent: &mut Sent, http: &Http, base: &str, email: String) {
+    let (http, url) = (http.clone(), format!("{base}/auth/login"));
+    sent.spawn(async move {
+        let t = Instant::now();
+        let body = json!({"email": email, "password": PASSWORD});
+        let r = tokio::time::timeout(OVERLOAD_GIVE_UP, http.post(&url, None, &body)).await;
+        let took = t.elapsed().as_micros() as u32;
+        let outcome = match r {
+            Err(_) => Err("no answer within 30 s".to_owned()),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(a)) if a.0 == 503 || a.0 == 429 => Ok(false),
+            Ok(Ok(a)) => json(&a, 200).map(|_| true),
+        };
+        (outcome, took)
+    });
+}
+
+async fn collect(mut sent: Sent, offered_per_s: f64) -> Overload {
     let mut o = Overload {
-        offered_per_s: rate,
+        offered_per_s,
         ..Default::default()
     };
     let (mut served, mut shed) = (Vec::new(), Vec::new());
@@ -746,6 +741,42 @@ pub async fn overload(http: &Http, base: &str, p: &Prepared, rate: f64, dur: Dur
     o.served_ms = percentiles(served);
     o.shed_ms = percentiles(shed);
     o
+}
+
+/// Logins offered at `rate` per second for `dur`, whatever the answers take (an open loop: a
+/// slow server is not given a break by its clients waiting).
+pub async fn overload(http: &Http, base: &str, p: &Prepared, rate: f64, dur: Duration) -> Overload {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1.0)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let deadline = Instant::now() + dur;
+    let mut sent = Sent::new();
+    let mut i = 0usize;
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        send_login(
+            &mut sent,
+            http,
+            base,
+            p.0.users[i % p.0.users.len()].clone(),
+        );
+        i += 1;
+    }
+    collect(sent, rate).await
+}
+
+/// `n` logins sent at once, then nothing: what a burst gets (served whole when the hashing
+/// threads can work through it within `HASH_MAX_WAIT_MS`).
+pub async fn burst(http: &Http, base: &str, p: &Prepared, n: usize) -> Overload {
+    let mut sent = Sent::new();
+    for i in 0..n {
+        send_login(
+            &mut sent,
+            http,
+            base,
+            p.0.users[i % p.0.users.len()].clone(),
+        );
+    }
+    collect(sent, 0.0).await
 }
 
 fn percentiles(mut v: Vec<u32>) -> [f64; 3] {

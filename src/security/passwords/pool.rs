@@ -1,11 +1,18 @@
 //! The hashing pool: a fixed set of threads, each reusing its own Argon2 working memory and
-//! giving it back when idle, behind a semaphore with a bounded number of waiters.
+//! giving it back when idle, behind a semaphore whose waiters are admitted by expected wait.
+//!
+//! A request that finds every slot taken is admitted to wait only if it can expect to start
+//! hashing within the budget (`HASH_MAX_WAIT_MS`): with `n` requests already waiting for `t`
+//! threads, it starts after about `(n / t + 1)` hash durations, the duration being a moving
+//! average of the hashes this pool ran. So a burst the threads can work through within the
+//! budget is served whole, and a sustained overload is refused at once (503, microseconds)
+//! instead of joining a queue that only grows.
 
 use super::alloc::{map_large_allocations, trim_heap};
 use argon2::Block;
 use crossbeam_channel::RecvTimeoutError;
 use edge_idp_actors::DomainError;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore};
@@ -44,11 +51,26 @@ pub(super) struct HashPool {
     jobs: crossbeam_channel::Sender<Job>,
     held: prometheus::IntGauge,
     pub(super) slots: Arc<Semaphore>,
-    /// Requests waiting for a slot, and how many may.
+    /// Requests waiting for a slot, and how many may whatever their expected wait.
     pub(super) waiting: Arc<AtomicUsize>,
     max_waiting: usize,
+    /// The hashing threads.
+    threads: usize,
+    /// Longest expected wait for a slot a request is admitted with.
+    max_wait: Duration,
+    /// Moving average of one hash's duration on a hashing thread, microseconds.
+    estimate_us: Arc<AtomicU64>,
+    /// Hard bound on any wait for a slot.
     wait: Duration,
     observe: HashMetrics,
+}
+
+/// The admission rule: may a request wait when `ahead` requests already wait for `threads`
+/// threads, one hash taking `estimate`? It starts after the running hashes and `ahead /
+/// threads` rounds of the waiting ones: about `(ahead / threads + 1) × estimate`.
+pub(super) fn admits(ahead: usize, threads: usize, estimate: Duration, budget: Duration) -> bool {
+    let rounds = u32::try_from(ahead / threads.max(1) + 1).unwrap_or(u32::MAX);
+    estimate.saturating_mul(rounds) <= budget
 }
 
 /// What the hashing shows of itself in `/metrics`.
@@ -63,13 +85,17 @@ pub struct HashMetrics {
 }
 
 impl HashPool {
-    /// `threads` hashing threads and as many slots; `max_waiting` requests may wait for a slot,
-    /// for `wait` at most; a thread gives its memory back after `idle` without a hash.
+    /// `threads` hashing threads and as many slots; a request waits for a slot only when it
+    /// can expect one within `max_wait` and fewer than `max_waiting` wait, and for `wait` at
+    /// most; a thread gives its memory back after `idle` without a hash. `estimate` is a first
+    /// guess of one hash's duration, refined by every hash.
     pub(super) fn new(
         threads: usize,
         max_waiting: usize,
+        max_wait: Duration,
         wait: Duration,
         idle: Duration,
+        estimate: Duration,
         observe: HashMetrics,
     ) -> Result<Self, DomainError> {
         let held = observe.memory.clone();
@@ -101,13 +127,28 @@ impl HashPool {
             slots: Arc::new(Semaphore::new(threads.max(1))),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
+            threads: threads.max(1),
+            max_wait,
+            estimate_us: Arc::new(AtomicU64::new(micros(estimate))),
             wait,
             observe,
         })
     }
 
-    /// Runs `f` on a hashing thread once a slot is free; sheds it at once when `max_waiting`
-    /// requests already wait, and after `wait` without a slot.
+    /// The current estimate of one hash's duration.
+    pub(super) fn estimate(&self) -> Duration {
+        Duration::from_micros(self.estimate_us.load(Ordering::Relaxed))
+    }
+
+    /// Replaces the estimate (tests: admission at a known hash duration).
+    #[cfg(test)]
+    pub(super) fn set_estimate(&self, d: Duration) {
+        self.estimate_us.store(micros(d), Ordering::Relaxed);
+    }
+
+    /// Runs `f` on a hashing thread once a slot is free; sheds it at once when it could not
+    /// expect a slot within the budget (or `max_waiting` requests already wait), and after
+    /// `wait` without a slot.
     pub(super) async fn on_slot<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
@@ -124,15 +165,18 @@ impl HashPool {
                 Ok(Ok(p))
             }
             Err(_) => {
+                let estimate = self.estimate();
                 let admitted = self
                     .waiting
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < self.max_waiting).then_some(n + 1)
+                        (n < self.max_waiting && admits(n, self.threads, estimate, self.max_wait))
+                            .then_some(n + 1)
                     })
                     .is_ok();
                 if !admitted {
                     return Err(DomainError::Unavailable(
-                        "password hashing saturated: too many waiting".into(),
+                        "password hashing saturated: no slot expected within the wait budget"
+                            .into(),
                     ));
                 }
                 queue.inc();
@@ -173,15 +217,68 @@ impl HashPool {
     ) -> Result<T, DomainError> {
         let (tx, rx) = oneshot::channel();
         let held = self.held.clone();
+        let estimate = self.estimate_us.clone();
         self.jobs
             .send(Box::new(move |memory: &mut Vec<Block>| {
                 let before = bytes(memory);
+                let started = std::time::Instant::now();
                 let result = f(memory);
+                learn(&estimate, started.elapsed());
                 held.add(bytes(memory) - before);
                 let _ = tx.send(result);
             }))
             .map_err(|_| DomainError::Unavailable("password hashing stopped".into()))?;
         rx.await
             .map_err(|_| DomainError::Internal("hash thread failed".into()))
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Moves the estimate an eighth of the way to `sample`: a few hashes follow a change of cost
+/// or of the machine's load, one slow hash does not swing admission.
+fn learn(estimate: &AtomicU64, sample: Duration) {
+    let sample = micros(sample);
+    let _ = estimate.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        })
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_follows_the_expected_wait() {
+        let ms = Duration::from_millis;
+        // Two threads, 25 ms a hash, a 2 s budget: 158 waiting still start in time (79 rounds
+        // plus the running one = 2 s), the 160th does not.
+        assert!(admits(0, 2, ms(25), ms(2000)));
+        assert!(admits(158, 2, ms(25), ms(2000)));
+        assert!(!admits(160, 2, ms(25), ms(2000)));
+        // A slower machine admits fewer.
+        assert!(!admits(20, 2, ms(250), ms(2000)));
+    }
+
+    #[test]
+    fn the_estimate_follows_the_hashes_it_sees() {
+        let e = AtomicU64::new(0);
+        learn(&e, Duration::from_millis(40));
+        assert_eq!(
+            e.load(Ordering::Relaxed),
+            40_000,
+            "the first sample is the estimate"
+        );
+        for _ in 0..40 {
+            learn(&e, Duration::from_millis(20));
+        }
+        let now = e.load(Ordering::Relaxed);
+        assert!((20_000..20_200).contains(&now), "{now}");
     }
 }
