@@ -55,9 +55,8 @@ pub fn client(
                 let from_header = policy
                     .header
                     .as_ref()
-                    .and_then(|name| headers.get(name))
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_client_ip(v, policy.trusted_hops));
+                    .and_then(|name| header_list(&headers, name))
+                    .and_then(|v| parse_client_ip(&v, policy.trusted_hops));
                 let ip = from_header
                     .or(peer.map(|p| p.0.ip()))
                     .unwrap_or(IpAddr::from([127, 0, 0, 1]));
@@ -76,6 +75,20 @@ pub fn client(
                 }
             },
         )
+}
+
+/// Every line of header `name` joined into one comma list, as RFC 9110 §5.3 makes them
+/// equivalent: a proxy may add its own line instead of appending to the client's, and the
+/// right-most entries must still be the proxies'. `None` when absent or when any line is not
+/// text (then no position in the list can be trusted).
+fn header_list(headers: &warp::http::HeaderMap, name: &warp::http::HeaderName) -> Option<String> {
+    let lines: Option<Vec<&str>> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect();
+    let lines = lines?;
+    (!lines.is_empty()).then(|| lines.join(","))
 }
 
 /// Parses a client-IP header value: an IP address, or of a comma list (`X-Forwarded-For`) the

@@ -455,6 +455,39 @@ async fn forwarded_for_is_read_from_the_right_and_ipv6_is_counted_by_its_64() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_adds_its_own_header_line_is_read_after_the_clients_line() {
+    let app = spawn_with(
+        Opts::default()
+            .arg("--client-ip-header", "X-Forwarded-For")
+            .arg("--rate-limit-login", "2/60"),
+    )
+    .await;
+    // The client sent its own line; the proxy added 198.51.100.8 as a second line.
+    let login = |spoofed: &'static str| {
+        let app = &app;
+        async move {
+            app.http
+                .post(app.url("/auth/login"))
+                .header("x-forwarded-for", spoofed)
+                .header("x-forwarded-for", "198.51.100.8")
+                .json(&json!({"email": format!("{spoofed}@example.com"), "password": "x"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(login("1.1.1.1").await, 401);
+    assert_eq!(login("2.2.2.2").await, 401);
+    assert_eq!(
+        login("3.3.3.3").await,
+        429,
+        "the client's own line does not buy it a new bucket"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_password_policy_refuses_repetitive_sequential_guessable_and_context_passwords() {
     let app = spawn_app().await;
     for (email, pw) in [
