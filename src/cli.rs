@@ -106,12 +106,18 @@ pub fn run() -> ExitCode {
         }
         let settings = config.validate(key).map_err(|e| e.to_string())?;
         if let Some(action) = keys_action {
-            let out = crate::startup::keys_command(settings, action).await.map_err(|e| e.to_string())?;
+            let out = crate::startup::keys_command(settings, action)
+                .await
+                .map_err(|e| crate::ops::telemetry::chain(&e))?;
             print!("{out}");
             return Ok(());
         }
-        let app = Application::build(settings).await.map_err(|e| e.to_string())?;
-        app.run_until_stopped().await.map_err(|e| e.to_string())
+        let app = Application::build(settings)
+            .await
+            .map_err(|e| crate::ops::telemetry::chain(&e))?;
+        app.run_until_stopped()
+            .await
+            .map_err(|e| crate::ops::telemetry::chain(&e))
     });
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

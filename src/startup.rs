@@ -46,10 +46,16 @@ pub enum StartError {
     Keys(#[from] KeyError),
     /// The listener could not bind.
     #[error("LISTEN_ADDR: {0}")]
-    Bind(std::io::Error),
-    /// The actors or the hasher could not start.
-    #[error("start-up: {0}")]
-    Startup(String),
+    Bind(#[source] std::io::Error),
+    /// A part of the application (named) could not start.
+    #[error("start-up: {what}")]
+    Startup {
+        /// Which part.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: crate::app::error::Cause,
+    },
 }
 
 /// Asks a running application to stop; cheap to clone.
@@ -128,9 +134,12 @@ impl Application {
             grace: settings.refresh_grace,
         };
         let redis = match &settings.redis {
-            Some((url, prefix, timeout)) => {
-                Some(RedisBackend::new(url, prefix, *timeout).map_err(StartError::Startup)?)
-            }
+            Some((url, prefix, timeout)) => Some(
+                RedisBackend::new(url, prefix, *timeout).map_err(|e| StartError::Startup {
+                    what: "REDIS_URL",
+                    source: e.into(),
+                })?,
+            ),
             None => None,
         };
         let limiter = RateLimiter::new(
@@ -158,7 +167,11 @@ impl Application {
         };
         let (root, root_join) = Actor::spawn(None, RootSupervisor::<Db>::default(), root_args)
             .await
-            .map_err(|e| StartError::Startup(e.to_string()))?;
+            .map_err(|e| StartError::Startup {
+                what: "the supervision tree",
+                // ractor's spawn error is not `Sync`; its text is all it carries.
+                source: e.to_string().into(),
+            })?;
 
         let metrics = Arc::new(crate::ops::metrics::Metrics::new());
         let passwords = Passwords::new(
@@ -171,7 +184,10 @@ impl Application {
             metrics.hashing.clone(),
         )
         .await
-        .map_err(|e| StartError::Startup(e.to_string()))?;
+        .map_err(|e| StartError::Startup {
+            what: "password hashing",
+            source: Box::new(e),
+        })?;
         let tokens = TokenIssuer::new(
             keys.clone(),
             settings.issuer.clone(),

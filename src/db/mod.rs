@@ -47,6 +47,12 @@ use std::time::Duration;
 /// How long SQLite waits for another writer (this process or another) before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Write batches this process has in flight at a primary at once. The primary runs write
+/// transactions one at a time; more in flight from one instance only contend for its lock
+/// (each refused `BEGIN IMMEDIATE` is a retry), and with 16 rotations at once some waited out
+/// the 5 s bound (`docs/benchmarks.md`, 2026-12-05). A few overlap the round trips.
+const PRIMARY_WRITERS: usize = 4;
+
 /// How long past [`BUSY_TIMEOUT`] a local operation may take before its caller is answered
 /// 503: long enough that a busy database is reported by SQLite itself.
 const LOCAL_GRACE: Duration = Duration::from_secs(1);
@@ -145,6 +151,8 @@ struct Inner {
     writers: Arc<tokio::sync::Mutex<()>>,
     /// The primary that [`Db::write_batch`] sends batches to, in remote and replica modes.
     primary: Option<batch::Primary>,
+    /// This process's batches in flight at the primary, at most [`PRIMARY_WRITERS`].
+    primary_writers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Db {
@@ -193,6 +201,7 @@ impl Db {
                 cache_pragma,
                 writers: Arc::new(tokio::sync::Mutex::new(())),
                 primary,
+                primary_writers: Arc::new(tokio::sync::Semaphore::new(PRIMARY_WRITERS)),
             }),
         }
     }
@@ -376,20 +385,31 @@ impl Db {
 
     /// Runs `batch` as one write transaction (see [`batch`]): on a local file after this
     /// process's earlier writers, at a primary as one request. The primary orders the writers
-    /// of every instance itself, so there this process's writers are not queued first: a batch
-    /// holds the primary's write lock only while the primary runs it. On an embedded replica
-    /// the replica is synced after the batch, so that this instance reads what it wrote.
+    /// of every instance itself and a batch holds its write lock only while the primary runs
+    /// it; this process keeps at most [`PRIMARY_WRITERS`] in flight there, so that its own
+    /// writers do not crowd each other out of the lock. On an embedded replica the replica is
+    /// synced after the batch, so that this instance reads what it wrote.
     pub async fn write_batch(&self, batch: batch::Batch) -> Result<batch::Outcome, StoreError> {
         let Some(primary) = &self.inner.primary else {
             return self
                 .write(|c| async move { batch.run_local(&c).await })
                 .await;
         };
+        let turn = tokio::time::timeout(
+            BUSY_TIMEOUT,
+            self.inner.primary_writers.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("database is busy: writers queued".into()))?
+        .map_err(|_| StoreError::Unavailable("database closed".into()))?;
         // A task, so that a batch sent runs to its answer even if the caller stops waiting.
         let primary = primary.clone();
-        let outcome = tokio::spawn(async move { primary.run(batch, BUSY_TIMEOUT).await })
-            .await
-            .map_err(|e| StoreError::Other(format!("storage task failed: {e}")))??;
+        let outcome = tokio::spawn(async move {
+            let _turn = turn;
+            primary.run(batch, BUSY_TIMEOUT).await
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("storage task failed: {e}")))??;
         if self.inner.mode == Mode::Replica {
             // Committed already: a failed sync delays this instance's view, it undoes nothing.
             if let Err(e) = self.sync_replica().await {

@@ -4,6 +4,7 @@
 
 use crate::app::error::Cause;
 use crate::app::AppError;
+use crate::ops::telemetry::chain;
 use crate::security::ratelimit::Decision;
 use serde::Serialize;
 use warp::http::{header, HeaderValue, StatusCode};
@@ -99,18 +100,6 @@ impl ApiError {
     pub fn unavailable(what: impl Into<String>) -> Self {
         ApiError::Unavailable(what.into().into())
     }
-}
-
-/// An error and its sources, outermost first, joined by `: `, for the log.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
 }
 
 impl From<AppError> for ApiError {

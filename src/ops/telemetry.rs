@@ -162,6 +162,23 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Batches {
     }
 }
 
+/// An error and its sources, outermost first, joined by `: `, for a log line or the one line a
+/// failed start prints. A source whose text the message before it already ends with (an error
+/// that prints its cause itself) is not repeated.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
