@@ -246,7 +246,7 @@ async fn every_security_event_leaves_a_row_without_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_the_server_log_output() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-idp"));
+    let mut cmd = server_command();
     for pair in base_args(tmp.path()).chunks(2) {
         cmd.arg(&pair[0]).arg(&pair[1]);
     }

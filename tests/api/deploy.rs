@@ -66,10 +66,9 @@ async fn the_healthcheck_subcommand_reports_the_server_state() {
     let app = crate::helpers::spawn_app().await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let run = |addr: String| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_edge-idp"))
-            .args(["healthcheck", "--listen-addr", &addr])
-            .output()
-            .expect("run")
+        let mut cmd = crate::helpers::server_command();
+        cmd.args(["healthcheck", "--listen-addr", &addr]);
+        crate::helpers::output_within(cmd, std::time::Duration::from_secs(30))
     };
     assert!(run(addr).status.success());
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

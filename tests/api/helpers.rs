@@ -1,7 +1,7 @@
 //! `spawn_app()` and typed request helpers: a real server on port 0 over a real libSQL file in
 //! a temp folder, talked to over real HTTP.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use edge_idp::cli::Cli;
 use edge_idp::startup::{Application, Stopper};
 use edge_idp_actors::{Clock, Handles};
@@ -59,13 +59,13 @@ pub fn client() -> reqwest::Client {
 /// Arguments every test server gets: port 0, cheap Argon2 (the cost is not what these tests
 /// exercise), the fixed master key.
 pub fn base_args(dir: &Path) -> Vec<String> {
-    // Each server gets its own Redis namespace: CI sets REDIS_URL for every test, and servers
+    // Each server gets its own Redis namespace (for the tests that give it a Redis): servers
     // sharing keys would share rate-limit counters.
     let prefix = format!("test-{}", uuid::Uuid::now_v7().simple());
     [
         ("--rate-limit-redis-prefix", prefix.as_str()),
-        // Generous: CI sets REDIS_URL for every test, and a loaded two-core machine must not make
-        // a slow Redis answer look like an outage (which would split counters between backends).
+        // Generous: a loaded two-core machine must not make a slow Redis answer look like an
+        // outage (which would split counters between backends).
         ("--redis-timeout-ms", "2000"),
         ("--listen-addr", "127.0.0.1:0"),
         ("--data-dir", dir.to_str().expect("utf-8 temp path")),
@@ -94,12 +94,55 @@ pub async fn try_build(
         argv.push((*k).to_owned());
         argv.push((*v).to_owned());
     }
-    let config = Cli::try_parse_from(argv)
-        .expect("test config parses")
-        .config;
+    let config = explicit(argv).config;
     let (key, _) = config.resolve_master_key().expect("master key");
     let settings = config.validate(key).expect("settings");
     Application::build(settings).await
+}
+
+/// Parses a test server's command line from `argv` alone. The settings' environment variables
+/// (`REDIS_URL`, `CLIENT_IP_HEADER`, … which CI sets for the whole run) are not read: a test
+/// server runs exactly the configuration its test wrote, and a test that wants Redis says so.
+pub fn explicit(argv: Vec<String>) -> Cli {
+    let matches = Cli::command()
+        .mut_args(|a| a.env(None))
+        .try_get_matches_from(argv)
+        .expect("test config parses");
+    Cli::from_arg_matches(&matches).expect("test config parses")
+}
+
+/// The server binary, run with an empty environment (but `PATH`): what it does is decided by
+/// the arguments and variables the test gives it, never by the environment of the run.
+pub fn server_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_edge-idp"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd
+}
+
+/// Runs `cmd` to its end, at most `within`: a command that should exit (a refused start, a
+/// CLI call) and does not fails its test instead of hanging the run. Its output is captured.
+pub fn output_within(
+    mut cmd: std::process::Command,
+    within: std::time::Duration,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn edge-idp");
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("edge-idp did not exit within {within:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -128,9 +171,7 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
         argv.push(k);
         argv.push(v);
     }
-    let config = Cli::try_parse_from(argv)
-        .expect("test config parses")
-        .config;
+    let config = explicit(argv).config;
     let (key, _) = config.resolve_master_key().expect("master key");
     let settings = config.validate(key).expect("settings");
     let clock = opts.clock.unwrap_or_else(Clock::manual_now);

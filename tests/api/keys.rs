@@ -3,7 +3,6 @@
 
 use crate::helpers::*;
 use serde_json::Value;
-use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
@@ -150,13 +149,11 @@ async fn two_instances_on_one_database_agree_on_keys_and_accept_each_others_toke
 fn keys_subcommands_list_and_rotate_on_the_configured_database() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_edge-idp"))
-            .args(args)
+        let mut cmd = server_command();
+        cmd.args(args)
             .env("DATA_DIR", tmp.path())
-            .env("MFA_ENCRYPTION_KEY", MASTER_KEY)
-            .env_remove("APP_ENV")
-            .output()
-            .expect("run edge-idp");
+            .env("MFA_ENCRYPTION_KEY", MASTER_KEY);
+        let out = output_within(cmd, std::time::Duration::from_secs(60));
         assert!(
             out.status.success(),
             "{args:?}: {}",

@@ -30,7 +30,7 @@ impl Drop for Server {
 
 /// Starts the real binary on port 0 and reads the bound address from its `listening` log line.
 pub fn start(dir: &Path, grace: u32) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-idp"));
+    let mut cmd = server_command();
     for pair in base_args(dir).chunks(2) {
         cmd.arg(&pair[0]).arg(&pair[1]);
     }
@@ -332,15 +332,13 @@ async fn a_revocation_is_refused_at_once_here_and_within_five_seconds_on_another
 /// Runs the binary with `env` and returns (exit code, stderr).
 fn run_expecting_failure(env: &[(&str, &str)]) -> (i32, String) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-idp"));
+    let mut cmd = server_command();
     cmd.env("DATA_DIR", tmp.path())
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env_remove("MFA_ENCRYPTION_KEY")
-        .env_remove("APP_ENV");
+        .env("LISTEN_ADDR", "127.0.0.1:0");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.stdout(Stdio::null()).output().expect("run edge-idp");
+    let out = output_within(cmd, std::time::Duration::from_secs(30));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
