@@ -372,38 +372,84 @@ async fn refresh_token_reuse_revokes_bearer_tokens_of_the_family_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_are_checked_for_signature_issuer_audience_type_and_time() {
-    let app = spawn_app().await;
+    // The server signs with a key pair it writes where we can read it, so the wrong-claim
+    // tokens below carry valid signatures: only the claim or header checked can refuse them.
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = (dir.path().join("k.pem"), dir.path().join("k.pub.pem"));
+    let app = spawn_with(
+        Opts::default()
+            .arg("--private-key-path", private.display())
+            .arg("--public-key-path", public.display()),
+    )
+    .await;
     app.signup("bt1@example.com").await;
     let login = app.login("bt1@example.com").await;
     let token = login["access_token"].as_str().unwrap();
     let parts: Vec<&str> = token.split('.').collect();
     let claims: Value =
         serde_json::from_slice(&edge_idp_actors::crypto::b64url_decode(parts[1]).unwrap()).unwrap();
-    let resign = |header: Value, claims: &Value| {
-        // Re-encode with the original signature: any change must break verification.
-        format!(
-            "{}.{}.{}",
-            edge_idp_actors::crypto::b64url(header.to_string().as_bytes()),
-            edge_idp_actors::crypto::b64url(claims.to_string().as_bytes()),
-            parts[2]
-        )
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let pem = std::fs::read(&private).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
+    let sign = |header: &jsonwebtoken::Header, claims: &Value| {
+        jsonwebtoken::encode(header, claims, &key).unwrap()
     };
-    let header: Value =
-        serde_json::from_slice(&edge_idp_actors::crypto::b64url_decode(parts[0]).unwrap()).unwrap();
-    let mut other_aud = claims.clone();
-    other_aud["aud"] = json!("https://elsewhere.example");
-    let mut none_alg = header.clone();
-    none_alg["alg"] = json!("none");
+    let me = |t: String| {
+        let app = &app;
+        async move { get(app, "/auth/me", &format!("Bearer {t}")).await }
+    };
+    // The control: our signing of the server's own claims is accepted, so each refusal below
+    // is the check it names.
+    assert_eq!(me(sign(&header, &claims)).await.status(), 200);
+    let with = |k: &str, v: Value| {
+        let mut c = claims.clone();
+        c[k] = v;
+        c
+    };
+    let now = app.clock.now();
     let mut wrong_typ = header.clone();
-    wrong_typ["typ"] = json!("JWT");
-    for bad in [
-        resign(header.clone(), &other_aud),
-        resign(none_alg, &claims),
-        resign(wrong_typ, &claims),
-        format!("{}.{}.", parts[0], parts[1]),
-        "garbage".to_owned(),
+    wrong_typ.typ = Some("JWT".into());
+    let mut unknown_kid = header.clone();
+    unknown_kid.kid = Some("not-a-published-kid".into());
+    let mut hs256 = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs256.typ = header.typ.clone();
+    hs256.kid = header.kid.clone();
+    let public_pem = std::fs::read(&public).unwrap();
+    let confused = jsonwebtoken::encode(
+        &hs256,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&public_pem).unwrap(),
+    )
+    .unwrap();
+    let none_alg = format!(
+        "{}.{}.",
+        edge_idp_actors::crypto::b64url(
+            json!({"alg": "none", "typ": "at+jwt", "kid": header.kid})
+                .to_string()
+                .as_bytes()
+        ),
+        parts[1]
+    );
+    for (case, bad) in [
+        (
+            "audience",
+            sign(&header, &with("aud", json!("https://elsewhere.example"))),
+        ),
+        (
+            "issuer",
+            sign(&header, &with("iss", json!("https://evil.example"))),
+        ),
+        ("type", sign(&wrong_typ, &claims)),
+        ("expiry", sign(&header, &with("exp", json!(now - 1)))),
+        ("not before", sign(&header, &with("nbf", json!(now + 600)))),
+        ("key id", sign(&unknown_kid, &claims)),
+        ("HS256 keyed with the public key", confused),
+        ("alg none", none_alg),
+        ("signature", format!("{}.{}.", parts[0], parts[1])),
+        ("shape", "garbage".to_owned()),
     ] {
-        let r = get(&app, "/auth/me", &format!("Bearer {bad}")).await;
+        let r = me(bad).await;
+        assert_eq!(r.status(), 401, "a token with a wrong {case} was accepted");
         assert_eq!(
             r.headers()["www-authenticate"],
             r#"Bearer error="invalid_token""#

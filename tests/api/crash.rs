@@ -110,8 +110,9 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_write_and_reuses_no_token() {
         let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 2;
         tokio::time::sleep(Duration::from_millis(50 + jitter)).await;
         server.kill();
+        // A worker stops at its first failed request (the kill); a panic in one is a failure.
         for w in workers {
-            let _ = w.await;
+            w.await.expect("a traffic worker panicked");
         }
         integrity_ok(tmp.path()).await;
 
