@@ -156,6 +156,38 @@ async fn every_security_event_leaves_a_row_without_secrets() {
         204
     );
 
+    // Switching organization, a wrong current password, ending a session.
+    let switched = auth(app.http.post(app.url("/auth/switch-org")))
+        .json(&json!({"org_id": org_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status(), 200);
+    let wrong = auth(app.http.post(app.url("/auth/password")))
+        .json(&json!({"current_password": "not the password 3", "new_password": "a new long passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    secrets.extend(["not the password 3".into(), "a new long passphrase".into()]);
+    let other = app.login("au1@example.com").await;
+    secrets.push(other["refresh_token"].as_str().unwrap().to_owned());
+    let other_claims = verify_with_jwks(
+        &app.http,
+        &app.url("/.well-known/jwks.json"),
+        other["access_token"].as_str().unwrap(),
+    )
+    .await;
+    let other_sid = other_claims["sid"].as_str().unwrap().to_owned();
+    let ended = auth(
+        app.http
+            .delete(app.url(&format!("/auth/sessions/{other_sid}"))),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(ended.status(), 204);
+
     // Reuse, password change, logout, key rotation.
     let rt1: Value = app.refresh(&rt0).await.json().await.unwrap();
     secrets.extend([
@@ -207,6 +239,9 @@ async fn every_security_event_leaves_a_row_without_secrets() {
         "org_invitation_created",
         "org_invitation_accepted",
         "member_removed",
+        "switch_org",
+        "password_change_failed",
+        "session_deleted",
         "refresh_token_reused",
         "password_changed",
         "logout",
@@ -219,6 +254,29 @@ async fn every_security_event_leaves_a_row_without_secrets() {
     assert_eq!(login["ip"], "127.0.0.1");
     assert_eq!(login["request_id"], "req-login-1");
     assert!(login["session_id"].is_string() && login["at"].as_i64().unwrap() > 0);
+    // Every row a request wrote says where it came from and which request it was; every one
+    // but a failed login of an unknown email names its user.
+    for row in &rows {
+        let kind = row["kind"].as_str().unwrap();
+        if kind == "key_rotation" {
+            continue;
+        }
+        assert_eq!(row["ip"], "127.0.0.1", "{kind}");
+        assert!(
+            row["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+            "{kind} has no request id"
+        );
+        if !(kind == "login_failed" && row["detail"] == "unknown account") {
+            assert!(row["user_id"].is_string(), "{kind} names no user");
+        }
+    }
+    let switch = rows.iter().find(|r| r["kind"] == "switch_org").unwrap();
+    assert_eq!(switch["org_id"], org_id.as_str());
+    let deleted = rows
+        .iter()
+        .find(|r| r["kind"] == "session_deleted")
+        .unwrap();
+    assert_eq!(deleted["session_id"], other_sid.as_str());
     let reuse = rows
         .iter()
         .find(|r| r["kind"] == "refresh_token_reused")

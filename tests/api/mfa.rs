@@ -446,20 +446,43 @@ async fn malformed_codes_and_bad_mfa_tokens_are_4xx_problems() {
     .await;
 }
 
+/// `/auth/mfa/verify` as a client at `ip` (the server trusts `X-Client-IP`).
+async fn verify_from(app: &TestApp, ip: &str, mfa_token: &str, code: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/auth/mfa/verify"))
+        .header("x-client-ip", ip)
+        .json(&json!({"mfa_token": mfa_token, "code": code}))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mfa_verify_counts_against_the_login_rate_limit_of_the_account() {
-    let app = spawn_with(Opts::default().arg("--rate-limit-login", "4/60")).await;
+    let app = spawn_with(
+        Opts::default()
+            .arg("--rate-limit-login", "4/60")
+            .arg("--client-ip-header", "X-Client-IP"),
+    )
+    .await;
     let (totp, _) = with_mfa(&app, "mfa9@example.com").await;
-    // with_mfa's login and its confirmation count (a confirmation checks a second factor);
-    // the challenge's login is the third request, this the fourth.
+    // with_mfa's login and its confirmation count against the account (a confirmation checks
+    // a second factor); the challenge's login is the third, the first verify the fourth. The
+    // verifies come each from an IP of its own, so only the account's count can refuse one.
     let ch = challenge(&app, "mfa9@example.com").await;
-    assert_problem(verify(&app, &ch, "000000").await, 401, "invalid_mfa_code").await;
+    let wrong = verify_from(&app, "192.0.2.1", &ch, "000000").await;
+    assert_problem(wrong, 401, "invalid_mfa_code").await;
     let code = totp.code_at(app.clock.now() + 30);
-    assert_problem(verify(&app, &ch, &code).await, 429, "rate_limited").await;
-    // The refused attempt changed nothing: once a slot frees (60/3 s), the same challenge and
+    let refused = verify_from(&app, "192.0.2.2", &ch, &code).await;
+    assert_eq!(refused.headers()["ratelimit-limit"], "4");
+    assert_problem(refused, 429, "rate_limited").await;
+    // The refused attempt changed nothing: once a slot frees (60/4 s), the same challenge and
     // code pass.
-    app.clock.advance(20);
-    assert_eq!(verify(&app, &ch, &code).await.status(), 200);
+    app.clock.advance(15);
+    assert_eq!(
+        verify_from(&app, "192.0.2.3", &ch, &code).await.status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
