@@ -1,7 +1,7 @@
 //! Two server *processes* on one database file: the refresh guarantees must hold across them.
 
 use crate::helpers::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -154,7 +154,8 @@ async fn two_processes_in_strict_mode_let_exactly_one_refresh_succeed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_the_server_cleanly() {
+async fn sigterm_drains_the_requests_in_flight_then_stops_cleanly() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir().unwrap();
     let mut s = start(tmp.path(), 10);
     let r = client()
@@ -163,12 +164,41 @@ async fn sigterm_stops_the_server_cleanly() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // A signup whose body is half sent when the signal arrives: surely in flight.
+    let body = json!({"email": "draining@example.com", "password": PASSWORD}).to_string();
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /auth/signup HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (first, rest) = body.split_at(body.len() / 2);
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(first.as_bytes()).await.unwrap();
     let pid = s.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
+    // Shutting down: new connections are refused from now on...
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...and the request already on its way is still read and answered.
+    conn.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 201"),
+        "the request in flight was not answered: {answer:?}"
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(st) = s.child.try_wait().unwrap() {
