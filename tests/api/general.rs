@@ -64,6 +64,101 @@ async fn every_response_carries_the_security_headers_and_a_request_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_headers_and_request_id_are_on_successes_and_every_kind_of_refusal() {
+    let app = spawn_with(Opts::default().arg("--rate-limit-refresh", "1/60")).await;
+    let signup = app
+        .post(
+            "/auth/signup",
+            &json!({"email": "hdr@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let t = app.login("hdr@example.com").await;
+    let rt = t["refresh_token"].as_str().unwrap();
+    let _ = app.refresh("A".repeat(43).as_str()).await;
+    let responses = [
+        (201, signup),
+        (
+            204,
+            app.post("/auth/logout", &json!({"refresh_token": rt}))
+                .await,
+        ),
+        (401, app.get_as("/auth/me", "not-a-token").await),
+        (
+            413,
+            app.http
+                .post(app.url("/auth/login"))
+                .header("content-type", "application/json")
+                .body(vec![b' '; 17 * 1024])
+                .send()
+                .await
+                .unwrap(),
+        ),
+        (
+            415,
+            app.http
+                .post(app.url("/auth/login"))
+                .header("content-type", "text/plain")
+                .body("{}")
+                .send()
+                .await
+                .unwrap(),
+        ),
+        (429, app.refresh("A".repeat(43).as_str()).await),
+    ];
+    for (status, r) in responses {
+        assert_eq!(r.status(), status);
+        for (k, v) in SECURITY {
+            assert_eq!(
+                r.headers().get(*k).and_then(|h| h.to_str().ok()),
+                Some(*v),
+                "{k} on a {status}"
+            );
+        }
+        assert!(
+            r.headers().contains_key("x-request-id"),
+            "no request id on a {status}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_token_response_is_marked_no_store() {
+    let app = spawn_app().await;
+    app.signup("nostore@example.com").await;
+    let login = app
+        .post(
+            "/auth/login",
+            &json!({"email": "nostore@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let check = |r: &reqwest::Response, what: &str| {
+        assert_eq!(r.status(), 200, "{what}");
+        assert_eq!(r.headers()["cache-control"], "no-store", "{what}");
+        assert_eq!(r.headers()["pragma"], "no-cache", "{what}");
+    };
+    check(&login, "login");
+    let t: serde_json::Value = login.json().await.unwrap();
+    let refreshed = app.refresh(t["refresh_token"].as_str().unwrap()).await;
+    check(&refreshed, "refresh");
+    let t: serde_json::Value = refreshed.json().await.unwrap();
+    let me: serde_json::Value = app
+        .get_as("/auth/me", t["access_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let switched = app
+        .http
+        .post(app.url("/auth/switch-org"))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .json(&json!({"org_id": me["active_org_id"]}))
+        .send()
+        .await
+        .unwrap();
+    check(&switched, "switch-org");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     let app = spawn_app().await;
     assert_problem(app.get("/nope").await, 404, "not_found").await;
@@ -73,6 +168,10 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     assert_problem(r, 405, "method_not_allowed").await;
     let r = app.post("/.well-known/jwks.json", &json!({})).await;
     assert_eq!(r.headers()["allow"], "GET");
+    assert_problem(r, 405, "method_not_allowed").await;
+    // A path with several methods names them all.
+    let r = app.http.delete(app.url("/orgs")).send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "GET, POST");
     assert_problem(r, 405, "method_not_allowed").await;
 }
 
@@ -239,4 +338,55 @@ async fn json_with_a_charset_parameter_is_accepted() {
         )
         .await;
     assert_eq!(r.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_rules_hold_on_the_bearer_endpoints_and_mfa_verify() {
+    let app = spawn_app().await;
+    app.signup("bodies@example.com").await;
+    let t = app.login("bodies@example.com").await;
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    let me: serde_json::Value = app.get_as("/auth/me", &token).await.json().await.unwrap();
+    let org = me["active_org_id"].as_str().unwrap().to_owned();
+    let paths = [
+        "/auth/mfa/confirm".to_owned(),
+        "/auth/mfa/disable".to_owned(),
+        "/auth/switch-org".to_owned(),
+        "/auth/password".to_owned(),
+        "/orgs".to_owned(),
+        format!("/orgs/{org}/invitations"),
+        "/auth/mfa/verify".to_owned(),
+    ];
+    for path in &paths {
+        let send = |ct: &'static str, body: Vec<u8>| {
+            app.http
+                .post(app.url(path))
+                .bearer_auth(&token)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+        };
+        let cases = [
+            (
+                400,
+                "invalid_json",
+                send("application/json", b"{\"oops\"".to_vec()),
+            ),
+            (
+                413,
+                "payload_too_large",
+                send("application/json", vec![b' '; 17 * 1024]),
+            ),
+            (
+                415,
+                "unsupported_media_type",
+                send("text/plain", b"{}".to_vec()),
+            ),
+        ];
+        for (status, code, r) in cases {
+            let r = r.await.unwrap();
+            assert_eq!(r.status(), status, "{path}");
+            assert_problem(r, status, code).await;
+        }
+    }
 }

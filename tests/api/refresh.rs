@@ -150,3 +150,50 @@ async fn no_session_outlives_session_max_ttl() {
     app.clock.advance(15);
     assert_problem(app.refresh(&rt).await, 401, "invalid_refresh_token").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_window_ends_exactly_refresh_reuse_grace_secs_after_the_rotation() {
+    let app = spawn_app().await;
+    // Two families rotated at the same instant: one replayed a second before the window ends,
+    // the other presented the second it ends.
+    let a0 = session(&app, "edge-a@example.com").await;
+    let b0 = session(&app, "edge-b@example.com").await;
+    let a1: Value = app.refresh(&a0).await.json().await.unwrap();
+    assert_eq!(app.refresh(&b0).await.status(), 200);
+    app.clock.advance(9);
+    let replay: Value = app.refresh(&a0).await.json().await.unwrap();
+    assert_eq!(
+        replay["refresh_token"], a1["refresh_token"],
+        "inside: a replay"
+    );
+    app.clock.advance(1);
+    assert_problem(app.refresh(&b0).await, 401, "refresh_token_reused").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_refused_by_the_rate_limit_leaves_its_token_usable() {
+    let app = spawn_with(Opts::default().arg("--rate-limit-refresh", "1/60")).await;
+    let rt0 = session(&app, "limited@example.com").await;
+    let rt1 = app.refresh(&rt0).await.json::<Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = app.refresh(&rt1).await;
+    let wait: i64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_problem(refused, 429, "rate_limited").await;
+    app.clock.advance(wait);
+    let r = app.refresh(&rt1).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the refused presentation neither used nor burned it"
+    );
+    assert_ne!(
+        r.json::<Value>().await.unwrap()["refresh_token"],
+        rt1.as_str()
+    );
+}
