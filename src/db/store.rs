@@ -827,6 +827,125 @@ impl MfaStore for Db {
 mod tests {
     use super::*;
     use crate::db::orgs::tests::{db, user};
+    use edge_idp_actors::crypto::MasterKey;
+    use edge_idp_actors::refresh::{
+        token_hash, Families, Issued, RefreshPolicy, Rotated, StartSession,
+    };
+    use edge_idp_actors::{Clock, DomainError};
+
+    /// Refresh families on a real database with a manual clock: 60 s tokens, a 600 s session,
+    /// `grace` seconds of grace.
+    async fn families(grace: i64) -> (tempfile::TempDir, Families<Db>, Uuid, Uuid) {
+        let (dir, db) = db().await;
+        let (user_id, org_id) = user(&db, "fam@example.com").await;
+        let families = Families {
+            store: db,
+            sealer: MasterKey::generate().unwrap().sealer(b"refresh-successor"),
+            policy: RefreshPolicy {
+                token_ttl: 60,
+                session_max_ttl: 600,
+                grace,
+            },
+            clock: Clock::manual(1_000_000),
+        };
+        (dir, families, user_id, org_id)
+    }
+
+    async fn start(f: &Families<Db>, user_id: Uuid, org_id: Uuid) -> Issued {
+        f.start(StartSession {
+            user_id,
+            org_id,
+            amr: vec!["pwd".into()],
+            user_agent: None,
+            ip: None,
+        })
+        .await
+        .unwrap()
+    }
+
+    fn present(t: &Issued) -> [u8; 32] {
+        token_hash(t.refresh_token.expose())
+    }
+
+    fn issued(r: Result<Rotated, DomainError>) -> Issued {
+        match r {
+            Ok(Rotated::Issued(i, _)) => i,
+            other => panic!("expected a successor, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_family_rotates_replays_inside_the_grace_window_and_is_revoked_on_reuse_after_it() {
+        let (_dir, f, user_id, org_id) = families(10).await;
+        let t0 = start(&f, user_id, org_id).await;
+        let t1 = issued(f.rotate(present(&t0)).await);
+        assert!(!t1.replayed);
+        assert_eq!(t1.session_id, t0.session_id, "the same family");
+        f.clock.advance(9);
+        let again = issued(f.rotate(present(&t0)).await);
+        assert!(again.replayed);
+        assert_eq!(again.refresh_token.expose(), t1.refresh_token.expose());
+        f.clock.advance(1);
+        match f.rotate(present(&t0)).await {
+            Ok(Rotated::Reused { session_id, .. }) => assert_eq!(session_id, t0.session_id),
+            other => panic!("expected reuse, got {other:?}"),
+        }
+        // The family is revoked: its newest token is refused too.
+        assert_eq!(
+            f.rotate(present(&t1)).await.err(),
+            Some(DomainError::InvalidRefreshToken)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn strict_mode_has_no_replay_and_a_rotated_successor_ends_the_grace_of_its_predecessor() {
+        let (_dir, strict, user_id, org_id) = families(0).await;
+        let t0 = start(&strict, user_id, org_id).await;
+        issued(strict.rotate(present(&t0)).await);
+        assert!(matches!(
+            strict.rotate(present(&t0)).await,
+            Ok(Rotated::Reused { .. })
+        ));
+
+        let (_dir, f, user_id, org_id) = families(10).await;
+        let t0 = start(&f, user_id, org_id).await;
+        let t1 = issued(f.rotate(present(&t0)).await);
+        issued(f.rotate(present(&t1)).await);
+        assert!(
+            matches!(f.rotate(present(&t0)).await, Ok(Rotated::Reused { .. })),
+            "inside the window, but its successor moved on: reuse"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_unknown_and_out_of_session_tokens_are_invalid() {
+        let (_dir, f, user_id, org_id) = families(10).await;
+        assert_eq!(
+            f.rotate([7; 32]).await.err(),
+            Some(DomainError::InvalidRefreshToken),
+            "unknown"
+        );
+        let t0 = start(&f, user_id, org_id).await;
+        f.clock.advance(60);
+        assert_eq!(
+            f.rotate(present(&t0)).await.err(),
+            Some(DomainError::InvalidRefreshToken),
+            "expired after its 60 s"
+        );
+        // Rotating every 50 s keeps a chain alive only until the session's 600 s end.
+        let mut t = start(&f, user_id, org_id).await;
+        for _ in 0..11 {
+            f.clock.advance(50);
+            t = issued(f.rotate(present(&t)).await);
+            assert!(t.expires_at <= 1_000_000 + 60 + 600);
+        }
+        f.clock.advance(50);
+        assert_eq!(
+            f.rotate(present(&t)).await.err(),
+            Some(DomainError::InvalidRefreshToken),
+            "past the session's end"
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mfa_is_turned_on_only_with_the_secret_that_was_confirmed() {
