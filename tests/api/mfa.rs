@@ -539,3 +539,37 @@ async fn mfa_management_needs_a_valid_bearer_token_of_a_live_session() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_organization_asked_for_at_login_travels_with_the_mfa_token() {
+    let app = spawn_app().await;
+    let (owner, s) = crate::orgs::authed(&app, "mfa-org-owner@example.com").await;
+    let org = s["organization"]["id"].as_str().unwrap().to_owned();
+    let (member, _) = crate::orgs::authed(&app, "mfa-org@example.com").await;
+    crate::orgs::join(&app, &owner, &org, "mfa-org@example.com", "member", &member).await;
+    let (totp, _, _) = enroll_and_confirm(&app, "mfa-org@example.com").await;
+    let r = app
+        .post(
+            "/auth/login",
+            &json!({"email": "mfa-org@example.com", "password": PASSWORD, "org_id": org}),
+        )
+        .await;
+    let ch: Value = r.json().await.unwrap();
+    let r = verify(
+        &app,
+        ch["mfa_token"].as_str().unwrap(),
+        &totp.code_at(app.clock.now() + 30),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = verify_with_jwks(
+        &app.http,
+        &app.url("/.well-known/jwks.json"),
+        t["access_token"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(claims["org_id"], org.as_str(), "the organization asked for");
+    assert_eq!(claims["role"], "member");
+    assert_eq!(claims["amr"], json!(["pwd", "otp"]));
+}
