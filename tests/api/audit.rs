@@ -3,9 +3,6 @@
 
 use crate::helpers::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 async fn rows(app: &TestApp) -> Vec<Value> {
     app.flush_audit().await;
@@ -304,40 +301,12 @@ async fn every_security_event_leaves_a_row_without_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_the_server_log_output() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cmd = server_command();
-    for pair in base_args(tmp.path()).chunks(2) {
-        cmd.arg(&pair[0]).arg(&pair[1]);
-    }
-    cmd.args(["--refresh-reuse-grace-secs", "0"]);
-    let mut child = cmd
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut readers = Vec::new();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let lines = lines.clone();
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            for l in BufReader::new(stream).lines().map_while(Result::ok) {
-                if l.contains("\"listening\"") {
-                    let v: Value = serde_json::from_str(&l).unwrap();
-                    let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
-                }
-                lines.lock().unwrap().push(l);
-            }
-        }));
-    }
-    let base = format!(
-        "http://{}",
-        rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap()
+    let mut server = crate::multiprocess::start_logged(
+        tmp.path(),
+        &["--refresh-reuse-grace-secs", "0"],
+        "debug",
     );
+    let base = server.base.clone();
     let http = client();
     let post = |p: &str, b: Value| http.post(format!("{base}{p}")).json(&b).send();
     assert_eq!(
@@ -407,16 +376,8 @@ async fn no_secret_appears_in_the_server_log_output() {
     .unwrap();
     // SIGTERM, not SIGKILL: log lines are written in batches, and a clean stop writes the last
     // one; the readers then see the pipes close and have every line.
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    assert!(child.wait().unwrap().success(), "the server stops cleanly");
-    for r in readers {
-        r.join().unwrap();
-    }
-    let log = lines.lock().unwrap().join("\n");
+    assert!(server.terminate().success(), "the server stops cleanly");
+    let log = server.lines.lock().unwrap().join("\n");
     assert!(log.contains("\"audit\""), "the audit events are in the log");
     assert!(
         log.lines()

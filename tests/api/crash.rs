@@ -80,14 +80,6 @@ async fn post_quiet(
         .await
 }
 
-async fn integrity_ok(dir: &std::path::Path) {
-    let db = direct_db(dir).await;
-    let c = &db.conn;
-    let mut rows = c.query("PRAGMA integrity_check", ()).await.unwrap();
-    let v: String = rows.next().await.unwrap().unwrap().get(0).unwrap();
-    assert_eq!(v, "ok");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_traffic_loses_no_acknowledged_write_and_reuses_no_token() {
     let tmp = tempfile::tempdir().unwrap();

@@ -203,17 +203,9 @@ async fn a_panicking_actor_under_load_is_restarted_counted_and_nothing_hangs() {
         let cs = clients(&app, &format!("panic-{}", kind.name())).await;
         let stop = Arc::new(AtomicBool::new(false));
         let load = start_load(&app, cs, stop.clone());
-        let shards = 1;
         let before = app.actors.restarts(kind);
         app.actors.inject_panic(kind);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while app.actors.restarts(kind) < before + shards {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{kind:?} was not restarted"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        restarted(&app, kind, before + 1).await;
         let (_, cs) = finish_load(stop, load).await;
         chains_still_work(&app, &cs).await;
         let metrics = app.get("/metrics").await.text().await.unwrap();
@@ -223,6 +215,6 @@ async fn a_panicking_actor_under_load_is_restarted_counted_and_nothing_hangs() {
             .find_map(|l| l.strip_prefix(&line))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("{line} missing from /metrics"));
-        assert!(counted >= before + shards, "{line} = {counted}");
+        assert!(counted > before, "{line} = {counted}");
     }
 }

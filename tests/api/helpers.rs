@@ -398,3 +398,23 @@ pub async fn direct_db(dir: &Path) -> DirectDb {
     conn.query("PRAGMA busy_timeout = 5000", ()).await.unwrap();
     DirectDb { _db: db, conn }
 }
+
+/// The database in `dir` passes SQLite's `PRAGMA integrity_check`.
+pub async fn integrity_ok(dir: &Path) {
+    let db = direct_db(dir).await;
+    let mut rows = db.conn.query("PRAGMA integrity_check", ()).await.unwrap();
+    let row = rows.next().await.unwrap().unwrap();
+    assert_eq!(row.get::<String>(0).unwrap(), "ok");
+}
+
+/// Waits (at most 20 s) until the supervisor has restarted `kind` at least `n` times since start.
+pub async fn restarted(app: &TestApp, kind: edge_idp_actors::ActorKind, n: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.actors.restarts(kind) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kind:?} was not restarted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

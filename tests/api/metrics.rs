@@ -150,11 +150,7 @@ async fn actor_restarts_are_counted_by_actor() {
     let app = spawn_app().await;
     app.actors
         .inject_panic(edge_idp_actors::ActorKind::KeyManager);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while app.actors.restarts(edge_idp_actors::ActorKind::KeyManager) < 1 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    restarted(&app, edge_idp_actors::ActorKind::KeyManager, 1).await;
     let m = scrape(&app).await;
     assert_eq!(
         get(&m, r#"edge_idp_actor_restarts_total{actor="key_manager"}"#),

@@ -5,12 +5,17 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+/// A server process, killed when dropped (a failed test leaves no process behind).
 pub struct Server {
     child: Child,
     pub base: String,
+    /// Its log lines (stdout and stderr), when started with [`start_logged`]; the reader
+    /// threads, joined by [`Server::terminate`] so that every line is in.
+    pub lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -18,6 +23,35 @@ impl Server {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then its exit status (at most 30 s later) with every log line read.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        assert!(Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        status
     }
 }
 
@@ -30,38 +64,64 @@ impl Drop for Server {
 
 /// Starts the real binary on port 0 and reads the bound address from its `listening` log line.
 pub fn start(dir: &Path, grace: u32) -> Server {
+    spawn(
+        dir,
+        &["--refresh-reuse-grace-secs", &grace.to_string()],
+        None,
+    )
+}
+
+/// [`start`] with `args`, logging at `rust_log`, every line of stdout and stderr kept in
+/// [`Server::lines`].
+pub fn start_logged(dir: &Path, args: &[&str], rust_log: &str) -> Server {
+    spawn(dir, args, Some(rust_log))
+}
+
+fn spawn(dir: &Path, args: &[&str], rust_log: Option<&str>) -> Server {
     let mut cmd = server_command();
     for pair in base_args(dir).chunks(2) {
         cmd.arg(&pair[0]).arg(&pair[1]);
     }
-    cmd.args([
-        "--refresh-reuse-grace-secs",
-        &grace.to_string(),
-        "--log-format",
-        "json",
-    ])
-    .env_remove("RUST_LOG")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    cmd.args(args).args(["--log-format", "json"]);
+    cmd.stdout(Stdio::piped());
+    match rust_log {
+        Some(level) => cmd.env("RUST_LOG", level).stderr(Stdio::piped()),
+        None => cmd.stderr(Stdio::inherit()),
+    };
     let mut child = cmd.spawn().expect("spawn edge-idp");
-    let stdout = child.stdout.take().expect("stdout");
+    let lines = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent && line.contains("\"listening\"") {
-                let v: Value = serde_json::from_str(&line).expect("json log line");
-                let _ = tx.send(v["addr"].as_str().expect("addr").to_owned());
-                sent = true;
-            }
-        }
-    });
+    let mut streams: Vec<Box<dyn std::io::Read + Send>> =
+        vec![Box::new(child.stdout.take().expect("stdout"))];
+    if let Some(err) = child.stderr.take() {
+        streams.push(Box::new(err));
+    }
+    let keep = rust_log.is_some();
+    let readers = streams
+        .into_iter()
+        .map(|stream| {
+            let (tx, lines) = (tx.clone(), lines.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains("\"listening\"") {
+                        let v: Value = serde_json::from_str(&line).expect("json log line");
+                        let _ = tx.send(v["addr"].as_str().expect("addr").to_owned());
+                    }
+                    if keep {
+                        lines.lock().unwrap().push(line);
+                    }
+                }
+            })
+        })
+        .collect();
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("server announced its address");
     Server {
         child,
         base: format!("http://{addr}"),
+        lines,
+        readers,
     }
 }
 
@@ -175,7 +235,8 @@ async fn sigterm_drains_the_requests_in_flight_then_stops_cleanly() {
     let (first, rest) = body.split_at(body.len() / 2);
     conn.write_all(head.as_bytes()).await.unwrap();
     conn.write_all(first.as_bytes()).await.unwrap();
-    let pid = s.child.id().to_string();
+    // The signal from another thread, so that this one can watch the drain.
+    let pid = s.pid().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()

@@ -3,7 +3,6 @@
 use crate::helpers::*;
 use edge_idp_actors::ActorKind;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_sessions_and_keys_survive_a_restart() {
@@ -75,19 +74,6 @@ async fn a_wrong_master_key_refuses_to_start_on_existing_keys() {
         .err()
         .expect("refuses to start");
     assert!(err.to_string().contains("MFA_ENCRYPTION_KEY"), "{err}");
-}
-
-/// Waits (bounded) until the supervisor has restarted `kind` at least `n` times.
-async fn restarted(app: &TestApp, kind: ActorKind, n: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while app.actors.restarts(kind) < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{kind:?} was not restarted"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,13 +22,6 @@ where
     }
 }
 
-async fn integrity_ok(dir: &Path) {
-    let db = direct_db(dir).await;
-    let mut rows = db.conn.query("PRAGMA integrity_check", ()).await.unwrap();
-    let row = rows.next().await.unwrap().unwrap();
-    assert_eq!(row.get::<String>(0).unwrap(), "ok");
-}
-
 async fn signup_status(app: &TestApp, email: &str) -> (u16, Value) {
     let r = app
         .post(
