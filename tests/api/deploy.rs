@@ -71,12 +71,16 @@ async fn the_healthcheck_subcommand_reports_the_server_state() {
         crate::helpers::output_within(cmd, std::time::Duration::from_secs(30))
     };
     assert!(run(addr).status.success());
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let out = run(closed);
+    // A port this test holds, whose connections are closed unanswered: no other process can
+    // take it meanwhile (a port released to be "closed" could be).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in silent.incoming() {
+            drop(conn);
+        }
+    });
+    let out = run(addr);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unhealthy"));
 }

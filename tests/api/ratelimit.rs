@@ -242,25 +242,48 @@ impl OwnRedis {
         OwnRedis { child, port }
     }
 
-    async fn ready(&self) {
+    /// Starts on a free port: one picked and released, so another process may take it before
+    /// redis-server binds it; then redis-server exits and another port is tried.
+    async fn start_free(extra: &[&str]) -> OwnRedis {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut redis = Self::start_with(port, extra);
+            if redis.answers().await {
+                return redis;
+            }
+            redis.kill();
+        }
+        panic!("own redis-server did not start on any of five ports");
+    }
+
+    async fn ready(&mut self) {
+        assert!(self.answers().await, "own redis-server did not start");
+    }
+
+    /// Whether it answers PING within 10 s (false at once if the process exited).
+    async fn answers(&mut self) -> bool {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
             if let Ok(mut c) = client.get_multiplexed_async_connection().await {
                 if redis::cmd("PING")
                     .query_async::<String>(&mut c)
                     .await
                     .is_ok()
                 {
-                    return;
+                    return true;
                 }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "own redis-server did not start"
-            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        false
     }
 
     fn kill(&mut self) {
@@ -296,13 +319,8 @@ async fn redis_stopped_mid_test_limits_in_process_then_shared_counting_resumes()
     if redis_url("redis_stopped_mid_test").await.is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = OwnRedis::start(port);
-    redis.ready().await;
+    let mut redis = OwnRedis::start_free(&[]).await;
+    let port = redis.port;
     let url = format!("redis://127.0.0.1:{port}");
     let clock = edge_idp_actors::Clock::manual_now();
     let (a, b) = pair(&url, "fallback", &clock).await;
@@ -329,7 +347,7 @@ async fn redis_stopped_mid_test_limits_in_process_then_shared_counting_resumes()
     assert_eq!(la.backend(), "memory");
     assert!(la.backend_switches() >= 1);
 
-    let redis = OwnRedis::start(port);
+    let mut redis = OwnRedis::start(port);
     redis.ready().await;
     until_backend(&a, &la, "redis").await;
     until_backend(&b, &lb, "redis").await;
@@ -354,23 +372,16 @@ async fn the_multi_key_login_check_works_on_a_redis_cluster() {
     }
     let dir = tempfile::tempdir().unwrap();
     let nodes = dir.path().join("nodes.conf");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let redis = OwnRedis::start_with(
-        port,
-        &[
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            nodes.to_str().unwrap(),
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ],
-    );
-    redis.ready().await;
+    let redis = OwnRedis::start_free(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        nodes.to_str().unwrap(),
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ])
+    .await;
+    let port = redis.port;
     let url = format!("redis://127.0.0.1:{port}");
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
