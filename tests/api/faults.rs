@@ -10,7 +10,7 @@ use crate::helpers::*;
 use edge_idp_actors::{ActorKind, Fault};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,11 +70,13 @@ fn start_load(
     app: &TestApp,
     clients: Vec<Client>,
     stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
 ) -> Vec<tokio::task::JoinHandle<(Client, Seen)>> {
     clients
         .into_iter()
         .map(|mut c| {
             let (http, base, stop) = (app.http.clone(), app.base.clone(), stop.clone());
+            let rounds = rounds.clone();
             tokio::spawn(async move {
                 let mut seen = Seen::default();
                 while !stop.load(Ordering::Acquire) {
@@ -113,6 +115,7 @@ fn start_load(
                             _ => seen.unexpected.push(format!("{step} {status}: {body}")),
                         }
                     }
+                    rounds.fetch_add(1, Ordering::AcqRel);
                 }
                 (c, seen)
             })
@@ -158,7 +161,7 @@ async fn a_stalled_actor_holds_up_no_request_and_answers_again_without_a_restart
         let cs = clients(&app, &format!("stall-{}", kind.name())).await;
         let probe_email = cs[0].email.clone();
         let stop = Arc::new(AtomicBool::new(false));
-        let load = start_load(&app, cs, stop.clone());
+        let load = start_load(&app, cs, stop.clone(), Arc::default());
         // Far longer than the ask timeout, so that a request waiting on it would surely fail.
         app.actors
             .inject(kind, Fault::Stall(Duration::from_secs(3)));
@@ -202,10 +205,21 @@ async fn a_panicking_actor_under_load_is_restarted_counted_and_nothing_hangs() {
     for kind in KINDS {
         let cs = clients(&app, &format!("panic-{}", kind.name())).await;
         let stop = Arc::new(AtomicBool::new(false));
-        let load = start_load(&app, cs, stop.clone());
+        let rounds = Arc::new(AtomicU64::new(0));
+        let load = start_load(&app, cs, stop.clone(), rounds.clone());
         let before = app.actors.restarts(kind);
         app.actors.inject_panic(kind);
         restarted(&app, kind, before + 1).await;
+        // The load goes on past the restart: two more full rounds per client.
+        let target = rounds.load(Ordering::Acquire) + 2 * CLIENTS as u64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while rounds.load(Ordering::Acquire) < target {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the load stalled after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let (_, cs) = finish_load(stop, load).await;
         chains_still_work(&app, &cs).await;
         let metrics = app.get("/metrics").await.text().await.unwrap();
