@@ -22,14 +22,19 @@ fn bytes(memory: &Vec<Block>) -> i64 {
     i64::try_from(memory.capacity() * std::mem::size_of::<Block>()).unwrap_or(i64::MAX)
 }
 
+/// Overwrites every block with zeros (before the memory is given back).
+fn wipe(memory: &mut [Block]) {
+    for block in memory.iter_mut() {
+        block.zeroize();
+    }
+}
+
 /// Zeroizes a hashing thread's working memory and gives it back to the system.
 fn release(memory: &mut Vec<Block>, held: &prometheus::IntGauge) {
     if memory.capacity() == 0 {
         return;
     }
-    for block in memory.iter_mut() {
-        block.zeroize();
-    }
+    wipe(memory);
     held.sub(bytes(memory));
     *memory = Vec::new();
     trim_heap();
@@ -253,6 +258,18 @@ fn learn(estimate: &AtomicU64, sample: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hashing_buffer_is_all_zeros_after_a_hash_and_its_wipe() {
+        // A real hash fills the buffer with Argon2's blocks of this password.
+        let params = argon2::Params::new(64, 1, 1, None).unwrap();
+        let mut memory = Vec::new();
+        super::super::hash::hash_in(&mut memory, &params, "a password").unwrap();
+        let nonzero = |m: &[Block]| m.iter().any(|b| b.as_ref().iter().any(|w| *w != 0));
+        assert!(nonzero(&memory), "the hash left its blocks in the buffer");
+        wipe(&mut memory);
+        assert!(!nonzero(&memory), "a block survived the wipe");
+    }
 
     #[test]
     fn admission_follows_the_expected_wait() {
