@@ -158,3 +158,84 @@ impl TokenIssuer {
             .map_err(|e| DomainError::Internal(format!("signing task: {e}")))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_idp_actors::keys::SigningKey;
+    use edge_idp_actors::store::{Membership, Role};
+    use edge_idp_actors::KeySet;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn keys(now: i64) -> KeyHandle {
+        let (key, _) = SigningKey::generate(now - 3600).unwrap();
+        Arc::new(arc_swap::ArcSwap::from_pointee(
+            KeySet::build(vec![key], now).unwrap(),
+        ))
+    }
+
+    fn principal() -> Principal {
+        Principal {
+            user_id: Uuid::now_v7(),
+            email: "ada@example.com".into(),
+            membership: Membership {
+                org_id: Uuid::now_v7(),
+                org_name: "Personal".into(),
+                role: Role::Owner,
+            },
+            amr: vec!["pwd".into()],
+            auth_time: NOW - 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_issued_token_verifies_with_its_claims_until_it_expires_even_when_remembered() {
+        let clock = Clock::manual(NOW);
+        let issuer = TokenIssuer::new(
+            keys(NOW),
+            "https://id.example".into(),
+            "edge-idp".into(),
+            900,
+            clock.clone(),
+        );
+        let p = principal();
+        let sid = Uuid::now_v7();
+        let token = issuer.issue(&p, sid).await.unwrap();
+        let claims = issuer.verify(&token).expect("verifies");
+        assert_eq!(claims.sub, p.user_id.to_string());
+        assert_eq!(claims.sid, sid.to_string());
+        assert_eq!(claims.org_id, p.membership.org_id.to_string());
+        assert_eq!(claims.role, "owner");
+        assert_eq!((claims.iat, claims.nbf, claims.exp), (NOW, NOW, NOW + 900));
+        assert_eq!(claims.auth_time, NOW - 10);
+        // Remembered now: the cache must not outlive the expiry.
+        clock.advance(899);
+        assert!(issuer.verify(&token).is_some());
+        clock.advance(1);
+        assert!(
+            issuer.verify(&token).is_none(),
+            "expired, though remembered"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_issuer_audience_or_key_set_refuses_the_token() {
+        let clock = Clock::manual(NOW);
+        let shared = keys(NOW);
+        let issuer = |iss: &str, aud: &str, keys: KeyHandle| {
+            TokenIssuer::new(keys, iss.into(), aud.into(), 900, clock.clone())
+        };
+        let ours = issuer("https://id.example", "edge-idp", shared.clone());
+        let token = ours.issue(&principal(), Uuid::now_v7()).await.unwrap();
+        assert!(ours.verify(&token).is_some());
+        let other_iss = issuer("https://other.example", "edge-idp", shared.clone());
+        assert!(other_iss.verify(&token).is_none(), "issuer");
+        let other_aud = issuer("https://id.example", "another-api", shared);
+        assert!(other_aud.verify(&token).is_none(), "audience");
+        let other_keys = issuer("https://id.example", "edge-idp", keys(NOW));
+        assert!(other_keys.verify(&token).is_none(), "key set");
+        assert!(ours.verify(&format!("{token}x")).is_none(), "signature");
+        assert!(ours.verify(&"a".repeat(9000)).is_none(), "length");
+    }
+}
