@@ -2,26 +2,14 @@
 //! Bearer endpoints.
 
 use crate::helpers::*;
-use crate::orgs::{authed, join};
 use serde_json::{json, Value};
 
 async fn get(app: &TestApp, path: &str, bearer: &str) -> reqwest::Response {
-    app.http
-        .get(app.url(path))
-        .header("authorization", bearer)
-        .send()
-        .await
-        .unwrap()
+    call(app, reqwest::Method::GET, path, bearer, None).await
 }
 
 async fn post(app: &TestApp, path: &str, bearer: &str, body: Value) -> reqwest::Response {
-    app.http
-        .post(app.url(path))
-        .header("authorization", bearer)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    call(app, reqwest::Method::POST, path, bearer, Some(body)).await
 }
 
 fn bearer(t: &Value) -> String {

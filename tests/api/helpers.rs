@@ -247,12 +247,14 @@ impl TestApp {
 
     /// GET with `Authorization: Bearer <token>`.
     pub async fn get_as(&self, path: &str, token: &str) -> Response {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        call(
+            self,
+            reqwest::Method::GET,
+            path,
+            &format!("Bearer {token}"),
+            None,
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -417,4 +419,82 @@ pub async fn restarted(app: &TestApp, kind: edge_idp_actors::ActorKind, n: u64) 
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// The one way the tests send an authenticated request: `authorization` is the whole header
+/// value (`Bearer …`, or anything a test wants to try).
+pub async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    authorization: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut r = app
+        .http
+        .request(method, app.url(path))
+        .header("authorization", authorization);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    r.send().await.unwrap()
+}
+
+/// Signs `email` up and logs it in: its `Authorization` value and the signup body.
+pub async fn authed(app: &TestApp, email: &str) -> (String, Value) {
+    let s = app.signup(email).await;
+    let t = app.login(email).await;
+    (format!("Bearer {}", t["access_token"].as_str().unwrap()), s)
+}
+
+/// `auth` invites `email` into `org` as `role`.
+pub async fn invite(
+    app: &TestApp,
+    auth: &str,
+    org: &str,
+    email: &str,
+    role: &str,
+) -> reqwest::Response {
+    call(
+        app,
+        reqwest::Method::POST,
+        &format!("/orgs/{org}/invitations"),
+        auth,
+        Some(json!({"email": email, "role": role})),
+    )
+    .await
+}
+
+/// The id of a 202 invitation.
+pub async fn invitation_id(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), 202);
+    let b: Value = r.json().await.unwrap();
+    b["id"].as_str().unwrap().to_owned()
+}
+
+pub async fn accept(app: &TestApp, auth: &str, id: &str) -> reqwest::Response {
+    call(
+        app,
+        reqwest::Method::POST,
+        &format!("/auth/invitations/{id}/accept"),
+        auth,
+        None,
+    )
+    .await
+}
+
+/// Makes the account of `email` (Bearer `invitee`) a member of `org` the only way there is:
+/// `inviter` invites the email, the invitee accepts. Returns the 201 body.
+pub async fn join(
+    app: &TestApp,
+    inviter: &str,
+    org: &str,
+    email: &str,
+    role: &str,
+    invitee: &str,
+) -> Value {
+    let id = invitation_id(invite(app, inviter, org, email, role).await).await;
+    let r = accept(app, invitee, &id).await;
+    assert_eq!(r.status(), 201, "accept the invitation of {email}");
+    r.json().await.unwrap()
 }

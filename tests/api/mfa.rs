@@ -60,14 +60,7 @@ pub async fn post_auth(
     tokens: &Value,
     body: Option<Value>,
 ) -> reqwest::Response {
-    let mut r = app
-        .http
-        .post(app.url(path))
-        .header("authorization", bearer(tokens));
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    r.send().await.unwrap()
+    call(app, reqwest::Method::POST, path, &bearer(tokens), body).await
 }
 
 /// Signs up, logs in, enrolls and confirms at the app clock's current time.
@@ -543,10 +536,10 @@ async fn mfa_management_needs_a_valid_bearer_token_of_a_live_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_organization_asked_for_at_login_travels_with_the_mfa_token() {
     let app = spawn_app().await;
-    let (owner, s) = crate::orgs::authed(&app, "mfa-org-owner@example.com").await;
+    let (owner, s) = authed(&app, "mfa-org-owner@example.com").await;
     let org = s["organization"]["id"].as_str().unwrap().to_owned();
-    let (member, _) = crate::orgs::authed(&app, "mfa-org@example.com").await;
-    crate::orgs::join(&app, &owner, &org, "mfa-org@example.com", "member", &member).await;
+    let (member, _) = authed(&app, "mfa-org@example.com").await;
+    join(&app, &owner, &org, "mfa-org@example.com", "member", &member).await;
     let (totp, _, _) = enroll_and_confirm(&app, "mfa-org@example.com").await;
     let r = app
         .post(

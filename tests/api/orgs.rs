@@ -4,29 +4,6 @@
 use crate::helpers::*;
 use serde_json::{json, Value};
 
-pub async fn authed(app: &TestApp, email: &str) -> (String, Value) {
-    let s = app.signup(email).await;
-    let t = app.login(email).await;
-    (format!("Bearer {}", t["access_token"].as_str().unwrap()), s)
-}
-
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    auth: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut r = app
-        .http
-        .request(method, app.url(path))
-        .header("authorization", auth);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    r.send().await.unwrap()
-}
-
 async fn create_org(app: &TestApp, auth: &str, name: &str) -> String {
     let r = call(
         app,
@@ -41,41 +18,6 @@ async fn create_org(app: &TestApp, auth: &str, name: &str) -> String {
     assert_eq!(b["role"], "owner");
     assert_eq!(b["name"], name);
     b["id"].as_str().unwrap().to_owned()
-}
-
-async fn invite(
-    app: &TestApp,
-    auth: &str,
-    org: &str,
-    email: &str,
-    role: &str,
-) -> reqwest::Response {
-    call(
-        app,
-        reqwest::Method::POST,
-        &format!("/orgs/{org}/invitations"),
-        auth,
-        Some(json!({"email": email, "role": role})),
-    )
-    .await
-}
-
-/// The id of a 202 invitation.
-async fn invitation_id(r: reqwest::Response) -> String {
-    assert_eq!(r.status(), 202);
-    let b: Value = r.json().await.unwrap();
-    b["id"].as_str().unwrap().to_owned()
-}
-
-async fn accept(app: &TestApp, auth: &str, id: &str) -> reqwest::Response {
-    call(
-        app,
-        reqwest::Method::POST,
-        &format!("/auth/invitations/{id}/accept"),
-        auth,
-        None,
-    )
-    .await
 }
 
 async fn decline(app: &TestApp, auth: &str, id: &str) -> reqwest::Response {
@@ -106,22 +48,6 @@ async fn pending(app: &TestApp, auth: &str) -> Vec<Value> {
     assert_eq!(r.status(), 200);
     let b: Value = r.json().await.unwrap();
     b["invitations"].as_array().unwrap().clone()
-}
-
-/// Makes the account of `email` (Bearer `invitee`) a member of `org` the only way there is:
-/// `inviter` invites the email, the invitee accepts. Returns the 201 body.
-pub async fn join(
-    app: &TestApp,
-    inviter: &str,
-    org: &str,
-    email: &str,
-    role: &str,
-    invitee: &str,
-) -> Value {
-    let id = invitation_id(invite(app, inviter, org, email, role).await).await;
-    let r = accept(app, invitee, &id).await;
-    assert_eq!(r.status(), 201, "accept the invitation of {email}");
-    r.json().await.unwrap()
 }
 
 async fn remove(app: &TestApp, auth: &str, org: &str, user: &str) -> reqwest::Response {
