@@ -108,7 +108,10 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_write_and_reuses_no_token() {
         }
         integrity_ok(tmp.path()).await;
 
-        let server = start(tmp.path(), 10);
+        // A rotation in flight at the kill (committed, its answer never seen) leaves the client
+        // holding a used token, which the restarted server must answer as a grace replay. The
+        // longest grace there is (5 min), so that a slow restart cannot turn it into reuse.
+        let server = start(tmp.path(), 300);
         let acked = std::mem::take(&mut *acked.lock().unwrap());
         eprintln!(
             "round {round}: {} accounts and {} sessions acknowledged before SIGKILL",

@@ -121,6 +121,9 @@ fn spawn(dir: &Path, args: &[&str], rust_log: Option<&str>) -> Server {
             })
         })
         .collect();
+    // Only the readers hold senders now: a process that exits without announcing itself
+    // closes its pipes, and the wait ends at once.
+    drop(tx);
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("server announced its address");
