@@ -118,3 +118,78 @@ impl Actor for RateLimiter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend whose answer the test sets, and which counts the probes it got.
+    #[derive(Default)]
+    struct Switchable {
+        answers: AtomicBool,
+        probes: AtomicU64,
+    }
+
+    impl BackendProbe for Switchable {
+        fn name(&self) -> &'static str {
+            "switchable"
+        }
+        fn ping(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+            self.probes.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move { self.answers.load(Ordering::SeqCst) })
+        }
+    }
+
+    /// Asks the actor to answer once every earlier message is handled.
+    async fn settled(actor: &ActorRef<LimiterMsg>) {
+        crate::ask(
+            Some(actor.clone()),
+            LimiterMsg::Ping,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_backend_marked_down_is_probed_and_marked_up_once_it_answers_and_not_before() {
+        let backend = Arc::new(Switchable::default());
+        let health = Arc::new(BackendHealth::default());
+        health.mark_up("switchable");
+        let switched = health.switches.load(Ordering::SeqCst);
+        let (actor, join) = Actor::spawn(
+            None,
+            RateLimiter,
+            LimiterArgs {
+                probe: Some(backend.clone()),
+                health: health.clone(),
+                // Ticks are driven by hand below; the timer must not add its own.
+                every: Duration::from_secs(3600),
+            },
+        )
+        .await
+        .unwrap();
+        // Up: a tick does not probe.
+        actor.cast(LimiterMsg::Tick).unwrap();
+        settled(&actor).await;
+        assert_eq!(backend.probes.load(Ordering::SeqCst), 0);
+        // Down and still failing: probed, stays down.
+        health.mark_down("switchable", "test");
+        actor.cast(LimiterMsg::Tick).unwrap();
+        settled(&actor).await;
+        assert_eq!(backend.probes.load(Ordering::SeqCst), 1);
+        assert!(!health.up.load(Ordering::SeqCst));
+        // It answers again: the next tick marks it up, counted as a second switch.
+        backend.answers.store(true, Ordering::SeqCst);
+        actor.cast(LimiterMsg::Tick).unwrap();
+        settled(&actor).await;
+        assert!(health.up.load(Ordering::SeqCst));
+        assert_eq!(
+            health.switches.load(Ordering::SeqCst),
+            switched + 2,
+            "down, then up"
+        );
+        actor.stop(None);
+        join.await.unwrap();
+    }
+}
