@@ -496,3 +496,59 @@ async fn prune_loop(state: SharedApp, mut stop: watch::Receiver<bool>) {
         state.prune().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+    use edge_idp_actors::ActorKind;
+
+    /// An application on a temporary folder, built (database, keys, supervision tree) but not
+    /// serving.
+    async fn built(dir: &std::path::Path) -> Application {
+        let argv = [
+            "edge-idp",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--mfa-encryption-key",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+            "--argon2-memory-kib",
+            "1024",
+            "--argon2-iterations",
+            "1",
+        ];
+        let matches = crate::cli::Cli::command()
+            .mut_args(|a| a.env(None))
+            .try_get_matches_from(argv)
+            .unwrap();
+        let config = crate::cli::Cli::from_arg_matches(&matches).unwrap().config;
+        let (key, _) = config.resolve_master_key().unwrap();
+        Application::build(config.validate(key).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_child_that_panics_is_restarted_counted_and_reachable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = built(dir.path()).await;
+        let actors = app.actors();
+        for kind in ActorKind::ALL {
+            assert_eq!(actors.running(kind), 1, "{kind:?} runs");
+            actors.inject_panic(kind);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while actors.restarts(kind) < 1 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{kind:?} was not restarted"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // The new incarnation is the one the handles reach.
+            actors.ping(kind, Duration::from_secs(5)).await.unwrap();
+            assert_eq!(actors.running(kind), 1, "{kind:?} runs again");
+        }
+    }
+}
