@@ -23,6 +23,23 @@ pub struct Cli {
     pub config: Config,
 }
 
+impl Cli {
+    /// Parses `argv` alone: the settings' environment variables are not read. Tests build
+    /// servers this way, so that each runs exactly the configuration its test wrote whatever
+    /// the environment of the run (CI sets `REDIS_URL`, for one).
+    pub fn parse_args_only<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command()
+            .mut_args(|a| a.env(None))
+            .try_get_matches_from(argv)?;
+        Self::from_arg_matches(&matches)
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

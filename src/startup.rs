@@ -500,7 +500,6 @@ async fn prune_loop(state: SharedApp, mut stop: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, FromArgMatches};
     use edge_idp_actors::ActorKind;
 
     /// An application on a temporary folder, built (database, keys, supervision tree) but not
@@ -519,11 +518,7 @@ mod tests {
             "--argon2-iterations",
             "1",
         ];
-        let matches = crate::cli::Cli::command()
-            .mut_args(|a| a.env(None))
-            .try_get_matches_from(argv)
-            .unwrap();
-        let config = crate::cli::Cli::from_arg_matches(&matches).unwrap().config;
+        let config = crate::cli::Cli::parse_args_only(argv).unwrap().config;
         let (key, _) = config.resolve_master_key().unwrap();
         Application::build(config.validate(key).unwrap())
             .await

@@ -1,7 +1,6 @@
 //! `spawn_app()` and typed request helpers: a real server on port 0 over a real libSQL file in
 //! a temp folder, talked to over real HTTP.
 
-use clap::{CommandFactory, FromArgMatches};
 use edge_idp::cli::Cli;
 use edge_idp::startup::{Application, Stopper};
 use edge_idp_actors::{Clock, Handles};
@@ -104,11 +103,7 @@ pub async fn try_build(
 /// (`REDIS_URL`, `CLIENT_IP_HEADER`, … which CI sets for the whole run) are not read: a test
 /// server runs exactly the configuration its test wrote, and a test that wants Redis says so.
 pub fn explicit(argv: Vec<String>) -> Cli {
-    let matches = Cli::command()
-        .mut_args(|a| a.env(None))
-        .try_get_matches_from(argv)
-        .expect("test config parses");
-    Cli::from_arg_matches(&matches).expect("test config parses")
+    Cli::parse_args_only(argv).expect("test config parses")
 }
 
 /// The server binary, run with an empty environment (but `PATH`): what it does is decided by
