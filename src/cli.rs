@@ -1,7 +1,7 @@
 //! The command line: `edge-idp [serve] | keys <list|rotate> | healthcheck`, and [`run`], what
 //! the binary does with it, so `main` only sets the process up and calls it.
 
-use crate::config::{Config, KeysAction};
+use crate::config::{ClientsAction, Config, KeysAction};
 use crate::startup::Application;
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -47,6 +47,8 @@ pub enum Command {
     Serve(Config),
     /// Signing-key operations on the configured database.
     Keys(KeysArgs),
+    /// OAuth client registry operations on the configured database.
+    Clients(ClientsArgs),
     /// Exits 0 when the server at `LISTEN_ADDR` answers `/healthz` (for container health checks).
     Healthcheck(Config),
 }
@@ -60,6 +62,24 @@ pub struct KeysArgs {
     /// Database and master key settings (the same variables as `serve`).
     #[command(flatten)]
     pub config: Config,
+}
+
+/// `edge-idp clients [SETTINGS] <create|list|delete|rotate-secret>`.
+#[derive(Debug, Args)]
+pub struct ClientsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ClientsAction,
+    /// Database and master key settings (the same variables as `serve`).
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// What the binary was asked to do besides serving.
+enum Task {
+    Serve,
+    Keys(KeysAction),
+    Clients(ClientsAction),
 }
 
 /// Parses the command line and runs what it asks for: the health check, a key operation or the
@@ -83,9 +103,10 @@ pub fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (config, keys_action) = match cli.command {
-        Some(Command::Serve(c)) => (c, None),
-        Some(Command::Keys(k)) => (k.config, Some(k.action)),
+    let (config, task) = match cli.command {
+        Some(Command::Serve(c)) => (c, Task::Serve),
+        Some(Command::Keys(k)) => (k.config, Task::Keys(k.action)),
+        Some(Command::Clients(c)) => (c.config, Task::Clients(c.action)),
         Some(Command::Healthcheck(c)) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -101,9 +122,9 @@ pub fn run() -> ExitCode {
                 }
             };
         }
-        None => (cli.config, None),
+        None => (cli.config, Task::Serve),
     };
-    if keys_action.is_none() {
+    if matches!(task, Task::Serve) {
         crate::ops::telemetry::init(config.log_format);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -122,19 +143,21 @@ pub fn run() -> ExitCode {
             tracing::warn!(path = %config.data_dir.join("mfa_encryption.key").display(), "generated MFA_ENCRYPTION_KEY for development; set it explicitly in production");
         }
         let settings = config.validate(key).map_err(|e| e.to_string())?;
-        if let Some(action) = keys_action {
-            let out = crate::startup::keys_command(settings, action)
-                .await
-                .map_err(|e| crate::ops::telemetry::chain(&e))?;
-            print!("{out}");
-            return Ok(());
-        }
-        let app = Application::build(settings)
-            .await
-            .map_err(|e| crate::ops::telemetry::chain(&e))?;
-        app.run_until_stopped()
-            .await
-            .map_err(|e| crate::ops::telemetry::chain(&e))
+        let out = match task {
+            Task::Serve => {
+                let app = Application::build(settings)
+                    .await
+                    .map_err(|e| crate::ops::telemetry::chain(&e))?;
+                return app
+                    .run_until_stopped()
+                    .await
+                    .map_err(|e| crate::ops::telemetry::chain(&e));
+            }
+            Task::Keys(action) => crate::startup::keys_command(settings, action).await,
+            Task::Clients(action) => crate::startup::clients_command(settings, action).await,
+        };
+        print!("{}", out.map_err(|e| crate::ops::telemetry::chain(&e))?);
+        Ok(())
     });
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,68 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Client registry operations (`edge-idp clients <create|list|delete|rotate-secret>`), defined
+/// here for the same reason as [`KeysAction`].
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientsAction {
+    /// Registers a client; prints its client_id and, for a confidential client, its secret
+    /// (once: only its hash is stored).
+    Create(CreateClient),
+    /// Lists the registered clients.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes a client.
+    Delete {
+        /// The client to remove.
+        client_id: String,
+    },
+    /// Replaces a confidential client's secret; prints the new one (once). The old one stops
+    /// working at once.
+    RotateSecret {
+        /// The client.
+        client_id: String,
+        /// `{"client_id","client_secret"}` instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `edge-idp clients create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateClient {
+    /// Display name (shown on the consent page), 1 to 100 characters.
+    #[arg(long)]
+    pub name: String,
+    /// A redirect URI, matched exactly; repeat for several.
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+    /// A post-logout redirect URI, matched exactly; repeat for several.
+    #[arg(long = "post-logout-redirect-uri")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A public client (browser or native app): no secret, PKCE required.
+    #[arg(long)]
+    pub public: bool,
+    /// Grant types, comma-separated: authorization_code, refresh_token, client_credentials
+    /// (default: authorization_code,refresh_token).
+    #[arg(long = "grant", value_delimiter = ',')]
+    pub grants: Vec<String>,
+    /// Scopes it may ask for, comma-separated (default: openid,profile,email,offline_access).
+    #[arg(long = "scope", value_delimiter = ',')]
+    pub scopes: Vec<String>,
+    /// Trusted by the operator: users are not asked for consent.
+    #[arg(long)]
+    pub first_party: bool,
+    /// PKCE required even though the client has a secret.
+    #[arg(long)]
+    pub require_pkce: bool,
+    /// `{"client_id","client_secret"}` instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Key operations (`edge-idp keys <list|rotate>`). Defined here rather than in `cli` because
 /// `startup::keys_command` takes it: `cli` depends on config and startup, neither depends on `cli`.
 #[derive(Debug, Clone, Copy, Subcommand)]

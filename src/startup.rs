@@ -6,7 +6,7 @@
 //! [`Stopper::stop`], then drains requests, stops the actors and closes the database.
 
 use crate::app::{App, Parts, SharedApp};
-use crate::config::{DatabaseLocation, KeysAction, Settings};
+use crate::config::{ClientsAction, DatabaseLocation, KeysAction, Settings};
 use crate::db::{migrate, Db, MigrateError};
 use crate::http;
 use crate::security::passwords::Passwords;
@@ -47,6 +47,9 @@ pub enum StartError {
     /// The listener could not bind.
     #[error("LISTEN_ADDR: {0}")]
     Bind(#[source] std::io::Error),
+    /// A command of the operator's was refused; the text says why.
+    #[error("{0}")]
+    Command(String),
     /// A part of the application (named) could not start.
     #[error("start-up: {what}")]
     Startup {
@@ -462,6 +465,120 @@ pub async fn keys_command(settings: Settings, action: KeysAction) -> Result<Stri
             Ok(out)
         }
     }
+}
+
+/// `edge-idp clients create|list|delete|rotate-secret`: the client registry on the configured
+/// database; running instances read it per request.
+pub async fn clients_command(
+    settings: Settings,
+    action: ClientsAction,
+) -> Result<String, StartError> {
+    use crate::app::clients::{ClientRegistry, NewClient};
+    use crate::app::AppError;
+    let db = open_db(&settings).await?;
+    migrate(&db).await?;
+    let clock = Clock::system();
+    let (audit, writer) = crate::ops::audit::Audit::spawn(db.clone(), clock.clone());
+    let registry = ClientRegistry::new(db, clock, audit);
+    let refused = |e: AppError| match e {
+        AppError::InvalidClient(why) => StartError::Command(why),
+        AppError::NotFound => StartError::Command("no client with that client_id".into()),
+        other => StartError::Command(crate::ops::telemetry::chain(&other)),
+    };
+    let secret_json = |id: &str, secret: Option<&str>| {
+        format!(
+            "{}\n",
+            serde_json::json!({"client_id": id, "client_secret": secret})
+        )
+    };
+    let out = match action {
+        ClientsAction::Create(c) => {
+            let json = c.json;
+            let r = registry
+                .create(NewClient {
+                    name: c.name,
+                    redirect_uris: c.redirect_uris,
+                    post_logout_redirect_uris: c.post_logout_redirect_uris,
+                    public: c.public,
+                    grants: c.grants,
+                    scopes: c.scopes,
+                    first_party: c.first_party,
+                    require_pkce: c.require_pkce,
+                })
+                .await
+                .map_err(refused)?;
+            let id = &r.client.client_id;
+            match (json, &r.secret) {
+                (true, s) => secret_json(id, s.as_ref().map(|s| s.expose())),
+                (false, Some(s)) => format!(
+                    "client_id:     {id}\nclient_secret: {}\n(the secret is shown this once; only its hash is kept)\n",
+                    s.expose()
+                ),
+                (false, None) => format!("client_id: {id} (public: no secret, PKCE required)\n"),
+            }
+        }
+        ClientsAction::List { json } => {
+            let clients = registry.list().await.map_err(refused)?;
+            if json {
+                let list: Vec<_> = clients
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "client_id": c.client_id,
+                            "name": c.name,
+                            "public": c.secret_hash.is_none(),
+                            "redirect_uris": c.redirect_uris,
+                            "post_logout_redirect_uris": c.post_logout_redirect_uris,
+                            "grant_types": c.grant_types,
+                            "scopes": c.scopes,
+                            "first_party": c.first_party,
+                            "require_pkce": c.require_pkce,
+                            "created_at": crate::http::reply::rfc3339(c.created_at),
+                        })
+                    })
+                    .collect();
+                format!("{}\n", serde_json::Value::Array(list))
+            } else {
+                let mut out = format!(
+                    "{:<24} {:<12} {:<30} {}\n",
+                    "client_id", "type", "name", "redirect URIs"
+                );
+                for c in &clients {
+                    let kind = if c.secret_hash.is_some() {
+                        "confidential"
+                    } else {
+                        "public"
+                    };
+                    out.push_str(&format!(
+                        "{:<24} {:<12} {:<30} {}\n",
+                        c.client_id,
+                        kind,
+                        c.name,
+                        c.redirect_uris.join(" ")
+                    ));
+                }
+                out
+            }
+        }
+        ClientsAction::Delete { client_id } => {
+            registry.delete(&client_id).await.map_err(refused)?;
+            format!("deleted: {client_id}\n")
+        }
+        ClientsAction::RotateSecret { client_id, json } => {
+            let secret = registry.rotate_secret(&client_id).await.map_err(refused)?;
+            if json {
+                secret_json(&client_id, Some(secret.expose()))
+            } else {
+                format!(
+                    "client_secret: {}\n(the old secret no longer works; this one is shown once)\n",
+                    secret.expose()
+                )
+            }
+        }
+    };
+    drop(registry);
+    let _ = writer.await;
+    Ok(out)
 }
 
 async fn terminate_signal() {

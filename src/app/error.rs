@@ -60,6 +60,9 @@ pub enum AppError {
     /// The change would leave the organization without an owner.
     #[error("the last owner cannot leave or be removed")]
     LastOwner,
+    /// A client registration or client request the registry refuses; the text says why.
+    #[error("invalid client: {0}")]
+    InvalidClient(String),
     /// Nothing the caller may see is there.
     #[error("not found")]
     NotFound,

@@ -15,10 +15,12 @@
 //! - [`account`]: the caller: profile, switching organization, changing the password.
 //! - [`orgs`]: organizations, invitations, members.
 //! - [`ops`]: readiness, metrics, clean-up of expired rows.
+//! - [`clients`]: the OAuth client registry the operator manages from the command line.
 //! - [`caller`]: who is asking ([`Client`]) and who is signed in ([`Caller`]).
 
 pub mod account;
 pub mod caller;
+pub mod clients;
 pub mod error;
 pub mod login;
 pub mod mfa;

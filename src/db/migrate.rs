@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "invitations",
         include_str!("../../schema/0005_invitations.sql"),
     ),
+    (6, "clients", include_str!("../../schema/0006_clients.sql")),
 ];
 
 /// Why the schema could not be brought up to date.

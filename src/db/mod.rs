@@ -25,12 +25,14 @@
 //! request ([`batch`]), never as a transaction held open across requests.
 
 mod batch;
+mod clients;
 mod guards;
 mod migrate;
 mod orgs;
 mod store;
 
 pub use batch::{Batch, Outcome};
+pub use clients::ClientRecord;
 pub use guards::{Attempt, Failure};
 pub use migrate::{migrate, MigrateError, MIGRATIONS};
 pub use orgs::{Acceptance, Invitation, PendingInvitation, Profile, Removal, SessionRow};

@@ -122,6 +122,10 @@ impl From<AppError> for ApiError {
             AppError::AlreadyMember => ApiError::AlreadyMember,
             AppError::LastOwner => ApiError::LastOwner,
             AppError::NotFound => ApiError::NotFound,
+            // Only the operator's command line registers clients today.
+            AppError::InvalidClient(why) => {
+                ApiError::Validation(vec![FieldError::new("client", why)])
+            }
             AppError::RateLimited(d) => ApiError::RateLimited(d),
             AppError::Unavailable(cause) => ApiError::Unavailable(cause),
             AppError::Internal(cause) => ApiError::Internal(cause),

@@ -5,6 +5,7 @@
 
 mod account;
 mod audit;
+mod clients;
 mod crash;
 mod deploy;
 mod discovery;
