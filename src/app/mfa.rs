@@ -112,15 +112,10 @@ impl App {
         code: SecretString,
     ) -> Result<Metered<Vec<SecretString>>, AppError> {
         self.require_recent_sign_in(caller)?;
-        let decision = self
-            .login_limits(&caller.client, &caller.claims.email)
-            .await?;
-        let outcome = self
-            .change_second_factor(caller, "mfa_enabled", async {
-                Ok(self.totp().confirm(caller.user_id, &code).await?)
-            })
-            .await;
-        Ok(Metered { decision, outcome })
+        self.change_second_factor(caller, "mfa_enabled", async {
+            Ok(self.totp().confirm(caller.user_id, &code).await?)
+        })
+        .await
     }
 
     /// A valid TOTP or recovery code turns MFA off. The code is the step-up: it proves the
@@ -130,39 +125,42 @@ impl App {
         caller: &Caller,
         code: SecretString,
     ) -> Result<Metered<()>, AppError> {
-        let decision = self
-            .login_limits(&caller.client, &caller.claims.email)
-            .await?;
-        let outcome = self
-            .change_second_factor(caller, "mfa_disabled", async {
-                Ok(self.totp().disable(caller.user_id, &code).await?)
-            })
-            .await;
-        Ok(Metered { decision, outcome })
+        self.change_second_factor(caller, "mfa_disabled", async {
+            Ok(self.totp().disable(caller.user_id, &code).await?)
+        })
+        .await
     }
 
-    /// Turns the caller's second factor on or off (`change`), under the second-factor cap;
-    /// then ends the user's other sessions and pending `mfa_token`s and records `event` (also
-    /// the revocation reason).
+    /// Turns the caller's second factor on or off (`change`): counted against the login limits
+    /// (it checks a second factor), then under the second-factor cap; afterwards ends the
+    /// user's other sessions and pending `mfa_token`s and records `event` (also the revocation
+    /// reason).
     async fn change_second_factor<T>(
         &self,
         caller: &Caller,
         event: &'static str,
         change: impl std::future::Future<Output = Result<T, AppError>>,
-    ) -> Result<T, AppError> {
-        let id = caller.user_id;
-        let out = self.guarded(&caller.client, id, change).await?;
-        self.profiles.forget([id]);
-        let ended = self
-            .end_other_sessions(id, caller.session_id, event)
+    ) -> Result<Metered<T>, AppError> {
+        let decision = self
+            .login_limits(&caller.client, &caller.claims.email)
             .await?;
-        self.end_pending_challenges(id).await?;
-        self.audit.record(AuditEvent {
-            user_id: Some(id),
-            detail: Some(format!("{ended} other sessions revoked")),
-            ..caller.client.event(event)
-        });
-        Ok(out)
+        let outcome = async {
+            let id = caller.user_id;
+            let out = self.guarded(&caller.client, id, change).await?;
+            self.profiles.forget([id]);
+            let ended = self
+                .end_other_sessions(id, caller.session_id, event)
+                .await?;
+            self.end_pending_challenges(id).await?;
+            self.audit.record(AuditEvent {
+                user_id: Some(id),
+                detail: Some(format!("{ended} other sessions revoked")),
+                ..caller.client.event(event)
+            });
+            Ok(out)
+        }
+        .await;
+        Ok(Metered { decision, outcome })
     }
 
     /// The second step of a login with MFA: the challenge and a TOTP or recovery code.
