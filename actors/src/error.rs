@@ -38,7 +38,10 @@ pub enum DomainError {
     /// An actor did not answer in time, died, or a dependency is overloaded. Retry later.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
-    /// A fault that is not the caller's: storage failure, corrupt row, crypto failure.
+    /// Storage failed (busy, unreachable, or a fault); the store's error is the source.
+    #[error("storage failed")]
+    Store(#[source] StoreError),
+    /// A fault that is not the caller's: corrupt data, crypto failure.
     /// The text is for logs only, never for a response body.
     #[error("internal error: {0}")]
     Internal(String),
@@ -64,9 +67,7 @@ impl From<StoreError> for DomainError {
             StoreError::Conflict(what) => {
                 DomainError::Internal(format!("unexpected conflict on {what}"))
             }
-            // The store's own wording ("database unavailable: …") stays in the text.
-            e @ StoreError::Unavailable(_) => DomainError::Unavailable(e.to_string()),
-            e @ StoreError::Other(_) => DomainError::Internal(e.to_string()),
+            e => DomainError::Store(e),
         }
     }
 }

@@ -104,6 +104,7 @@ impl From<DomainError> for AppError {
             DomainError::InvalidMfaToken => AppError::InvalidMfaToken,
             DomainError::MfaAlreadyEnabled => AppError::MfaAlreadyEnabled,
             DomainError::MfaNotPending => AppError::MfaNotPending,
+            DomainError::Store(e) => e.into(),
             e @ DomainError::Unavailable(_) => AppError::Unavailable(Box::new(e)),
             e @ DomainError::Internal(_) => AppError::Internal(Box::new(e)),
         }
@@ -116,5 +117,26 @@ impl From<StoreError> for AppError {
             e @ StoreError::Unavailable(_) => AppError::Unavailable(Box::new(e)),
             e => AppError::Internal(Box::new(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::telemetry::chain;
+
+    #[test]
+    fn a_store_failure_keeps_its_kind_and_its_cause_through_the_domain_layer() {
+        let busy = AppError::from(DomainError::from(StoreError::Unavailable(
+            "database is locked".into(),
+        )));
+        assert!(matches!(busy, AppError::Unavailable(_)), "still a 503");
+        assert_eq!(
+            chain(&busy),
+            "temporarily unavailable: database unavailable: database is locked"
+        );
+        let broken = AppError::from(DomainError::from(StoreError::Other("bad row".into())));
+        assert!(matches!(broken, AppError::Internal(_)));
+        assert_eq!(chain(&broken), "internal error: database error: bad row");
     }
 }
