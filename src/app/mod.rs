@@ -17,6 +17,7 @@
 //! - [`ops`]: readiness, metrics, clean-up of expired rows.
 //! - [`clients`]: the OAuth client registry the operator manages from the command line.
 //! - [`caller`]: who is asking ([`Client`]) and who is signed in ([`Caller`]).
+//! - [`profiles`]: the `/auth/me` profile, cached per user for two seconds.
 
 pub mod account;
 pub mod caller;
