@@ -17,12 +17,7 @@ fn bearer(t: &Value) -> String {
 }
 
 async fn claims(app: &TestApp, t: &Value) -> Value {
-    verify_with_jwks(
-        &app.http,
-        &app.url("/.well-known/jwks.json"),
-        t["access_token"].as_str().unwrap(),
-    )
-    .await
+    app.claims(t["access_token"].as_str().unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

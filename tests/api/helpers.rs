@@ -241,6 +241,12 @@ impl TestApp {
     }
 
     /// GET with `Authorization: Bearer <token>`.
+    /// The claims of an access token, verified with this server's JWKS alone (as a resource
+    /// server would).
+    pub async fn claims(&self, token: &str) -> Value {
+        verify_with_jwks(&self.http, &self.url("/.well-known/jwks.json"), token).await
+    }
+
     pub async fn get_as(&self, path: &str, token: &str) -> Response {
         call(
             self,

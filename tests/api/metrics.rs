@@ -92,13 +92,7 @@ async fn counters_move_as_the_flows_run_and_labels_are_route_templates() {
     let rt1: Value = app.refresh(rt0).await.json().await.unwrap();
     app.clock.advance(11);
     assert_eq!(app.refresh(rt0).await.status(), 401);
-    let sid = verify_with_jwks(
-        &app.http,
-        &app.url("/.well-known/jwks.json"),
-        rt1["access_token"].as_str().unwrap(),
-    )
-    .await["sid"]
-        .clone();
+    let sid = app.claims(rt1["access_token"].as_str().unwrap()).await["sid"].clone();
     let _ = app
         .http
         .delete(app.url(&format!("/auth/sessions/{}", sid.as_str().unwrap())))

@@ -140,12 +140,7 @@ async fn full_flow_enroll_confirm_challenge_verify_with_otp_in_amr() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     let t: Value = r.json().await.unwrap();
-    let claims = verify_with_jwks(
-        &app.http,
-        &app.url("/.well-known/jwks.json"),
-        t["access_token"].as_str().unwrap(),
-    )
-    .await;
+    let claims = app.claims(t["access_token"].as_str().unwrap()).await;
     assert_eq!(claims["amr"], json!(["pwd", "otp"]));
     assert_eq!(
         app.refresh(t["refresh_token"].as_str().unwrap())
@@ -556,12 +551,7 @@ async fn the_organization_asked_for_at_login_travels_with_the_mfa_token() {
     .await;
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
-    let claims = verify_with_jwks(
-        &app.http,
-        &app.url("/.well-known/jwks.json"),
-        t["access_token"].as_str().unwrap(),
-    )
-    .await;
+    let claims = app.claims(t["access_token"].as_str().unwrap()).await;
     assert_eq!(claims["org_id"], org.as_str(), "the organization asked for");
     assert_eq!(claims["role"], "member");
     assert_eq!(claims["amr"], json!(["pwd", "otp"]));

@@ -50,12 +50,7 @@ async fn core_flows(app: &TestApp) {
 
     // Login, JWKS-verifiable tokens, refresh: rotation, grace replay, then reuse.
     let t = app.login("flow-owner@example.com").await;
-    let claims = verify_with_jwks(
-        &app.http,
-        &app.url("/.well-known/jwks.json"),
-        t["access_token"].as_str().unwrap(),
-    )
-    .await;
+    let claims = app.claims(t["access_token"].as_str().unwrap()).await;
     assert_eq!(claims["org_id"], org_id.as_str());
     let first = t["refresh_token"].as_str().unwrap().to_owned();
     let r1: Value = app.refresh(&first).await.json().await.unwrap();
@@ -380,12 +375,7 @@ async fn logout_seen(server: &Sqld, replicas: bool) {
     assert_eq!(r.status(), 204);
     revoked_elsewhere(&[&apps[1], &apps[2]], &one).await;
 
-    let sid = verify_with_jwks(
-        &apps[1].http,
-        &apps[1].url("/.well-known/jwks.json"),
-        two["access_token"].as_str().unwrap(),
-    )
-    .await["sid"]
+    let sid = apps[1].claims(two["access_token"].as_str().unwrap()).await["sid"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -596,12 +586,7 @@ async fn a_primary_killed_mid_traffic_makes_writes_503_while_keys_answer_and_all
     ] {
         assert_eq!(app.get(path).await.status(), 200, "{path}");
     }
-    verify_with_jwks(
-        &app.http,
-        &app.url("/.well-known/jwks.json"),
-        t["access_token"].as_str().unwrap(),
-    )
-    .await;
+    app.claims(t["access_token"].as_str().unwrap()).await;
     assert_problem(app.get("/readyz").await, 503, "unavailable").await;
 
     server.restart(&bin).await;

@@ -295,12 +295,9 @@ async fn enrolling_mfa_needs_a_recent_sign_in_not_just_a_valid_token() {
     let r = app.refresh(tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);
     let refreshed: Value = r.json().await.unwrap();
-    let claims = verify_with_jwks(
-        &app.http,
-        &app.url("/.well-known/jwks.json"),
-        refreshed["access_token"].as_str().unwrap(),
-    )
-    .await;
+    let claims = app
+        .claims(refreshed["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(claims["auth_time"].as_i64().unwrap(), app.clock.now() - 301);
     for t in [&tokens, &refreshed] {
         let r = post_auth(&app, "/auth/mfa/enroll", t, None).await;
