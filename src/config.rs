@@ -151,6 +151,12 @@ pub struct Config {
     /// Issuer name shown by authenticator apps in `otpauth://` URIs.
     #[arg(long, env = "MFA_ISSUER", default_value = "edge-idp")]
     pub mfa_issuer: String,
+    /// Require PKCE (S256) from every OAuth client, confidential ones too.
+    #[arg(long, env = "REQUIRE_PKCE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_pkce: bool,
+    /// The name the hosted sign-in pages show.
+    #[arg(long, env = "PRODUCT_NAME", default_value = "edge-idp")]
+    pub product_name: String,
     /// Operator-supplied RSA private key (PEM) to import as the signing key.
     #[arg(long, env = "PRIVATE_KEY_PATH", requires = "public_key_path")]
     pub private_key_path: Option<PathBuf>,
@@ -355,6 +361,10 @@ pub struct Settings {
     pub memory_max_keys: u64,
     /// Audit rows are kept this long, seconds.
     pub audit_retention: i64,
+    /// PKCE for every OAuth client (`REQUIRE_PKCE`).
+    pub require_pkce: bool,
+    /// Shown on the hosted pages (`PRODUCT_NAME`).
+    pub product_name: String,
     /// Requests handled at once.
     pub max_in_flight: usize,
     /// Hashes at once.
@@ -563,6 +573,14 @@ impl Config {
             key_rotation: (self.key_rotation_days > 0)
                 .then(|| i64::from(self.key_rotation_days) * 86_400),
             key_check_interval: Duration::from_secs(self.key_check_interval_secs),
+            require_pkce: self.require_pkce,
+            product_name: {
+                let n = self.product_name.trim();
+                if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
+                    return Err(bad("PRODUCT_NAME", "must be 1 to 64 characters"));
+                }
+                n.to_owned()
+            },
             mfa_issuer: {
                 let i = self.mfa_issuer.trim();
                 if i.is_empty()

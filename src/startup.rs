@@ -94,6 +94,16 @@ impl Application {
 
     /// Builds with the given clock (tests drive a manual one).
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, StartError> {
+        Self::build_on(settings, clock, None).await
+    }
+
+    /// Builds serving on `listener` when given (bound already, so that an issuer can name its
+    /// port before the server starts), else on `LISTEN_ADDR`.
+    pub async fn build_on(
+        settings: Settings,
+        clock: Clock,
+        listener: Option<TcpListener>,
+    ) -> Result<Self, StartError> {
         let db = open_db(&settings).await?;
         retry_transient(
             || migrate(&db),
@@ -198,9 +208,12 @@ impl Application {
             settings.access_token_ttl,
             clock.clone(),
         );
-        let listener = TcpListener::bind(settings.listen_addr)
-            .await
-            .map_err(StartError::Bind)?;
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(settings.listen_addr)
+                .await
+                .map_err(StartError::Bind)?,
+        };
         let addr = listener.local_addr().map_err(StartError::Bind)?;
         let metrics_listener = match settings.metrics.listen_addr {
             Some(a) => Some(TcpListener::bind(a).await.map_err(StartError::Bind)?),

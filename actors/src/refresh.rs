@@ -19,7 +19,7 @@
 use crate::crypto::{b64url, random_bytes, sha256, Sealer};
 use crate::error::DomainError;
 use crate::secret::SecretString;
-use crate::store::{NewSession, Presentation, Principal, SessionStore};
+use crate::store::{Grant, NewSession, Presentation, Principal, SessionStore};
 use crate::Clock;
 use uuid::Uuid;
 
@@ -50,6 +50,8 @@ pub struct StartSession {
     pub user_agent: Option<String>,
     /// Client IP of the login.
     pub ip: Option<String>,
+    /// The OAuth client and grant, for a session the token endpoint starts.
+    pub grant: Option<Grant>,
 }
 
 /// A refresh token handed to the client.
@@ -66,6 +68,9 @@ pub struct Issued {
 }
 
 /// The answer to a presented refresh token that was not simply invalid.
+// Built once per presentation and matched at once: boxing the common variant would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Rotated {
     /// A successor (new, or the same one again within the grace window) and who the access token
@@ -124,36 +129,55 @@ fn legacy_successor_aad(session_id: Uuid, predecessor: &[u8; 32]) -> Vec<u8> {
 impl<S: SessionStore> Families<S> {
     /// Starts a family with its first token.
     pub async fn start(&self, req: StartSession) -> Result<Issued, DomainError> {
+        let (session, issued) = self.prepare(req)?;
+        self.store.start_session(session).await?;
+        Ok(issued)
+    }
+
+    /// The rows of a new family and the token to hand out, without writing them: for a caller
+    /// that must write them in its own conditional batch (an authorization code's exchange).
+    pub fn prepare(&self, req: StartSession) -> Result<(NewSession, Issued), DomainError> {
         let now = self.clock.now();
         let (token, hash) = new_token()?;
         let id = Uuid::now_v7();
         let expires_at = now + self.policy.session_max_ttl;
         let token_expires_at = (now + self.policy.token_ttl).min(expires_at);
-        self.store
-            .start_session(NewSession {
-                id,
-                user_id: req.user_id,
-                active_org_id: req.org_id,
-                amr: req.amr,
-                user_agent: req.user_agent,
-                ip: req.ip,
-                created_at: now,
-                expires_at,
-                token_hash: hash,
-                token_expires_at,
-            })
-            .await?;
-        Ok(Issued {
+        let session = NewSession {
+            id,
+            user_id: req.user_id,
+            active_org_id: req.org_id,
+            amr: req.amr,
+            user_agent: req.user_agent,
+            ip: req.ip,
+            created_at: now,
+            expires_at,
+            token_hash: hash,
+            token_expires_at,
+            grant: req.grant,
+        };
+        let issued = Issued {
             session_id: id,
             refresh_token: token,
             expires_at: token_expires_at,
             replayed: false,
-        })
+        };
+        Ok((session, issued))
     }
 
-    /// Presents the token whose SHA-256 is `presented`: a rotation, a grace replay, or reuse
-    /// (which revokes the family).
+    /// Presents the token whose SHA-256 is `presented` on the first-party API: a rotation, a
+    /// grace replay, or reuse (which revokes the family).
     pub async fn rotate(&self, presented: [u8; 32]) -> Result<Rotated, DomainError> {
+        self.rotate_for(presented, None).await
+    }
+
+    /// Presents a token for `client_id` (`None`: the first-party API). A token of another
+    /// client's session, or of a first-party session presented by a client, is not rotated: it
+    /// answers as an invalid token, and as reuse if it was used before.
+    pub async fn rotate_for(
+        &self,
+        presented: [u8; 32],
+        client_id: Option<String>,
+    ) -> Result<Rotated, DomainError> {
         let now = self.clock.now();
         // The successor is made (and sealed) before the store is asked, so the one transaction
         // that reads the token can also rotate it.
@@ -175,6 +199,7 @@ impl<S: SessionStore> Families<S> {
                 successor_sealed: sealed,
                 token_ttl: self.policy.token_ttl,
                 now,
+                client_id: client_id.clone(),
             })
             .await?
         else {
@@ -227,6 +252,10 @@ impl<S: SessionStore> Families<S> {
             let token = String::from_utf8(plain.to_vec())
                 .map_err(|e| DomainError::Internal(e.to_string()))?;
             let principal = p.principal.ok_or(DomainError::InvalidRefreshToken)?;
+            if principal.grant.as_ref().map(|g| &g.client_id) != client_id.as_ref() {
+                // Another client's session: its successor is not this presenter's to have.
+                return Err(DomainError::InvalidRefreshToken);
+            }
             let issued = Issued {
                 session_id: v.session_id,
                 refresh_token: SecretString::new(token),

@@ -118,6 +118,20 @@ pub struct NewSession {
     pub token_hash: [u8; 32],
     /// Expiry of the first refresh token.
     pub token_expires_at: i64,
+    /// For a session started by the OAuth token endpoint: its client and grant.
+    pub grant: Option<Grant>,
+}
+
+/// What an OAuth client was granted in a session: the session's refresh tokens rotate only for
+/// this client, and the scope travels with every rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The client the session belongs to.
+    pub client_id: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The browser session (single sign-on) the authorization came from.
+    pub browser_session_id: Option<Uuid>,
 }
 
 /// A refresh token row joined with its session, as rotation reads it.
@@ -169,6 +183,9 @@ pub struct Presentation {
     pub token_ttl: i64,
     /// Now.
     pub now: i64,
+    /// The OAuth client presenting the token, `None` for the first-party API: a token rotates
+    /// only for the client its session belongs to (part of the conditional write).
+    pub client_id: Option<String>,
 }
 
 /// What the store found for a presentation, and whether it rotated.
@@ -198,6 +215,8 @@ pub struct Principal {
     pub amr: Vec<String>,
     /// `auth_time`: when the user signed in to start the session (Unix seconds).
     pub auth_time: i64,
+    /// The OAuth grant of the session, if an OAuth client started it.
+    pub grant: Option<Grant>,
 }
 
 /// A signing key as stored: the private part sealed.

@@ -3,7 +3,7 @@
 use super::{App, AppError, Caller, Metered, Profile, Tokens};
 use crate::ops::audit::AuditEvent;
 use crate::security::passwords::{check_policy, context_words};
-use edge_idp_actors::store::{Principal, UserStore};
+use edge_idp_actors::store::{Grant, Principal, UserStore};
 use edge_idp_actors::SecretString;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -53,6 +53,11 @@ impl App {
             membership,
             amr: caller.claims.amr.clone(),
             auth_time: caller.claims.auth_time,
+            grant: caller.claims.client_id.clone().map(|client_id| Grant {
+                client_id,
+                scope: caller.claims.scope.clone().unwrap_or_default(),
+                browser_session_id: None,
+            }),
         };
         let access = self.tokens.issue(&principal, sid).await?;
         self.audit.record(AuditEvent {

@@ -63,6 +63,10 @@ pub enum AppError {
     /// A client registration or client request the registry refuses; the text says why.
     #[error("invalid client: {0}")]
     InvalidClient(String),
+    /// An OAuth 2.0 error of the token, introspection or userinfo endpoint (RFC 6749 §5.2,
+    /// RFC 6750 §3.1): its registered code and a description for the developer.
+    #[error("{}: {}", .0.code(), .0.description())]
+    OAuth(super::oauth::OAuthError),
     /// Nothing the caller may see is there.
     #[error("not found")]
     NotFound,

@@ -14,7 +14,7 @@ use crate::security::ratelimit::Decision;
 use edge_idp_actors::crypto::sha256;
 use edge_idp_actors::mfa::{new_challenge_token, CHALLENGE_TTL};
 use edge_idp_actors::refresh::StartSession;
-use edge_idp_actors::store::{Membership, MfaStore, Principal, UserStore};
+use edge_idp_actors::store::{Membership, MfaStore, Principal, UserRecord, UserStore};
 use edge_idp_actors::SecretString;
 use uuid::Uuid;
 
@@ -41,6 +41,16 @@ pub enum LoginOutcome {
     },
 }
 
+/// A right password, recorded.
+pub(super) struct PasswordOk {
+    /// The account.
+    pub user: UserRecord,
+    /// The organization it signs in to.
+    pub membership: Membership,
+    /// Whether that organization was asked for (else it is the default one).
+    pub org_requested: bool,
+}
+
 /// The longest password any account can have (the policy's maximum): anything longer is
 /// refused before it is hashed.
 pub const MAX_PASSWORD_CHARS: usize = 128;
@@ -59,7 +69,10 @@ impl App {
                 return Err(e);
             }
         };
-        let outcome = self.check_password(client, req, decision).await;
+        let outcome = match self.check_password(client, req, decision).await {
+            Ok(ok) => self.after_password(client, ok).await,
+            Err(e) => Err(e),
+        };
         self.metrics.login(match &outcome {
             Ok(LoginOutcome::MfaRequired { .. }) => "mfa_required",
             Ok(LoginOutcome::Tokens(_)) => "success",
@@ -70,12 +83,15 @@ impl App {
         Ok(Metered { decision, outcome })
     }
 
-    async fn check_password(
+    /// The password check every sign-in shares (the JSON login and the hosted sign-in page):
+    /// lockout, the hash verified on the hashing threads (a dummy one for unknown emails, so
+    /// that timing tells nothing), failures counted and audited, a success recorded.
+    pub(super) async fn check_password(
         &self,
         client: &Client,
         req: Login,
         decision: Decision,
-    ) -> Result<LoginOutcome, AppError> {
+    ) -> Result<PasswordOk, AppError> {
         // The lockout is kept per account key, for unknown emails as for known ones, so that
         // neither the lock nor the write a failure takes tells them apart.
         let lock_key = sha256(req.email.as_bytes());
@@ -140,19 +156,29 @@ impl App {
         self.db
             .record_login_success(user.id, self.clock.now(), rehash)
             .await?;
+        Ok(PasswordOk {
+            user,
+            membership,
+            org_requested: req.org_id.is_some(),
+        })
+    }
+
+    /// A right password: tokens, or a challenge for the second factor.
+    async fn after_password(
+        &self,
+        client: &Client,
+        ok: PasswordOk,
+    ) -> Result<LoginOutcome, AppError> {
+        let PasswordOk {
+            user,
+            membership,
+            org_requested,
+        } = ok;
         if user.mfa_enabled {
             // The password was right; the second factor decides. The requested organization
             // travels with the challenge.
-            let (token, hash) = new_challenge_token()?;
-            let now = self.clock.now();
-            let org = req.org_id.as_ref().map(|_| membership.org_id.to_string());
-            self.db
-                .create_challenge(hash, user.id, org, now, now + CHALLENGE_TTL)
-                .await?;
-            self.audit.record(AuditEvent {
-                user_id: Some(user.id),
-                ..client.event("mfa_challenge")
-            });
+            let org = org_requested.then(|| membership.org_id.to_string());
+            let token = self.mfa_challenge(client, user.id, org).await?;
             return Ok(LoginOutcome::MfaRequired {
                 token,
                 expires_in: CHALLENGE_TTL,
@@ -162,6 +188,25 @@ impl App {
             .start_session(client, user.id, user.email, membership, vec!["pwd".into()])
             .await?;
         Ok(LoginOutcome::Tokens(tokens))
+    }
+
+    /// Stores a single-use challenge for the second factor of `user_id`; its token.
+    pub(super) async fn mfa_challenge(
+        &self,
+        client: &Client,
+        user_id: Uuid,
+        org: Option<String>,
+    ) -> Result<SecretString, AppError> {
+        let (token, hash) = new_challenge_token()?;
+        let now = self.clock.now();
+        self.db
+            .create_challenge(hash, user_id, org, now, now + CHALLENGE_TTL)
+            .await?;
+        self.audit.record(AuditEvent {
+            user_id: Some(user_id),
+            ..client.event("mfa_challenge")
+        });
+        Ok(token)
     }
 
     /// The membership a login works in: the requested organization's, or the default one's.
@@ -204,6 +249,7 @@ impl App {
             amr: amr.clone(),
             user_agent: client.user_agent.clone(),
             ip: Some(client.ip.to_string()),
+            grant: None,
         };
         let issued = self.families.start(start).await?;
         let principal = Principal {
@@ -212,6 +258,7 @@ impl App {
             membership,
             amr,
             auth_time: self.clock.now(),
+            grant: None,
         };
         let access = self.tokens.issue(&principal, issued.session_id).await?;
         self.audit.record(AuditEvent {

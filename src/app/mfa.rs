@@ -17,6 +17,14 @@ use uuid::Uuid;
 /// The longest code accepted (a recovery code is shorter; anything longer is malformed).
 pub const MAX_CODE_CHARS: usize = 64;
 
+/// A passed second factor: who, in which organization, how.
+pub(super) struct SecondFactorOk {
+    pub user_id: Uuid,
+    pub email: String,
+    pub membership: edge_idp_actors::store::Membership,
+    pub amr: Vec<String>,
+}
+
 impl App {
     fn totp(&self) -> Mfa<'_, crate::db::Db> {
         Mfa {
@@ -179,19 +187,34 @@ impl App {
         let mut decision = self
             .limited(&[(Policy::LoginIp, &client.rate_key())])
             .await?;
-        let outcome = self
+        let outcome = match self
             .verify_challenge(client, mfa_token, code, &mut decision)
-            .await;
+            .await
+        {
+            Ok(passed) => {
+                self.start_session(
+                    client,
+                    passed.user_id,
+                    passed.email,
+                    passed.membership,
+                    passed.amr,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         Ok(Metered { decision, outcome })
     }
 
-    async fn verify_challenge(
+    /// The second factor's check every sign-in shares (the JSON API and the hosted pages): the
+    /// challenge, the account's limit, the failure cap, the code, the challenge consumed.
+    pub(super) async fn verify_challenge(
         &self,
         client: &Client,
         mfa_token: SecretString,
         code: SecretString,
         decision: &mut Decision,
-    ) -> Result<Tokens, AppError> {
+    ) -> Result<SecondFactorOk, AppError> {
         if !super::sessions::token_shaped(mfa_token.expose()) {
             return Err(AppError::InvalidMfaToken);
         }
@@ -234,13 +257,11 @@ impl App {
         let membership = self
             .membership_for_login(ch.user_id, ch.org_id.as_deref(), ch.default_org_id)
             .await?;
-        self.start_session(
-            client,
-            ch.user_id,
-            ch.email.clone(),
+        Ok(SecondFactorOk {
+            user_id: ch.user_id,
+            email: ch.email,
             membership,
-            vec!["pwd".to_owned(), "otp".to_owned()],
-        )
-        .await
+            amr: vec!["pwd".to_owned(), "otp".to_owned()],
+        })
     }
 }

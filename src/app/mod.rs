@@ -16,6 +16,7 @@
 //! - [`orgs`]: organizations, invitations, members.
 //! - [`ops`]: readiness, metrics, clean-up of expired rows.
 //! - [`clients`]: the OAuth client registry the operator manages from the command line.
+//! - [`oauth`]: the OpenID Connect provider: authorization, the browser session, tokens.
 //! - [`caller`]: who is asking ([`Client`]) and who is signed in ([`Caller`]).
 //! - [`profiles`]: the `/auth/me` profile, cached per user for two seconds.
 
@@ -25,6 +26,7 @@ pub mod clients;
 pub mod error;
 pub mod login;
 pub mod mfa;
+pub mod oauth;
 pub mod ops;
 pub mod orgs;
 pub mod profiles;

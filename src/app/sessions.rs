@@ -101,6 +101,9 @@ impl App {
                 .families
                 .revoke_all(user_id, None, "logout_all")
                 .await?;
+            self.db
+                .end_user_browser_sessions(user_id, self.clock.now())
+                .await?;
             self.audit.record(AuditEvent {
                 user_id: Some(user_id),
                 detail: Some(format!("all: {} sessions", ids.len())),
@@ -158,6 +161,11 @@ impl App {
             .await?;
         let n = revoked.len();
         self.revocations.revoke(revoked);
+        // The hosted pages' single sign-on ends with them: a new password or second factor
+        // must be used to sign in there again.
+        self.db
+            .end_user_browser_sessions(user_id, self.clock.now())
+            .await?;
         Ok(n)
     }
 

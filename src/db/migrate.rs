@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../schema/0005_invitations.sql"),
     ),
     (6, "clients", include_str!("../../schema/0006_clients.sql")),
+    (7, "oauth", include_str!("../../schema/0007_oauth.sql")),
 ];
 
 /// Why the schema could not be brought up to date.

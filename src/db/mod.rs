@@ -28,6 +28,7 @@ mod batch;
 mod clients;
 mod guards;
 mod migrate;
+mod oauth;
 mod orgs;
 mod store;
 
@@ -35,6 +36,7 @@ pub use batch::{Batch, Outcome};
 pub use clients::ClientRecord;
 pub use guards::{Attempt, Failure};
 pub use migrate::{migrate, MigrateError, MIGRATIONS};
+pub use oauth::{BrowserSession, CodeGrant, CodeState};
 pub use orgs::{Acceptance, Invitation, PendingInvitation, Profile, Removal, SessionRow};
 
 use edge_idp_actors::StoreError;

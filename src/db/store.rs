@@ -7,7 +7,7 @@
 use super::batch::Batch;
 use super::{map_err, Db};
 use edge_idp_actors::store::{
-    Challenge, KeyStore, Membership, MfaRecord, MfaStatus, MfaStore, NewSession, NewUser,
+    Challenge, Grant, KeyStore, Membership, MfaRecord, MfaStatus, MfaStore, NewSession, NewUser,
     Presentation, Presented, Principal, Pruned, RefreshView, Role, SessionStore, StoreResult,
     StoredKey, UserRecord, UserStore,
 };
@@ -80,7 +80,7 @@ pub(super) async fn first_row(
 /// Who the session of refresh token `?1` issues its next access token for, unless the session
 /// is revoked: its active organization while the user is a member there, else the default one.
 const PRINCIPAL_OF_TOKEN: &str = "SELECT u.id, u.email, s.amr, ma.org_id, oa.name, ma.role, md.org_id, od.name, md.role, \
-     s.created_at FROM sessions s JOIN users u ON u.id = s.user_id \
+     s.created_at, s.client_id, s.scope, s.browser_session_id FROM sessions s JOIN users u ON u.id = s.user_id \
      LEFT JOIN memberships ma ON ma.org_id = s.active_org_id AND ma.user_id = u.id \
      LEFT JOIN organizations oa ON oa.id = ma.org_id \
      LEFT JOIN memberships md ON md.org_id = u.default_org_id AND md.user_id = u.id \
@@ -113,6 +113,14 @@ fn principal(r: &[Value]) -> StoreResult<Option<Principal>> {
             .map(str::to_owned)
             .collect(),
         auth_time: r.int(9)?,
+        grant: match r.opt_text(10)? {
+            Some(client_id) => Some(Grant {
+                client_id,
+                scope: r.opt_text(11)?.unwrap_or_default(),
+                browser_session_id: r.opt_uuid(12)?,
+            }),
+            None => None,
+        },
     }))
 }
 
@@ -278,8 +286,8 @@ impl SessionStore for Db {
         let sid = s.id.to_string();
         let mut b = Batch::default();
         b.execute(
-            "INSERT INTO sessions (id, user_id, active_org_id, amr, user_agent, ip, created_at, last_used_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+            "INSERT INTO sessions (id, user_id, active_org_id, amr, user_agent, ip, created_at, last_used_at, expires_at, \
+             client_id, scope, browser_session_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
             vec![
                 sid.clone().into(),
                 s.user_id.to_string().into(),
@@ -289,6 +297,13 @@ impl SessionStore for Db {
                 s.ip.into(),
                 s.created_at.into(),
                 s.expires_at.into(),
+                s.grant.as_ref().map(|g| g.client_id.clone()).into(),
+                s.grant.as_ref().map(|g| g.scope.clone()).into(),
+                s.grant
+                    .as_ref()
+                    .and_then(|g| g.browser_session_id)
+                    .map(|id| id.to_string())
+                    .into(),
             ],
         );
         b.execute(
@@ -309,8 +324,9 @@ impl SessionStore for Db {
         b.execute(
             "UPDATE refresh_tokens SET used_at = ?2, successor_hash = ?3, successor_sealed = ?4 \
              WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2 \
-             AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL AND s.expires_at > ?2)",
-            vec![token.clone(), p.now.into(), successor.clone(), sealed],
+             AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL AND s.expires_at > ?2 \
+             AND s.client_id IS ?5)",
+            vec![token.clone(), p.now.into(), successor.clone(), sealed, p.client_id.into()],
         );
         b.execute(
             "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at, expires_at) \
@@ -497,6 +513,14 @@ impl SessionStore for Db {
             // Invitations end at `expires_at` whatever happened to them (accepted, declined,
             // revoked or not); what was done with them is in the audit trail.
             c.execute("DELETE FROM org_invitations WHERE rowid IN (SELECT rowid FROM org_invitations WHERE expires_at <= ?1 LIMIT ?2)", params![now, PRUNE_BATCH])
+                .await
+                .map_err(map_err)?;
+            // A used code is kept a while past its expiry, so that its reuse is still caught
+            // (and revokes what it issued) after the 60 s in which it could be redeemed.
+            c.execute("DELETE FROM oauth_codes WHERE rowid IN (SELECT rowid FROM oauth_codes WHERE expires_at <= ?1 LIMIT ?2)", params![now - KEEP_AFTER_END, PRUNE_BATCH])
+                .await
+                .map_err(map_err)?;
+            c.execute("DELETE FROM browser_sessions WHERE rowid IN (SELECT rowid FROM browser_sessions WHERE expires_at <= ?1 OR revoked_at <= ?1 LIMIT ?2)", params![now - KEEP_AFTER_END, PRUNE_BATCH])
                 .await
                 .map_err(map_err)?;
             Ok(Pruned { successors_erased, tokens_deleted, sessions_deleted })
@@ -858,6 +882,7 @@ mod tests {
             amr: vec!["pwd".into()],
             user_agent: None,
             ip: None,
+            grant: None,
         })
         .await
         .unwrap()

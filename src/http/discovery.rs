@@ -1,8 +1,11 @@
-//! Discovery and operations: JWKS, OpenID configuration, liveness and readiness.
+//! Discovery and operations: JWKS, OpenID Provider (and RFC 8414) metadata, liveness and
+//! readiness.
 //!
 //! JWKS is served from the pre-rendered snapshot of the KeyManager: no database, no mailbox.
 
 use super::error::{ApiError, Problem};
+use crate::app::clients::GRANTS;
+use crate::app::oauth::{CLAIMS_SUPPORTED, SCOPES_SUPPORTED};
 use crate::app::SharedApp;
 use edge_idp_actors::keys::JwkSet;
 use serde::Serialize;
@@ -15,27 +18,76 @@ use warp::Reply;
 /// long (key rotation keeps that promise), so a cached JWKS never misses a `kid`.
 pub const JWKS_MAX_AGE: u64 = 300;
 
-/// OpenID Provider metadata (OpenID Connect Discovery 1.0), advertising only what exists.
-///
-/// There is no OAuth authorization or token endpoint yet (the JSON login and refresh are not
-/// OAuth grants), so no `token_endpoint`, no `grant_types_supported`, and empty lists of
-/// response types and token-endpoint authentication methods: a client library reading this
-/// learns the issuer and the keys to verify its tokens with, and is not sent to endpoints that
-/// would not answer it.
+/// OpenID Provider metadata (OpenID Connect Discovery 1.0 §3), which is also the
+/// authorization server metadata of RFC 8414. Only what exists is advertised: a client library
+/// reading it is never sent to an endpoint that would not answer it, nor offered a feature
+/// (request objects, the `claims` parameter, implicit or hybrid flows) that is refused.
 #[derive(Serialize, ToSchema)]
 pub struct OpenIdConfiguration {
     /// `ISSUER`.
     issuer: String,
+    /// The hosted sign-in's entry point.
+    authorization_endpoint: String,
+    /// Code, refresh and client-credentials exchanges.
+    token_endpoint: String,
+    /// Claims of the signed-in user.
+    userinfo_endpoint: String,
     /// Absolute URL of the JWKS.
     jwks_uri: String,
-    /// Empty: no token endpoint yet.
-    token_endpoint_auth_methods_supported: [&'static str; 0],
-    /// Empty: no authorization endpoint yet.
-    response_types_supported: [&'static str; 0],
+    /// `openid profile email offline_access`.
+    scopes_supported: [&'static str; 4],
+    /// `code` only.
+    response_types_supported: [&'static str; 1],
+    /// `query` only.
+    response_modes_supported: [&'static str; 1],
+    /// `authorization_code`, `refresh_token`, `client_credentials`.
+    grant_types_supported: [&'static str; 3],
+    /// `S256` only.
+    code_challenge_methods_supported: [&'static str; 1],
+    /// `client_secret_basic`, `client_secret_post`, `none` (public clients, with PKCE).
+    token_endpoint_auth_methods_supported: [&'static str; 3],
+    /// `public`.
     subject_types_supported: [&'static str; 1],
+    /// `RS256`.
     id_token_signing_alg_values_supported: [&'static str; 1],
-    /// Claims of the access tokens.
-    claims_supported: [&'static str; 13],
+    /// Claims of ID tokens and userinfo.
+    claims_supported: [&'static str; 14],
+    /// `iss` in every authorization response (RFC 9207).
+    authorization_response_iss_parameter_supported: bool,
+    /// No `claims` request parameter.
+    claims_parameter_supported: bool,
+    /// No request objects.
+    request_parameter_supported: bool,
+    /// No `request_uri`.
+    request_uri_parameter_supported: bool,
+}
+
+fn configuration(state: &SharedApp) -> OpenIdConfiguration {
+    let iss = &state.settings.issuer;
+    OpenIdConfiguration {
+        issuer: iss.clone(),
+        authorization_endpoint: format!("{iss}/oauth2/authorize"),
+        token_endpoint: format!("{iss}/oauth2/token"),
+        userinfo_endpoint: format!("{iss}/oauth2/userinfo"),
+        jwks_uri: format!("{iss}/.well-known/jwks.json"),
+        scopes_supported: SCOPES_SUPPORTED,
+        response_types_supported: ["code"],
+        response_modes_supported: ["query"],
+        grant_types_supported: GRANTS,
+        code_challenge_methods_supported: ["S256"],
+        token_endpoint_auth_methods_supported: [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: ["RS256"],
+        claims_supported: CLAIMS_SUPPORTED,
+        authorization_response_iss_parameter_supported: true,
+        claims_parameter_supported: false,
+        request_parameter_supported: false,
+        request_uri_parameter_supported: false,
+    }
 }
 
 /// `{"status"}` of the health endpoints.
@@ -72,33 +124,20 @@ pub fn public_json(body: String, max_age: u64) -> Response {
 
 /// `GET /.well-known/openid-configuration`.
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
-    responses((status = 200, description = "OIDC discovery metadata", body = OpenIdConfiguration)))]
+    responses((status = 200, description = "OpenID Provider metadata", body = OpenIdConfiguration)))]
 pub async fn openid_configuration(state: SharedApp) -> Response {
-    let iss = &state.settings.issuer;
-    let body = OpenIdConfiguration {
-        issuer: iss.clone(),
-        jwks_uri: format!("{iss}/.well-known/jwks.json"),
-        token_endpoint_auth_methods_supported: [],
-        response_types_supported: [],
-        subject_types_supported: ["public"],
-        id_token_signing_alg_values_supported: ["RS256"],
-        claims_supported: [
-            "iss",
-            "aud",
-            "sub",
-            "exp",
-            "iat",
-            "nbf",
-            "jti",
-            "sid",
-            "org_id",
-            "role",
-            "email",
-            "amr",
-            "auth_time",
-        ],
-    };
-    let mut resp = warp::reply::json(&body).into_response();
+    metadata(&state)
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414): the same document.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
+    responses((status = 200, description = "Authorization server metadata (RFC 8414)", body = OpenIdConfiguration)))]
+pub async fn authorization_server_metadata(state: SharedApp) -> Response {
+    metadata(&state)
+}
+
+fn metadata(state: &SharedApp) -> Response {
+    let mut resp = warp::reply::json(&configuration(state)).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),

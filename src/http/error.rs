@@ -3,6 +3,7 @@
 //! causes are logged here with their whole chain and answered with an opaque body.
 
 use crate::app::error::Cause;
+use crate::app::oauth::OAuthError;
 use crate::app::AppError;
 use crate::ops::telemetry::chain;
 use crate::security::ratelimit::Decision;
@@ -84,6 +85,11 @@ pub enum ApiError {
     RequestTimeout,
     /// 429 `rate_limited`, with `Retry-After` and `RateLimit-*`.
     RateLimited(Decision),
+    /// An OAuth 2.0 error of the token or userinfo endpoint, in the standards' own shape:
+    /// `{"error", "error_description"}` (RFC 6749 §5.2), 400; 401 for `invalid_client` (with
+    /// `WWW-Authenticate: Basic` when the client used it) and `invalid_token`; 403 for
+    /// `insufficient_scope` (RFC 6750 §3.1).
+    OAuth(OAuthError),
     /// 503 `unavailable`: overloaded, an actor restarting, the database busy. Retry.
     Unavailable(Cause),
     /// 500 `internal_error`: a fault of ours; the cause goes to the log only.
@@ -126,6 +132,7 @@ impl From<AppError> for ApiError {
             AppError::InvalidClient(why) => {
                 ApiError::Validation(vec![FieldError::new("client", why)])
             }
+            AppError::OAuth(e) => ApiError::OAuth(e),
             AppError::RateLimited(d) => ApiError::RateLimited(d),
             AppError::Unavailable(cause) => ApiError::Unavailable(cause),
             AppError::Internal(cause) => ApiError::Internal(cause),
@@ -265,6 +272,17 @@ impl ApiError {
                 "rate_limited",
                 "Too many requests",
             ),
+            OAuth(e) => (
+                match e {
+                    OAuthError::InvalidClient { .. } | OAuthError::InvalidToken => {
+                        StatusCode::UNAUTHORIZED
+                    }
+                    OAuthError::InsufficientScope(_) => StatusCode::FORBIDDEN,
+                    _ => StatusCode::BAD_REQUEST,
+                },
+                e.code(),
+                "OAuth error",
+            ),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -316,6 +334,7 @@ impl ApiError {
             ),
             RequestTimeout => "The request body did not arrive in time.".into(),
             RateLimited(d) => format!("Retry in {} seconds.", d.reset_secs.max(1)),
+            OAuth(e) => e.description(),
             Unavailable(_) => "Please retry shortly.".into(),
             Internal(_) => "An unexpected error occurred.".into(),
         }
@@ -323,6 +342,9 @@ impl ApiError {
 
     /// Renders the problem response (and logs internal causes).
     pub fn into_response(self) -> Response {
+        if let ApiError::OAuth(e) = &self {
+            return oauth_response(e);
+        }
         let (status, code, title) = self.parts();
         match &self {
             ApiError::Internal(cause) => {
@@ -383,6 +405,26 @@ impl ApiError {
         }
         resp
     }
+}
+
+/// An OAuth error in the standards' shape (see [`ApiError::OAuth`]).
+fn oauth_response(e: &OAuthError) -> Response {
+    let (status, _, _) = ApiError::OAuth(e.clone()).parts();
+    let body = serde_json::json!({"error": e.code(), "error_description": e.description()});
+    let mut resp = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    let challenge = match e {
+        OAuthError::InvalidClient { basic: true } => Some(r#"Basic realm="edge-idp""#),
+        OAuthError::InvalidToken => Some(r#"Bearer error="invalid_token""#),
+        OAuthError::InsufficientScope(_) => Some(r#"Bearer error="insufficient_scope""#),
+        _ => None,
+    };
+    if let Some(c) = challenge {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+    }
+    resp
 }
 
 /// Adds `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.

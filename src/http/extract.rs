@@ -111,21 +111,41 @@ pub fn json_body(
         .and(warp::body::stream())
         .then(
             |ct: Option<String>, too_large: Option<BodyTooLarge>, body| {
-                read_body(ct, too_large.is_some(), body)
+                read_body(ct, "application/json", too_large.is_some(), body)
+            },
+        )
+}
+
+/// Extracts the raw body of an HTML form or an OAuth request
+/// (`application/x-www-form-urlencoded`), or the 413/415 that reading it produced.
+pub fn form_body(
+) -> impl Filter<Extract = (Result<Bytes, ApiError>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and(warp::ext::optional::<BodyTooLarge>())
+        .and(warp::body::stream())
+        .then(
+            |ct: Option<String>, too_large: Option<BodyTooLarge>, body| {
+                read_body(
+                    ct,
+                    "application/x-www-form-urlencoded",
+                    too_large.is_some(),
+                    body,
+                )
             },
         )
 }
 
 async fn read_body<B: Buf>(
     content_type: Option<String>,
+    media_type: &'static str,
     too_large: bool,
     body: impl Stream<Item = Result<B, warp::Error>>,
 ) -> Result<Bytes, ApiError> {
-    let is_json = content_type.as_deref().is_some_and(|ct| {
+    let expected = content_type.as_deref().is_some_and(|ct| {
         let essence = ct.split(';').next().unwrap_or("").trim();
-        essence.eq_ignore_ascii_case("application/json")
+        essence.eq_ignore_ascii_case(media_type)
     });
-    if !is_json {
+    if !expected {
         return Err(ApiError::UnsupportedMediaType);
     }
     // The server edge has read the body already, stopping at the limit.

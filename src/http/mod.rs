@@ -3,7 +3,7 @@
 //! - [`ROUTES`] lists every path and its methods; the router's guard answers 404 and 405 (with
 //!   `Allow`) from it before any handler runs, and tests compare it with API.md.
 //! - Handlers, one module per group of routes: [`auth`], [`mfa`], [`account`], [`orgs`],
-//!   [`discovery`]. Each parses, calls one function of the application layer (`crate::app`)
+//!   [`discovery`], [`oauth`] (token, userinfo), [`pages`] (the hosted HTML pages). Each parses, calls one function of the application layer (`crate::app`)
 //!   and renders; none touches storage or actors.
 //! - [`extract`]: bodies, client IP, validation. [`bearer`]: the Bearer filter.
 //! - [`reply`]: JSON, `no-store`, rate-limit headers. [`views`]: the answers' JSON shapes.
@@ -18,15 +18,17 @@ pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod mfa;
+pub mod oauth;
 pub mod openapi;
 pub mod orgs;
+pub mod pages;
 pub mod reply;
 pub mod server;
 pub mod views;
 
 use crate::app::SharedApp;
 use error::ApiError;
-use extract::{client, json_body, with_state};
+use extract::{client, form_body, json_body, with_state};
 use warp::filters::BoxedFilter;
 use warp::http::Method;
 use warp::reply::Response;
@@ -54,8 +56,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/orgs/{org_id}/invitations", "POST"),
     ("/orgs/{org_id}/invitations/{id}", "DELETE"),
     ("/orgs/{org_id}/members/{user_id}", "DELETE"),
+    ("/oauth2/authorize", "GET, POST"),
+    ("/oauth2/sign-in", "POST"),
+    ("/oauth2/sign-in/mfa", "POST"),
+    ("/oauth2/consent", "POST"),
+    ("/oauth2/token", "POST"),
+    ("/oauth2/userinfo", "GET, POST"),
+    ("/assets/edge-idp.css", "GET"),
     ("/.well-known/jwks.json", "GET"),
     ("/.well-known/openid-configuration", "GET"),
+    ("/.well-known/oauth-authorization-server", "GET"),
     ("/healthz", "GET"),
     ("/readyz", "GET"),
     ("/metrics", "GET"),
@@ -142,15 +152,12 @@ pub fn routes(state: SharedApp) -> BoxedFilter<(Response,)> {
         .then(|s, c, b| async move { reply::respond(mfa::verify(s, c, b).await) });
 
     let account = account_routes(&state);
+    let oauth = oauth_routes(&state);
 
     let jwks = warp::path!(".well-known" / "jwks.json")
         .and(warp::get())
         .and(st())
         .then(discovery::jwks);
-    let oidc = warp::path!(".well-known" / "openid-configuration")
-        .and(warp::get())
-        .and(st())
-        .then(discovery::openid_configuration);
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .then(discovery::healthz);
@@ -190,7 +197,7 @@ pub fn routes(state: SharedApp) -> BoxedFilter<(Response,)> {
                 .unify()
                 .or(mfa_disable)
                 .unify()
-                .or(oidc)
+                .or(oauth)
                 .unify()
                 .or(healthz)
                 .unify()
@@ -214,6 +221,105 @@ pub fn metrics_routes(state: SharedApp) -> BoxedFilter<(Response,)> {
         .and(with_state(state))
         .map(|s: SharedApp| discovery::render_metrics(&s))
         .recover(error::recover)
+        .unify()
+        .boxed()
+}
+
+/// The OpenID Connect provider's endpoints and hosted pages, boxed as one group.
+fn oauth_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
+    let st = || with_state(state.clone());
+    let cl = || client(state.clone());
+    let cookie = || warp::header::optional::<String>("cookie");
+    let authorization = || warp::header::optional::<String>("authorization");
+    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+
+    let authorize_get = warp::path!("oauth2" / "authorize")
+        .and(warp::get())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(raw_query)
+        .then(pages::authorize_get);
+    let authorize_post = warp::path!("oauth2" / "authorize")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::authorize_post);
+    let sign_in = warp::path!("oauth2" / "sign-in")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::sign_in);
+    let sign_in_mfa = warp::path!("oauth2" / "sign-in" / "mfa")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::sign_in_mfa);
+    let consent = warp::path!("oauth2" / "consent")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::consent);
+    let token = warp::path!("oauth2" / "token")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(authorization())
+        .and(form_body())
+        .then(oauth::token);
+    let userinfo_get = warp::path!("oauth2" / "userinfo")
+        .and(warp::get())
+        .and(st())
+        .and(cl())
+        .and(authorization())
+        .then(|s, c, a| oauth::userinfo(s, c, a, None));
+    let userinfo_post = warp::path!("oauth2" / "userinfo")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(authorization())
+        .and(form_body())
+        .then(oauth::userinfo_post);
+    let css = warp::path!("assets" / "edge-idp.css")
+        .and(warp::get())
+        .then(pages::stylesheet);
+    let oidc = warp::path!(".well-known" / "openid-configuration")
+        .and(warp::get())
+        .and(st())
+        .then(discovery::openid_configuration);
+    let oauth_metadata = warp::path!(".well-known" / "oauth-authorization-server")
+        .and(warp::get())
+        .and(st())
+        .then(discovery::authorization_server_metadata);
+
+    token
+        .or(authorize_get)
+        .unify()
+        .or(authorize_post)
+        .unify()
+        .or(sign_in)
+        .unify()
+        .or(sign_in_mfa)
+        .unify()
+        .or(consent)
+        .unify()
+        .or(userinfo_get)
+        .unify()
+        .or(userinfo_post)
+        .unify()
+        .or(css)
+        .unify()
+        .or(oidc)
+        .unify()
+        .or(oauth_metadata)
         .unify()
         .boxed()
 }

@@ -17,7 +17,7 @@
 //! guard answers 404 and 405 from, and request each documented operation on a live server.
 
 use super::error::{FieldError, Problem};
-use super::{account, auth, discovery, mfa, orgs};
+use super::{account, auth, discovery, mfa, oauth, orgs, pages};
 use std::sync::OnceLock;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
@@ -64,6 +64,16 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         orgs::decline_invitation,
         discovery::jwks,
         discovery::openid_configuration,
+        discovery::authorization_server_metadata,
+        oauth::token,
+        oauth::userinfo,
+        oauth::userinfo_post,
+        pages::authorize_get,
+        pages::authorize_post,
+        pages::sign_in,
+        pages::sign_in_mfa,
+        pages::consent,
+        pages::stylesheet,
         discovery::healthz,
         discovery::readyz,
         discovery::metrics,
@@ -145,7 +155,30 @@ impl Modify for SharedProblems {
     }
 }
 
+/// Whether `op` is one of the OpenID Connect provider's (tag `oauth`): its errors are the
+/// standards' own (RFC 6749 JSON, redirects to the client, HTML error pages), declared by each
+/// handler; only the shared 5xx answers are problem documents.
+fn is_oauth(op: &Operation) -> bool {
+    op.tags
+        .as_ref()
+        .is_some_and(|t| t.iter().any(|t| t == "oauth"))
+}
+
 fn shared_problems(op: &mut Operation) {
+    if is_oauth(op) {
+        add(op, "413", "`payload_too_large`: the body exceeds 16 KiB");
+        add(
+            op,
+            "503",
+            "`unavailable`: a dependency is unavailable or the server is at capacity; retry shortly",
+        );
+        add(
+            op,
+            "500",
+            "`internal`: an unexpected error; no internals are shown",
+        );
+        return;
+    }
     // Errors the handlers declare are problem documents too.
     for (status, resp) in op.responses.responses.iter_mut() {
         if let (false, RefOr::T(resp)) = (status.starts_with('2'), resp) {
@@ -260,7 +293,18 @@ mod tests {
                     "{method} {path} documents no success"
                 );
                 assert!(responses.contains_key("503"), "{method} {path}: no 503");
+                let oauth = op["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "oauth"));
                 for (status, resp) in responses {
+                    if oauth && !status.starts_with('5') {
+                        // The standards' own errors: described, with their media type.
+                        assert!(
+                            status.starts_with('3') || resp["content"].is_object(),
+                            "{method} {path} {status}: no content documented"
+                        );
+                        continue;
+                    }
                     if !status.starts_with('2') {
                         assert_eq!(
                             resp["content"][PROBLEM_JSON]["schema"]["$ref"],
@@ -269,7 +313,7 @@ mod tests {
                         );
                     }
                 }
-                if op.get("requestBody").is_some() {
+                if op.get("requestBody").is_some() && !oauth {
                     for s in ["400", "413", "415", "422"] {
                         assert!(responses.contains_key(s), "{method} {path}: no {s}");
                     }

@@ -250,7 +250,10 @@ where
     };
     let h = resp.headers_mut();
     for (k, v) in SECURITY_HEADERS {
-        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        // A hosted page sets its own (wider) Content-Security-Policy; every other answer
+        // gets the edge's.
+        h.entry(HeaderName::from_static(k))
+            .or_insert(HeaderValue::from_static(v));
     }
     h.insert("x-request-id", request_id);
     let method_label = match method.as_str() {

@@ -58,6 +58,85 @@ pub struct AccessClaims {
     /// that is, as a sign-in long ago.
     #[serde(default)]
     pub auth_time: i64,
+    /// The OAuth client the token was issued to (RFC 9068 §2.2); absent for the first-party
+    /// API's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Scopes granted to that client, space-separated; absent for the first-party API's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// The claims of an OpenID Connect ID token (Core 1.0 §2): who signed in, when and how, for
+/// which client; profile claims by scope.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdClaims {
+    /// Issuer.
+    pub iss: String,
+    /// The user.
+    pub sub: String,
+    /// The client.
+    pub aud: String,
+    /// The client (Core §2: the party the token was issued to).
+    pub azp: String,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// When the user authenticated.
+    pub auth_time: i64,
+    /// The authorization request's nonce, echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Authentication methods (RFC 8176 values).
+    pub amr: Vec<String>,
+    /// The browser session at the provider (RP-initiated logout names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Left half of SHA-256 of the access token, base64url (Core §3.1.3.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
+    /// With the `email` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// With the `email` scope: whether the address was proven (never yet: no verification
+    /// mail exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    /// With the `profile` scope, when the user has a name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The claims of an access token a client gets for itself (`client_credentials`): no user, no
+/// session, no organization, so no user endpoint accepts it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// The client itself.
+    pub sub: String,
+    /// The client (RFC 9068 §2.2).
+    pub client_id: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// `at_hash` of an access token: the left half of its SHA-256, base64url (OpenID Connect Core
+/// §3.1.3.6 for RS256).
+pub fn at_hash(access_token: &str) -> String {
+    let digest = edge_idp_actors::crypto::sha256(access_token.as_bytes());
+    edge_idp_actors::crypto::b64url(&digest[..16])
 }
 
 /// Mints access tokens.
@@ -133,6 +212,73 @@ impl TokenIssuer {
             .map(|d| d.claims)
     }
 
+    /// Issuer (`iss`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Signs an ID token (`typ` `JWT`) with the current key.
+    pub async fn sign_id_token(&self, claims: &IdClaims) -> Result<String, DomainError> {
+        let json = serde_json::to_vec(claims).map_err(|e| DomainError::Internal(e.to_string()))?;
+        let key = self.keys.load().signing_key(self.clock.now()).clone();
+        tokio::task::spawn_blocking(move || key.sign_id_token(&json))
+            .await
+            .map_err(|e| DomainError::Internal(format!("signing task: {e}")))?
+    }
+
+    /// Signs an access token for the client `client_id` itself (`client_credentials`).
+    pub async fn issue_for_client(
+        &self,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<String, DomainError> {
+        let now = self.clock.now();
+        let claims = ClientClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: client_id.to_owned(),
+            client_id: client_id.to_owned(),
+            scope: scope.to_owned(),
+            exp: now + self.ttl,
+            iat: now,
+            nbf: now,
+            jti: Uuid::now_v7().to_string(),
+        };
+        let json = serde_json::to_vec(&claims).map_err(|e| DomainError::Internal(e.to_string()))?;
+        let key = self.keys.load().signing_key(now).clone();
+        tokio::task::spawn_blocking(move || key.sign_jwt(&json))
+            .await
+            .map_err(|e| DomainError::Internal(format!("signing task: {e}")))?
+    }
+
+    /// The claims of a client's own access token, if `token` is one and is valid now.
+    pub fn verify_client_token(&self, token: &str) -> Option<ClientClaims> {
+        use jsonwebtoken::{Algorithm, Validation};
+        if token.len() > 8192 {
+            return None;
+        }
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != Algorithm::RS256 || header.typ.as_deref() != Some("at+jwt") {
+            return None;
+        }
+        let keys = self.keys.load();
+        let key = keys.decoding_key(header.kid.as_deref()?)?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.audience]);
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        let claims = jsonwebtoken::decode::<ClientClaims>(token, key, &v)
+            .ok()?
+            .claims;
+        let now = self.clock.now();
+        // A user's token issued to a client has `client_id` and `scope` too, but its subject is
+        // the user.
+        (claims.sub == claims.client_id && claims.exp > now && claims.nbf <= now + 60)
+            .then_some(claims)
+    }
+
     /// Signs an access token for `principal` in session `sid`.
     pub async fn issue(&self, principal: &Principal, sid: Uuid) -> Result<String, DomainError> {
         let now = self.clock.now();
@@ -150,6 +296,8 @@ impl TokenIssuer {
             email: principal.email.clone(),
             amr: principal.amr.clone(),
             auth_time: principal.auth_time,
+            client_id: principal.grant.as_ref().map(|g| g.client_id.clone()),
+            scope: principal.grant.as_ref().map(|g| g.scope.clone()),
         };
         let json = serde_json::to_vec(&claims).map_err(|e| DomainError::Internal(e.to_string()))?;
         let key = self.keys.load().signing_key(now).clone();
@@ -186,6 +334,7 @@ mod tests {
             },
             amr: vec!["pwd".into()],
             auth_time: NOW - 10,
+            grant: None,
         }
     }
 

@@ -17,6 +17,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub base: String,
+    /// `ISSUER` (and the audience of its access tokens).
+    pub issuer: String,
     pub http: reqwest::Client,
     pub clock: Clock,
     pub actors: Arc<Handles>,
@@ -39,6 +41,9 @@ pub struct Opts {
     pub data_dir: Option<PathBuf>,
     /// Drive this clock.
     pub clock: Option<Clock>,
+    /// Make `ISSUER` the server's own address (`http://127.0.0.1:PORT`), as an OpenID Connect
+    /// client needs: it fetches discovery from the issuer.
+    pub own_issuer: bool,
 }
 
 impl Opts {
@@ -157,20 +162,32 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
         }
     };
     let mut argv = vec!["edge-idp".to_owned()];
+    let mut args = opts.args;
+    let listener = if opts.own_issuer {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        args.push(("--issuer".into(), format!("http://127.0.0.1:{port}")));
+        Some(l)
+    } else {
+        None
+    };
     for pair in base_args(&dir).chunks(2) {
-        if !opts.args.iter().any(|(k, _)| *k == pair[0]) {
+        if !args.iter().any(|(k, _)| *k == pair[0]) {
             argv.extend_from_slice(pair);
         }
     }
-    for (k, v) in opts.args {
+    for (k, v) in args {
         argv.push(k);
         argv.push(v);
     }
     let config = explicit(argv).config;
     let (key, _) = config.resolve_master_key().expect("master key");
     let settings = config.validate(key).expect("settings");
+    let issuer = settings.issuer.clone();
     let clock = opts.clock.unwrap_or_else(Clock::manual_now);
-    let app = Application::build_with_clock(settings, clock.clone())
+    let app = Application::build_on(settings, clock.clone(), listener)
         .await
         .expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -184,6 +201,7 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
     });
     TestApp {
         base,
+        issuer,
         http: client(),
         clock,
         actors,
@@ -244,7 +262,13 @@ impl TestApp {
     /// The claims of an access token, verified with this server's JWKS alone (as a resource
     /// server would).
     pub async fn claims(&self, token: &str) -> Value {
-        verify_with_jwks(&self.http, &self.url("/.well-known/jwks.json"), token).await
+        verify_with_jwks(
+            &self.http,
+            &self.url("/.well-known/jwks.json"),
+            token,
+            &self.issuer,
+        )
+        .await
     }
 
     pub async fn get_as(&self, path: &str, token: &str) -> Response {
@@ -311,7 +335,13 @@ pub async fn assert_problem(r: Response, status: u16, code: &str) -> Value {
 }
 
 /// Verifies an access token with `jsonwebtoken` using only the JWKS document at `jwks_url`.
-pub async fn verify_with_jwks(http: &reqwest::Client, jwks_url: &str, token: &str) -> Value {
+/// `issuer` is the server's (and the tokens' audience).
+pub async fn verify_with_jwks(
+    http: &reqwest::Client,
+    jwks_url: &str,
+    token: &str,
+    issuer: &str,
+) -> Value {
     let jwks: jsonwebtoken::jwk::JwkSet = http
         .get(jwks_url)
         .send()
@@ -327,8 +357,8 @@ pub async fn verify_with_jwks(http: &reqwest::Client, jwks_url: &str, token: &st
     let jwk = jwks.find(&kid).expect("kid published in JWKS");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("decoding key");
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    v.set_issuer(&["http://localhost:8000"]);
-    v.set_audience(&["http://localhost:8000"]);
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[issuer]);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
     jsonwebtoken::decode::<Value>(token, &key, &v)
         .expect("token verifies")

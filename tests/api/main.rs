@@ -20,6 +20,7 @@ mod logout;
 mod metrics;
 mod mfa;
 mod multiprocess;
+mod oidc;
 mod openapi;
 mod orgs;
 mod ratelimit;

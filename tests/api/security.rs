@@ -595,8 +595,10 @@ async fn metrics_need_the_token_or_live_on_the_internal_listener() {
     assert_eq!(r.status(), 404, "the internal listener serves metrics only");
 }
 
+/// RFC 9700 §2.1.2, §2.4: no implicit flow, no password grant; and nothing advertised that the
+/// router does not serve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discovery_advertises_no_grant_or_endpoint_that_does_not_exist() {
+async fn discovery_advertises_no_implicit_flow_no_password_grant_and_no_missing_endpoint() {
     let app = spawn_app().await;
     let d: Value = app
         .get("/.well-known/openid-configuration")
@@ -604,13 +606,28 @@ async fn discovery_advertises_no_grant_or_endpoint_that_does_not_exist() {
         .json()
         .await
         .unwrap();
-    assert!(d.get("grant_types_supported").is_none(), "{d}");
-    assert!(
-        d.get("token_endpoint").is_none(),
-        "no OAuth token endpoint yet: {d}"
+    assert_eq!(d["response_types_supported"], json!(["code"]), "{d}");
+    assert_eq!(
+        d["grant_types_supported"],
+        json!(["authorization_code", "refresh_token", "client_credentials"]),
+        "{d}"
     );
-    assert_eq!(d["response_types_supported"], json!([]), "{d}");
     assert!(!d.to_string().contains("password"), "{d}");
+    assert!(!d.to_string().contains("implicit"), "{d}");
+    for (key, value) in d.as_object().unwrap() {
+        if let Some(url) = value
+            .as_str()
+            .filter(|_| key.ends_with("_endpoint") || key.ends_with("_uri"))
+        {
+            let path = url
+                .strip_prefix("http://localhost:8000")
+                .unwrap_or_else(|| panic!("{key}: {url}"));
+            assert!(
+                edge_idp::http::route_of(path).is_some(),
+                "{key}: {path} is not served"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

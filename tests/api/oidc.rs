@@ -1,0 +1,697 @@
+//! The OpenID Connect provider, driven by a real relying party: the `openidconnect` crate (not
+//! our code) discovers the provider, builds the authorization request with PKCE and a nonce,
+//! exchanges the code and validates the ID token with its own JWKS handling. The browser is a
+//! cookie-keeping HTTP client that fills in the hosted forms as a person would.
+
+use crate::helpers::*;
+use crate::mfa::with_mfa;
+use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreUserInfoClaims};
+use openidconnect::url::Url;
+use openidconnect::{
+    AccessTokenHash, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// An OAuth client registered with `edge-idp clients create --json` on the app's database.
+struct Registered {
+    id: String,
+    secret: Option<String>,
+}
+
+fn register(app: &TestApp, extra: &[&str]) -> Registered {
+    let mut cmd = server_command();
+    cmd.arg("clients")
+        .args([
+            "create",
+            "--json",
+            "--name",
+            "Test app",
+            "--redirect-uri",
+            REDIRECT,
+        ])
+        .args(extra)
+        .env("DATA_DIR", &app.dir)
+        .env("MFA_ENCRYPTION_KEY", MASTER_KEY);
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    Registered {
+        id: v["client_id"].as_str().unwrap().to_owned(),
+        secret: v["client_secret"].as_str().map(str::to_owned),
+    }
+}
+
+/// A browser: keeps cookies, follows nothing, reads hidden form fields.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> Url {
+        let l = self.headers["location"].to_str().unwrap();
+        Url::parse(l).unwrap_or_else(|e| panic!("{l}: {e}"))
+    }
+
+    fn field(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no field {name} in {}", self.body))
+            + marker.len();
+        let end = start + self.body[start..].find('"').unwrap();
+        unescape(&self.body[start..end])
+    }
+
+    fn shows(&self, text: &str) -> bool {
+        self.body.contains(text)
+    }
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&#38;", "&")
+        .replace("&amp;", "&")
+        .replace("&#61;", "=")
+        .replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+}
+
+fn query(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: app.base.clone(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let r = req
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        for c in r.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let (k, rest) = c.split_once('=').unwrap();
+            let v = rest.split(';').next().unwrap();
+            self.cookies.insert(k.to_owned(), v.to_owned());
+        }
+        Page {
+            status: r.status(),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, url: &str) -> Page {
+        let req = self.http.get(url);
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.send(req).await
+    }
+
+    /// Fills in the sign-in form of `page`.
+    async fn sign_in(&mut self, page: &Page, email: &str, password: &str) -> Page {
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.shows("action=\"/oauth2/sign-in\""), "{}", page.body);
+        let (csrf, authz) = (page.field("csrf"), page.field("authz"));
+        self.post(
+            "/oauth2/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("authz", &authz),
+                ("email", email),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
+    async fn consent(&mut self, page: &Page, decision: &str) -> Page {
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.shows("action=\"/oauth2/consent\""), "{}", page.body);
+        let (csrf, authz) = (page.field("csrf"), page.field("authz"));
+        self.post(
+            "/oauth2/consent",
+            &[("csrf", &csrf), ("authz", &authz), ("decision", decision)],
+        )
+        .await
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn oidc_app() -> TestApp {
+    spawn_with(Opts {
+        own_issuer: true,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn metadata(app: &TestApp) -> CoreProviderMetadata {
+    CoreProviderMetadata::discover_async(IssuerUrl::new(app.base.clone()).unwrap(), &http())
+        .await
+        .expect("discovery")
+}
+
+/// The redirect back to the client after `page`: a code with `state` and `iss` untouched.
+fn code_of(app: &TestApp, page: &Page, state: &CsrfToken) -> AuthorizationCode {
+    assert!(
+        page.status == 303 || page.status == 302,
+        "{} {}",
+        page.status,
+        page.body
+    );
+    let to = page.location();
+    assert!(to.as_str().starts_with(REDIRECT), "{to}");
+    assert_eq!(
+        query(&to, "state").as_deref(),
+        Some(state.secret().as_str())
+    );
+    assert_eq!(
+        query(&to, "iss").as_deref(),
+        Some(app.base.as_str()),
+        "RFC 9207"
+    );
+    AuthorizationCode::new(query(&to, "code").unwrap_or_else(|| panic!("no code in {to}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_client_signs_a_user_in_with_pkce_consent_and_gets_verifiable_tokens() {
+    let app = oidc_app().await;
+    app.signup("rp@example.com").await;
+    let rp = register(&app, &[]);
+    let meta = metadata(&app).await;
+    let client = CoreClient::from_provider_metadata(
+        meta,
+        ClientId::new(rp.id.clone()),
+        rp.secret.clone().map(ClientSecret::new),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state, nonce) = client
+        .authorize_url(
+            AuthenticationFlow::<openidconnect::core::CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("email".into()))
+        .add_scope(Scope::new("offline_access".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    let mut browser = Browser::new(&app);
+    let page = browser.get(url.as_str()).await;
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.headers["cache-control"], "no-store");
+    let wrong = browser
+        .sign_in(&page, "rp@example.com", "not the password")
+        .await;
+    assert!(
+        wrong.shows("The email or password is incorrect."),
+        "{}",
+        wrong.body
+    );
+    let consent = browser.sign_in(&wrong, "rp@example.com", PASSWORD).await;
+    assert!(consent.shows("See your email address"), "{}", consent.body);
+    let done = browser.consent(&consent, "allow").await;
+    let code = code_of(&app, &done, &state);
+
+    let tokens = client
+        .exchange_code(code.clone())
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http())
+        .await
+        .expect("code exchange");
+    let id_token = tokens.id_token().expect("id_token");
+    let verifier = client.id_token_verifier();
+    let claims = id_token
+        .claims(&verifier, &nonce)
+        .expect("ID token verifies");
+    let expected = claims.access_token_hash().expect("at_hash");
+    let actual = AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().unwrap(),
+        id_token.signing_key(&verifier).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(&actual, expected);
+    assert_eq!(claims.email().map(|e| e.as_str()), Some("rp@example.com"));
+    assert!(claims.auth_time().is_some());
+    let access = app.claims(tokens.access_token().secret()).await;
+    assert_eq!(access["client_id"], rp.id);
+    assert_eq!(access["scope"], "openid email offline_access");
+    assert!(
+        access["org_id"].is_string() && access["role"] == "owner",
+        "{access}"
+    );
+
+    let info: CoreUserInfoClaims = client
+        .user_info(
+            tokens.access_token().clone(),
+            Some(claims.subject().clone()),
+        )
+        .unwrap()
+        .request_async(&http())
+        .await
+        .expect("userinfo");
+    assert_eq!(info.email().map(|e| e.as_str()), Some("rp@example.com"));
+
+    let refresh = tokens
+        .refresh_token()
+        .expect("refresh token with offline_access");
+    let refreshed = client
+        .exchange_refresh_token(refresh)
+        .unwrap()
+        .request_async(&http())
+        .await
+        .expect("refresh");
+    let id2 = refreshed.id_token().expect("ID token on refresh");
+    id2.claims(&verifier, |_: Option<&Nonce>| Ok::<(), String>(()))
+        .expect("refreshed ID token verifies");
+
+    // The code again: refused, and the session its first use started is revoked.
+    let again = client
+        .exchange_code(code)
+        .unwrap()
+        .set_pkce_verifier(PkceCodeChallenge::new_random_sha256().1)
+        .request_async(&http())
+        .await;
+    assert!(again.is_err(), "a code works once");
+    let after = client
+        .exchange_refresh_token(refreshed.refresh_token().unwrap())
+        .unwrap()
+        .request_async(&http())
+        .await;
+    assert!(after.is_err(), "reusing the code revoked its session");
+
+    // Single sign-on: a second, first-party public client gets a code without any page.
+    let spa = register(&app, &["--public", "--first-party"]);
+    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid&state=s2&code_challenge={}&code_challenge_method=S256",
+        app.base,
+        spa.id,
+        REDIRECT,
+        challenge.as_str()
+    );
+    let sso = browser.get(&url).await;
+    code_of(&app, &sso, &CsrfToken::new("s2".into()));
+    // Consent is remembered: the first client asks again without a page.
+    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
+    let again = browser
+        .get(&format!(
+            "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid+email&state=s3&code_challenge={}&code_challenge_method=S256&prompt=none",
+            app.base, rp.id, REDIRECT, challenge.as_str()
+        ))
+        .await;
+    code_of(&app, &again, &CsrfToken::new("s3".into()));
+}
+
+fn authorize_url(app: &TestApp, client_id: &str, extra: &str) -> String {
+    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
+    format!(
+        "{}/oauth2/authorize?response_type=code&client_id={client_id}&redirect_uri={REDIRECT}&scope=openid&state=xyz&code_challenge={}&code_challenge_method=S256{extra}",
+        app.base,
+        challenge.as_str()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_max_age_and_mfa_decide_which_pages_are_shown() {
+    let app = oidc_app().await;
+    let (totp, _) = with_mfa(&app, "twofa@example.com").await;
+    let rp = register(&app, &["--first-party"]);
+
+    // prompt=none without a session: an error for the client, no page.
+    let mut browser = Browser::new(&app);
+    let r = browser
+        .get(&authorize_url(&app, &rp.id, "&prompt=none"))
+        .await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        query(&r.location(), "error").as_deref(),
+        Some("login_required")
+    );
+    assert_eq!(query(&r.location(), "state").as_deref(), Some("xyz"));
+
+    // Password, then the second factor's page, then the code.
+    let page = browser.get(&authorize_url(&app, &rp.id, "")).await;
+    let mfa = browser.sign_in(&page, "twofa@example.com", PASSWORD).await;
+    assert!(mfa.shows("action=\"/oauth2/sign-in/mfa\""), "{}", mfa.body);
+    let form = |code: &str| {
+        vec![
+            ("csrf".to_owned(), mfa.field("csrf")),
+            ("authz".to_owned(), mfa.field("authz")),
+            ("mfa_token".to_owned(), mfa.field("mfa_token")),
+            ("code".to_owned(), code.to_owned()),
+        ]
+    };
+    let wrong: Vec<(String, String)> = form("000000");
+    let wrong: Vec<(&str, &str)> = wrong
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let again = browser.post("/oauth2/sign-in/mfa", &wrong).await;
+    assert!(again.shows("That code is not right"), "{}", again.body);
+    // The next TOTP step: the one enrollment was confirmed with is spent.
+    app.clock.advance(30);
+    let right = form(&totp.code_at(app.clock.now()));
+    let right: Vec<(&str, &str)> = right
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let done = browser.post("/oauth2/sign-in/mfa", &right).await;
+    code_of(&app, &done, &CsrfToken::new("xyz".into()));
+
+    // With the session: prompt=none answers at once; prompt=login and an exceeded max_age
+    // show the sign-in page again.
+    let r = browser
+        .get(&authorize_url(&app, &rp.id, "&prompt=none"))
+        .await;
+    code_of(&app, &r, &CsrfToken::new("xyz".into()));
+    let r = browser
+        .get(&authorize_url(&app, &rp.id, "&prompt=login"))
+        .await;
+    assert!(r.shows("action=\"/oauth2/sign-in\""), "{}", r.body);
+    app.clock.advance(30);
+    let r = browser
+        .get(&authorize_url(&app, &rp.id, "&max_age=10"))
+        .await;
+    assert!(
+        r.shows("action=\"/oauth2/sign-in\""),
+        "max_age exceeded: {}",
+        r.body
+    );
+    let r = browser
+        .get(&authorize_url(&app, &rp.id, "&max_age=10000"))
+        .await;
+    code_of(&app, &r, &CsrfToken::new("xyz".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_on_the_code_flow_are_refused() {
+    let app = oidc_app().await;
+    app.signup("victim@example.com").await;
+    let rp = register(&app, &["--first-party"]);
+    let other = register(&app, &["--first-party"]);
+    let public = register(&app, &["--public", "--first-party"]);
+    let mut browser = Browser::new(&app);
+
+    // Unregistered or prefix-matched redirect URIs: an error page, never a redirect.
+    for bad in [
+        "http://127.0.0.1:9/callback/evil",
+        "http://127.0.0.1:9/callbac",
+        "https://evil.example/callback",
+    ] {
+        let url = authorize_url(&app, &rp.id, "").replace(REDIRECT, bad);
+        let r = browser.get(&url).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(r.headers.get("location").is_none(), "{bad}: redirected");
+        assert!(r.shows("not registered"), "{}", r.body);
+    }
+    // A public client without PKCE: an error back at its redirect URI.
+    let no_pkce = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid&state=p",
+        app.base, public.id
+    );
+    let r = browser.get(&no_pkce).await;
+    assert_eq!(
+        query(&r.location(), "error").as_deref(),
+        Some("invalid_request")
+    );
+
+    // A form without its CSRF token.
+    let page = browser.get(&authorize_url(&app, &rp.id, "")).await;
+    let r = browser
+        .post(
+            "/oauth2/sign-in",
+            &[
+                ("authz", &page.field("authz")),
+                ("email", "victim@example.com"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // A code, with its verifier kept to try the attacks one by one.
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid&state=a&code_challenge={}&code_challenge_method=S256",
+        app.base,
+        rp.id,
+        challenge.as_str()
+    );
+    let page = browser.get(&url).await;
+    let done = browser.sign_in(&page, "victim@example.com", PASSWORD).await;
+    let code = code_of(&app, &done, &CsrfToken::new("a".into()));
+    let token = |id: &str, secret: &str, form: Vec<(&'static str, String)>| {
+        let (id, secret) = (id.to_owned(), secret.to_owned());
+        let url = app.url("/oauth2/token");
+        async move {
+            let r = http()
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let www = r
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, www, r.json::<Value>().await.unwrap())
+        }
+    };
+    let exchange = |verifier: &str| {
+        vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.secret().clone()),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_verifier", verifier.to_owned()),
+        ]
+    };
+    let secret = rp.secret.clone().unwrap();
+    let (s, www, b) = token(&rp.id, "wrong-secret", exchange(verifier.secret())).await;
+    assert_eq!((s, b["error"].as_str()), (401, Some("invalid_client")));
+    assert!(www.unwrap().starts_with("Basic"));
+    let (s, _, b) = token(
+        &other.id,
+        other.secret.as_deref().unwrap(),
+        exchange(verifier.secret()),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "another client's code"
+    );
+    let wrong_verifier = PkceCodeChallenge::new_random_sha256().1;
+    let (s, _, b) = token(&rp.id, &secret, exchange(wrong_verifier.secret())).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "wrong verifier"
+    );
+    // None of those burned the code: its client still redeems it, once.
+    let (s, _, b) = token(&rp.id, &secret, exchange(verifier.secret())).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["token_type"], "Bearer");
+    assert!(
+        b.get("refresh_token").is_none(),
+        "no offline_access, no refresh token"
+    );
+    let (s, _, b) = token(&rp.id, &secret, exchange(verifier.secret())).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "second use"
+    );
+
+    // An expired code.
+    let page = browser.get(&url).await;
+    let code = code_of(&app, &page, &CsrfToken::new("a".into()));
+    app.clock.advance(61);
+    let form = vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code.secret().clone()),
+        ("redirect_uri", REDIRECT.to_owned()),
+        ("code_verifier", verifier.secret().clone()),
+    ];
+    let (s, _, b) = token(&rp.id, &secret, form).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "expired"
+    );
+
+    // Grants the client is not registered for, and unknown ones.
+    let (s, _, b) = token(
+        &rp.id,
+        &secret,
+        vec![("grant_type", "client_credentials".into())],
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("unauthorized_client")));
+    let (s, _, b) = token(&rp.id, &secret, vec![("grant_type", "password".into())]).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_give_a_client_its_own_token_that_no_user_endpoint_accepts() {
+    let app = oidc_app().await;
+    let svc = register(
+        &app,
+        &["--grant", "client_credentials", "--scope", "reports:read"],
+    );
+    let r = http()
+        .post(app.url("/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &svc.id),
+            ("client_secret", svc.secret.as_deref().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["scope"], "reports:read");
+    assert!(b.get("refresh_token").is_none() && b.get("id_token").is_none());
+    let token = b["access_token"].as_str().unwrap();
+    let claims = app.claims(token).await;
+    assert_eq!(claims["sub"], svc.id);
+    assert_eq!(claims["client_id"], svc.id);
+    assert!(claims.get("email").is_none() && claims.get("org_id").is_none());
+    let me = call(&app, reqwest::Method::GET, "/auth/me", token, None).await;
+    assert_eq!(me.status(), 401, "a client's token is no user's");
+    let info = http()
+        .get(app.url("/oauth2/userinfo"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_advertises_the_endpoints_that_answer() {
+    let app = oidc_app().await;
+    let meta: Value = app
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rfc8414: Value = app
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta, rfc8414);
+    assert_eq!(meta["issuer"], app.base);
+    assert_eq!(
+        meta["response_types_supported"],
+        serde_json::json!(["code"])
+    );
+    assert_eq!(
+        meta["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+    for s in ["openid", "profile", "email", "offline_access"] {
+        assert!(
+            meta["scopes_supported"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == s),
+            "{s}"
+        );
+    }
+    // Every advertised endpoint is served (never the router's 404).
+    for key in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+    ] {
+        let url = meta[key].as_str().unwrap();
+        assert!(url.starts_with(&app.base), "{key}: {url}");
+        let path = &url[app.base.len()..];
+        assert!(
+            edge_idp::http::route_of(path).is_some(),
+            "{key} {path} is not routed"
+        );
+    }
+    for absent in [
+        "introspection_endpoint",
+        "revocation_endpoint",
+        "end_session_endpoint",
+    ] {
+        assert!(
+            meta.get(absent).is_none(),
+            "{absent} advertised before it exists"
+        );
+    }
+}
