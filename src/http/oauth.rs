@@ -67,6 +67,38 @@ pub struct UserInfoClaims {
     name: Option<String>,
 }
 
+/// The token request's form, as documented (the handler reads it field by field, refusing a
+/// field sent twice).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct TokenForm {
+    /// `authorization_code`, `refresh_token` or `client_credentials`.
+    #[schema(example = "authorization_code")]
+    grant_type: String,
+    /// With `authorization_code`.
+    code: Option<String>,
+    /// With `authorization_code`: the one the code was sent to.
+    redirect_uri: Option<String>,
+    /// With `authorization_code` when the request had a `code_challenge`.
+    code_verifier: Option<String>,
+    /// With `refresh_token`.
+    refresh_token: Option<String>,
+    /// Optional with `refresh_token` (no wider than granted) and `client_credentials`.
+    scope: Option<String>,
+    /// `client_secret_post` and public clients.
+    client_id: Option<String>,
+    /// `client_secret_post`.
+    client_secret: Option<String>,
+}
+
+/// Userinfo's optional form (RFC 6750 §2.2).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct UserInfoForm {
+    /// The access token, instead of the `Authorization` header.
+    access_token: Option<String>,
+}
+
 /// The form's fields; a field sent twice is refused (RFC 6749 §3.2).
 fn fields(body: &Bytes) -> Result<HashMap<String, String>, OAuthError> {
     let mut map = HashMap::new();
@@ -169,11 +201,10 @@ fn body_or_error(body: Result<Bytes, ApiError>) -> Result<Bytes, Response> {
 
 /// `POST /oauth2/token`.
 #[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "`grant_type` (`authorization_code` with `code`, `redirect_uri`, `code_verifier`; \
-                       `refresh_token` with `refresh_token`, optional `scope`; `client_credentials` with optional `scope`), \
-                       and the client: HTTP Basic (`client_secret_basic`), or `client_id` and `client_secret` \
-                       (`client_secret_post`), or `client_id` alone for a public client"),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded",
+        description = "`grant_type` and its fields, and the client: HTTP Basic (`client_secret_basic`), \
+                       or `client_id` and `client_secret` (`client_secret_post`), or `client_id` alone \
+                       for a public client"),
     responses(
         (status = 200, description = "Tokens; `Cache-Control: no-store`", body = OAuthTokens),
         (status = 400, description = "`invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`", body = OAuthErrorBody),
@@ -276,10 +307,11 @@ pub async fn userinfo(
 /// `POST /oauth2/userinfo`: as `GET`.
 #[utoipa::path(post, path = "/oauth2/userinfo", tag = "oauth",
     security(("bearer" = [])),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+    request_body(content = UserInfoForm, content_type = "application/x-www-form-urlencoded",
         description = "Optional: `access_token` instead of the `Authorization` header"),
     responses(
         (status = 200, description = "Claims by the token's scopes", body = UserInfoClaims),
+        (status = 400, description = "`invalid_request`: the token both in the header and in the body (RFC 6750 §2)", body = OAuthErrorBody),
         (status = 401, description = "`invalid_token`", body = OAuthErrorBody),
         (status = 403, description = "`insufficient_scope`", body = OAuthErrorBody),
     ))]

@@ -85,6 +85,75 @@ struct ErrorPage<'a> {
     message: &'a str,
 }
 
+/// The sign-in form, as documented (the handler reads it field by field).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct SignInForm {
+    /// Equal to the `csrf` cookie.
+    csrf: String,
+    /// The authorization request, as the page carries it.
+    authz: String,
+    /// The account's email.
+    email: String,
+    /// Its password.
+    password: String,
+}
+
+/// The second-factor form.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct MfaForm {
+    /// Equal to the `csrf` cookie.
+    csrf: String,
+    /// The authorization request.
+    authz: String,
+    /// The challenge the sign-in form answered.
+    mfa_token: String,
+    /// A TOTP or recovery code.
+    code: String,
+}
+
+/// The consent form.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct ConsentForm {
+    /// Equal to the `csrf` cookie.
+    csrf: String,
+    /// The authorization request.
+    authz: String,
+    /// `allow` or `deny`.
+    #[schema(example = "allow")]
+    decision: String,
+}
+
+/// The authorization request as a form (`POST /oauth2/authorize`).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct AuthorizeForm {
+    /// A registered client.
+    client_id: Option<String>,
+    /// One of its registered redirect URIs, exactly.
+    redirect_uri: Option<String>,
+    /// `code`.
+    response_type: Option<String>,
+    /// Space-separated scopes.
+    scope: Option<String>,
+    /// Echoed untouched.
+    state: Option<String>,
+    /// Echoed in the ID token.
+    nonce: Option<String>,
+    /// PKCE S256 challenge.
+    code_challenge: Option<String>,
+    /// `S256`.
+    code_challenge_method: Option<String>,
+    /// `none`, `login`, `consent`.
+    prompt: Option<String>,
+    /// Seconds.
+    max_age: Option<String>,
+    /// Prefills the email.
+    login_hint: Option<String>,
+}
+
 /// What a scope lets the application do, in the user's words.
 fn describe(scope: &str) -> &'static str {
     match scope {
@@ -407,7 +476,7 @@ pub async fn authorize_get(
 
 /// `POST /oauth2/authorize`: the same request as a form.
 #[utoipa::path(post, path = "/oauth2/authorize", tag = "oauth",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+    request_body(content = AuthorizeForm, content_type = "application/x-www-form-urlencoded",
         description = "The parameters of `GET /oauth2/authorize`"),
     responses(
         (status = 200, description = "The sign-in or consent page", content_type = "text/html", body = String),
@@ -511,8 +580,8 @@ fn form_of(
 
 /// `POST /oauth2/sign-in`: email and password.
 #[utoipa::path(post, path = "/oauth2/sign-in", tag = "oauth",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "`csrf`, `authz` (the authorization request, as the page carries it), `email`, `password`"),
+    request_body(content = SignInForm, content_type = "application/x-www-form-urlencoded",
+        description = "The sign-in page's form"),
     responses(
         (status = 200, description = "The next page (second factor, consent) or this one again with what was wrong", content_type = "text/html", body = String),
         (status = 303, description = "Back to the client's redirect URI with `code` or `error`, `state` and `iss`"),
@@ -569,8 +638,8 @@ pub async fn sign_in(
 
 /// `POST /oauth2/sign-in/mfa`: the second factor.
 #[utoipa::path(post, path = "/oauth2/sign-in/mfa", tag = "oauth",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "`csrf`, `authz`, `mfa_token`, `code` (TOTP or recovery code)"),
+    request_body(content = MfaForm, content_type = "application/x-www-form-urlencoded",
+        description = "The second-factor page's form"),
     responses(
         (status = 200, description = "The next page (second factor, consent) or this one again with what was wrong", content_type = "text/html", body = String),
         (status = 303, description = "Back to the client's redirect URI with `code` or `error`, `state` and `iss`"),
@@ -633,8 +702,8 @@ pub async fn sign_in_mfa(
 
 /// `POST /oauth2/consent`: allow or deny.
 #[utoipa::path(post, path = "/oauth2/consent", tag = "oauth",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "`csrf`, `authz`, `decision` (`allow` or `deny`); needs the browser session cookie"),
+    request_body(content = ConsentForm, content_type = "application/x-www-form-urlencoded",
+        description = "The consent page's form; needs the browser session cookie"),
     responses(
         (status = 200, description = "The next page (second factor, consent) or this one again with what was wrong", content_type = "text/html", body = String),
         (status = 303, description = "Back to the client's redirect URI with `code` or `error`, `state` and `iss`"),

@@ -695,3 +695,95 @@ async fn discovery_advertises_the_endpoints_that_answer() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_refresh_token_is_its_own_and_logging_out_everywhere_ends_single_sign_on() {
+    let app = oidc_app().await;
+    app.signup("sso@example.com").await;
+    let rp = register(&app, &["--first-party"]);
+    let other = register(&app, &["--first-party"]);
+    let mut browser = Browser::new(&app);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid+offline_access&state=r&code_challenge={}&code_challenge_method=S256",
+        app.base,
+        rp.id,
+        challenge.as_str()
+    );
+    let page = browser.get(&url).await;
+    let done = browser.sign_in(&page, "sso@example.com", PASSWORD).await;
+    let code = code_of(&app, &done, &CsrfToken::new("r".into()));
+    let tokens: Value = http()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.secret()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh = tokens["refresh_token"]
+        .as_str()
+        .expect("offline_access")
+        .to_owned();
+    // Neither another client nor the first-party API can rotate it, and trying burns nothing.
+    let r = http()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&other.id, other.secret.as_deref())
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let r = app
+        .post(
+            "/auth/refresh",
+            &serde_json::json!({"refresh_token": refresh}),
+        )
+        .await;
+    assert_problem(r, 401, "invalid_refresh_token").await;
+    let r = http()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "its own client still rotates it");
+    let rotated: Value = r.json().await.unwrap();
+
+    // "Log out everywhere" on the JSON API ends the browser session too: the next
+    // authorization asks for the password again.
+    let first_party = app.login("sso@example.com").await;
+    let r = app
+        .post(
+            "/auth/logout",
+            &serde_json::json!({"refresh_token": first_party["refresh_token"], "all": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let again = browser.get(&url).await;
+    assert!(again.shows("action=\"/oauth2/sign-in\""), "{}", again.body);
+    let r = http()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rotated["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "the client's session ended with the others"
+    );
+}
