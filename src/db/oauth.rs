@@ -55,6 +55,25 @@ pub struct CodeGrant {
     pub expires_at: i64,
 }
 
+/// A refresh token as introspection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenInfo {
+    /// Its session (family).
+    pub session_id: Uuid,
+    /// The user.
+    pub user_id: Uuid,
+    /// The client its session belongs to (`None`: the first-party API).
+    pub client_id: Option<String>,
+    /// Granted scopes.
+    pub scope: Option<String>,
+    /// Issued at.
+    pub issued_at: i64,
+    /// Expires at (the token's, never past the session's end).
+    pub expires_at: i64,
+    /// Unused, unexpired, in a live session.
+    pub active: bool,
+}
+
 /// A code as the exchange found it.
 #[derive(Debug)]
 pub enum CodeState {
@@ -302,6 +321,40 @@ impl Db {
             Some(r) if r.opt_int(0)?.is_some() => CodeState::Used(r.opt_uuid(1)?),
             _ => CodeState::Invalid,
         }))
+    }
+
+    /// A refresh token's state, by its hash.
+    pub async fn refresh_token_info(
+        &self,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<RefreshTokenInfo>> {
+        self.run(move |c| async move {
+            let mut rows = c
+                .query(
+                    "SELECT r.session_id, s.user_id, s.client_id, s.scope, r.issued_at, \
+                     MIN(r.expires_at, s.expires_at), \
+                     r.used_at IS NULL AND r.expires_at > ?2 AND s.revoked_at IS NULL AND s.expires_at > ?2 \
+                     FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = ?1",
+                    libsql::params![token_hash.to_vec(), now],
+                )
+                .await
+                .map_err(map_err)?;
+            let Some(r) = rows.next().await.map_err(map_err)? else {
+                return Ok(None);
+            };
+            let v = row_values(&r)?;
+            Ok(Some(RefreshTokenInfo {
+                session_id: v.uuid(0)?,
+                user_id: v.uuid(1)?,
+                client_id: v.opt_text(2)?,
+                scope: v.opt_text(3)?,
+                issued_at: v.int(4)?,
+                expires_at: v.int(5)?,
+                active: v.int(6)? != 0,
+            }))
+        })
+        .await
     }
 
     /// The scopes `user_id` granted `client_id`, space-separated.

@@ -32,6 +32,14 @@ pub struct OpenIdConfiguration {
     token_endpoint: String,
     /// Claims of the signed-in user.
     userinfo_endpoint: String,
+    /// RFC 7662, for confidential clients.
+    introspection_endpoint: String,
+    /// `client_secret_basic`, `client_secret_post`.
+    introspection_endpoint_auth_methods_supported: [&'static str; 2],
+    /// RFC 7009.
+    revocation_endpoint: String,
+    /// `client_secret_basic`, `client_secret_post`, `none`.
+    revocation_endpoint_auth_methods_supported: [&'static str; 3],
     /// Absolute URL of the JWKS.
     jwks_uri: String,
     /// `openid profile email offline_access`.
@@ -69,6 +77,17 @@ fn configuration(state: &SharedApp) -> OpenIdConfiguration {
         authorization_endpoint: format!("{iss}/oauth2/authorize"),
         token_endpoint: format!("{iss}/oauth2/token"),
         userinfo_endpoint: format!("{iss}/oauth2/userinfo"),
+        introspection_endpoint: format!("{iss}/oauth2/introspect"),
+        introspection_endpoint_auth_methods_supported: [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        revocation_endpoint: format!("{iss}/oauth2/revoke"),
+        revocation_endpoint_auth_methods_supported: [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
         jwks_uri: format!("{iss}/.well-known/jwks.json"),
         scopes_supported: SCOPES_SUPPORTED,
         response_types_supported: ["code"],

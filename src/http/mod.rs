@@ -62,6 +62,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/oauth2/consent", "POST"),
     ("/oauth2/token", "POST"),
     ("/oauth2/userinfo", "GET, POST"),
+    ("/oauth2/introspect", "POST"),
+    ("/oauth2/revoke", "POST"),
     ("/assets/edge-idp.css", "GET"),
     ("/.well-known/jwks.json", "GET"),
     ("/.well-known/openid-configuration", "GET"),
@@ -288,6 +290,20 @@ fn oauth_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .and(authorization())
         .and(form_body())
         .then(oauth::userinfo_post);
+    let introspect = warp::path!("oauth2" / "introspect")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(authorization())
+        .and(form_body())
+        .then(oauth::introspect);
+    let revoke = warp::path!("oauth2" / "revoke")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(authorization())
+        .and(form_body())
+        .then(oauth::revoke);
     let css = warp::path!("assets" / "edge-idp.css")
         .and(warp::get())
         .then(pages::stylesheet);
@@ -314,6 +330,10 @@ fn oauth_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .or(userinfo_get)
         .unify()
         .or(userinfo_post)
+        .unify()
+        .or(introspect)
+        .unify()
+        .or(revoke)
         .unify()
         .or(css)
         .unify()

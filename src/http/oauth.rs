@@ -99,6 +99,48 @@ pub struct UserInfoForm {
     access_token: Option<String>,
 }
 
+/// The introspection and revocation form, as documented.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct TokenOnlyForm {
+    /// The token asked about.
+    token: String,
+    /// `access_token` or `refresh_token`: a hint only; every kind is tried.
+    token_type_hint: Option<String>,
+    /// `client_secret_post` and public clients.
+    client_id: Option<String>,
+    /// `client_secret_post`.
+    client_secret: Option<String>,
+}
+
+/// An introspection answer (RFC 7662 §2.2): `active`, and the rest only when it is true.
+#[derive(Serialize, ToSchema)]
+pub struct IntrospectionBody {
+    /// Whether the token is usable now.
+    active: bool,
+    /// The client it was issued to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    /// The user, or for a client's own token the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    /// Granted scopes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    /// Expiry, Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    /// Issued at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+    /// The issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    /// `Bearer` or `refresh_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'static str>,
+}
+
 /// The form's fields; a field sent twice is refused (RFC 6749 §3.2).
 fn fields(body: &Bytes) -> Result<HashMap<String, String>, OAuthError> {
     let mut map = HashMap::new();
@@ -322,4 +364,94 @@ pub async fn userinfo_post(
     body: Result<Bytes, ApiError>,
 ) -> Response {
     userinfo(app, client, authorization, body.ok()).await
+}
+
+/// The client and the `token` of an introspection or revocation request.
+fn token_and_client(
+    authorization: Option<&str>,
+    body: &Bytes,
+) -> Result<(ClientAuth, SecretString), OAuthError> {
+    let mut form = fields(body)?;
+    let auth = client_auth(authorization, &mut form)?;
+    let token = form
+        .remove("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
+    Ok((auth, SecretString::new(token)))
+}
+
+/// `POST /oauth2/introspect` (RFC 7662).
+#[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth",
+    request_body(content = TokenOnlyForm, content_type = "application/x-www-form-urlencoded",
+        description = "`token`, and a confidential client's credentials (Basic or post)"),
+    responses(
+        (status = 200, description = "`{\"active\": false}`, or the token's claims; `no-store`", body = IntrospectionBody),
+        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client` (public clients may not introspect)", body = OAuthErrorBody),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn introspect(
+    app: SharedApp,
+    client: Client,
+    authorization: Option<String>,
+    body: Result<Bytes, ApiError>,
+) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (auth, token) = match token_and_client(authorization.as_deref(), &body) {
+        Ok(x) => x,
+        Err(e) => return oauth_error(e),
+    };
+    match app.introspect(&client, auth, token).await {
+        Ok(m) => metered(m, |i| {
+            private_json(&IntrospectionBody {
+                active: i.active,
+                client_id: i.client_id,
+                sub: i.sub,
+                scope: i.scope,
+                exp: i.exp,
+                iat: i.iat,
+                iss: i.iss,
+                token_type: i.token_type,
+            })
+        }),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `POST /oauth2/revoke` (RFC 7009).
+#[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth",
+    request_body(content = TokenOnlyForm, content_type = "application/x-www-form-urlencoded",
+        description = "`token`, and the client (Basic, post, or `client_id` alone for a public client)"),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke (an unknown or another client's token changes nothing)"),
+        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`", body = OAuthErrorBody),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn revoke(
+    app: SharedApp,
+    client: Client,
+    authorization: Option<String>,
+    body: Result<Bytes, ApiError>,
+) -> Response {
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (auth, token) = match token_and_client(authorization.as_deref(), &body) {
+        Ok(x) => x,
+        Err(e) => return oauth_error(e),
+    };
+    match app.revoke_token(&client, auth, token).await {
+        Ok(m) => metered(m, |()| {
+            let mut resp = warp::http::Response::new(Default::default());
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }

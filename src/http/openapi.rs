@@ -68,6 +68,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         oauth::token,
         oauth::userinfo,
         oauth::userinfo_post,
+        oauth::introspect,
+        oauth::revoke,
         pages::authorize_get,
         pages::authorize_post,
         pages::sign_in,
@@ -300,7 +302,9 @@ mod tests {
                     if oauth && !status.starts_with('5') {
                         // The standards' own errors: described, with their media type.
                         assert!(
-                            status.starts_with('3') || resp["content"].is_object(),
+                            status.starts_with('2')
+                                || status.starts_with('3')
+                                || resp["content"].is_object(),
                             "{method} {path} {status}: no content documented"
                         );
                         continue;

@@ -674,6 +674,8 @@ async fn discovery_advertises_the_endpoints_that_answer() {
         "authorization_endpoint",
         "token_endpoint",
         "userinfo_endpoint",
+        "introspection_endpoint",
+        "revocation_endpoint",
         "jwks_uri",
     ] {
         let url = meta[key].as_str().unwrap();
@@ -684,16 +686,10 @@ async fn discovery_advertises_the_endpoints_that_answer() {
             "{key} {path} is not routed"
         );
     }
-    for absent in [
-        "introspection_endpoint",
-        "revocation_endpoint",
-        "end_session_endpoint",
-    ] {
-        assert!(
-            meta.get(absent).is_none(),
-            "{absent} advertised before it exists"
-        );
-    }
+    assert!(
+        meta.get("end_session_endpoint").is_none(),
+        "end_session_endpoint advertised before it exists"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -786,4 +782,108 @@ async fn a_clients_refresh_token_is_its_own_and_logging_out_everywhere_ends_sing
         400,
         "the client's session ended with the others"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_tells_resource_servers_what_is_live_and_revocation_ends_a_clients_session() {
+    let app = oidc_app().await;
+    app.signup("intro@example.com").await;
+    let rp = register(&app, &["--first-party"]);
+    let api = register(&app, &["--grant", "client_credentials", "--scope", "api"]);
+    let spa = register(&app, &["--public", "--first-party"]);
+    let mut browser = Browser::new(&app);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid+offline_access&state=i&code_challenge={}&code_challenge_method=S256",
+        app.base,
+        rp.id,
+        challenge.as_str()
+    );
+    let page = browser.get(&url).await;
+    let done = browser.sign_in(&page, "intro@example.com", PASSWORD).await;
+    let code = code_of(&app, &done, &CsrfToken::new("i".into()));
+    let tokens: Value = http()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.secret()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    // A resource server (another confidential client) asks.
+    let introspect = |token: &str, id: &str, secret: Option<&str>| {
+        let form = [
+            ("token", token.to_owned()),
+            ("client_id", id.to_owned()),
+            ("client_secret", secret.unwrap_or("").to_owned()),
+        ];
+        let req = http().post(app.url("/oauth2/introspect")).form(&form);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let api_secret = api.secret.as_deref();
+    let (s, b) = introspect(&access, &api.id, api_secret).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["active"], true, "{b}");
+    assert_eq!(b["client_id"], rp.id);
+    assert_eq!(b["scope"], "openid offline_access");
+    assert_eq!(b["iss"], app.base);
+    assert_eq!(b["token_type"], "Bearer");
+    assert!(
+        b["sub"].is_string() && b["exp"].is_i64() && b["iat"].is_i64(),
+        "{b}"
+    );
+    let (_, b) = introspect(&refresh, &api.id, api_secret).await;
+    assert_eq!(b["active"], true, "{b}");
+    assert_eq!(b["token_type"], "refresh_token");
+    let (_, b) = introspect("not-a-token", &api.id, api_secret).await;
+    assert_eq!(b, serde_json::json!({"active": false}));
+    let (s, b) = introspect(&access, &spa.id, None).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (401, Some("invalid_client")),
+        "public clients may not introspect"
+    );
+    let (s, _) = introspect(&access, &api.id, Some("wrong")).await;
+    assert_eq!(s, 401);
+
+    // Revocation: another client's attempt changes nothing; the owner's ends the session.
+    let revoke = |id: &str, secret: Option<&str>, token: &str| {
+        let form = [
+            ("token", token.to_owned()),
+            ("client_id", id.to_owned()),
+            ("client_secret", secret.unwrap_or("").to_owned()),
+        ];
+        http().post(app.url("/oauth2/revoke")).form(&form).send()
+    };
+    let r = revoke(&api.id, api_secret, &refresh).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, b) = introspect(&refresh, &api.id, api_secret).await;
+    assert_eq!(b["active"], true, "another client cannot revoke it");
+    let r = revoke(&rp.id, rp.secret.as_deref(), &refresh)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, b) = introspect(&refresh, &api.id, api_secret).await;
+    assert_eq!(b["active"], false, "the family is revoked");
+    let (_, b) = introspect(&access, &api.id, api_secret).await;
+    assert_eq!(
+        b["active"], false,
+        "its session's access tokens are inactive at once"
+    );
+    let r = revoke(&rp.id, rp.secret.as_deref(), "unknown-token")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "unknown tokens answer 200");
 }

@@ -8,6 +8,8 @@
 //! - [`browser`]: the browser session behind the hosted pages (single sign-on): password,
 //!   then the second factor when it is on, through the same checks, limits and audit events
 //!   as the JSON login.
+//! - [`introspect`]: introspection for resource servers (RFC 7662) and revocation of a
+//!   client's own tokens (RFC 7009).
 //! - [`token`]: the token endpoint (`authorization_code`, `refresh_token`,
 //!   `client_credentials`), client authentication, ID tokens, and userinfo.
 //!
@@ -16,6 +18,7 @@
 
 pub mod authorize;
 pub mod browser;
+pub mod introspect;
 pub mod token;
 
 /// Seconds an authorization code can be redeemed.

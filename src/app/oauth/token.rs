@@ -141,7 +141,10 @@ impl App {
     }
 
     /// The registered client `auth` names, if it proves to be it.
-    async fn authenticate_client(&self, auth: &ClientAuth) -> Result<ClientRecord, AppError> {
+    pub(super) async fn authenticate_client(
+        &self,
+        auth: &ClientAuth,
+    ) -> Result<ClientRecord, AppError> {
         let refused = || AppError::from(OAuthError::InvalidClient { basic: auth.basic });
         if auth.client_id.is_empty() || auth.client_id.len() > 64 {
             return Err(refused());
