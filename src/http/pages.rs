@@ -558,6 +558,33 @@ async fn posted(
     }
 }
 
+/// A posted form of a hosted page, read and checked: the form, its CSRF token matched with
+/// the cookie's, and the authorization request it carries validated again.
+struct Posted {
+    cookies: Cookies,
+    form: Form,
+    reply: Reply,
+    req: AuthRequest,
+}
+
+impl Posted {
+    async fn read(
+        app: &SharedApp,
+        cookie: Option<String>,
+        body: Result<Bytes, ApiError>,
+    ) -> Result<Self, Response> {
+        let cookies = Cookies::parse(cookie.as_deref());
+        let form = form_of(app, &cookies, body)?;
+        let (reply, req) = posted(app, &cookies, &form).await?;
+        Ok(Self {
+            cookies,
+            form,
+            reply,
+            req,
+        })
+    }
+}
+
 /// Refuses a form body that is not `application/x-www-form-urlencoded`.
 fn form_of(
     app: &SharedApp,
@@ -597,13 +624,13 @@ pub async fn sign_in(
     cookie: Option<String>,
     body: Result<Bytes, ApiError>,
 ) -> Response {
-    let cookies = Cookies::parse(cookie.as_deref());
-    let form = match form_of(&app, &cookies, body) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let (mut reply, req) = match posted(&app, &cookies, &form).await {
-        Ok(x) => x,
+    let Posted {
+        cookies: _,
+        form,
+        mut reply,
+        req,
+    } = match Posted::read(&app, cookie, body).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
     let typed = form.get("email").trim();
@@ -655,13 +682,13 @@ pub async fn sign_in_mfa(
     cookie: Option<String>,
     body: Result<Bytes, ApiError>,
 ) -> Response {
-    let cookies = Cookies::parse(cookie.as_deref());
-    let form = match form_of(&app, &cookies, body) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let (mut reply, req) = match posted(&app, &cookies, &form).await {
-        Ok(x) => x,
+    let Posted {
+        cookies: _,
+        form,
+        mut reply,
+        req,
+    } = match Posted::read(&app, cookie, body).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
     let token = form.get("mfa_token").to_owned();
@@ -719,13 +746,13 @@ pub async fn consent(
     cookie: Option<String>,
     body: Result<Bytes, ApiError>,
 ) -> Response {
-    let cookies = Cookies::parse(cookie.as_deref());
-    let form = match form_of(&app, &cookies, body) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let (reply, req) = match posted(&app, &cookies, &form).await {
-        Ok(x) => x,
+    let Posted {
+        cookies,
+        form,
+        reply,
+        req,
+    } = match Posted::read(&app, cookie, body).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
     let session = match session_of(&app, &cookies).await {

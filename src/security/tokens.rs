@@ -194,6 +194,12 @@ impl TokenIssuer {
     /// The claims of a token whose signature, header, issuer and audience check out; time is
     /// the caller's to check.
     fn verify_signed(&self, token: &str) -> Option<AccessClaims> {
+        self.decode_signed(token)
+    }
+
+    /// Claims of type `T` of an access-token-shaped JWT (RS256, a published `kid`, `typ`
+    /// `at+jwt`, this issuer and audience); `exp`/`nbf` are the caller's to check.
+    fn decode_signed<T: serde::de::DeserializeOwned>(&self, token: &str) -> Option<T> {
         use jsonwebtoken::{Algorithm, Validation};
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::RS256 || header.typ.as_deref() != Some("at+jwt") {
@@ -207,7 +213,7 @@ impl TokenIssuer {
         v.validate_exp = false;
         v.validate_nbf = false;
         v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        jsonwebtoken::decode::<AccessClaims>(token, key, &v)
+        jsonwebtoken::decode::<T>(token, key, &v)
             .ok()
             .map(|d| d.claims)
     }
@@ -253,25 +259,10 @@ impl TokenIssuer {
 
     /// The claims of a client's own access token, if `token` is one and is valid now.
     pub fn verify_client_token(&self, token: &str) -> Option<ClientClaims> {
-        use jsonwebtoken::{Algorithm, Validation};
         if token.len() > 8192 {
             return None;
         }
-        let header = jsonwebtoken::decode_header(token).ok()?;
-        if header.alg != Algorithm::RS256 || header.typ.as_deref() != Some("at+jwt") {
-            return None;
-        }
-        let keys = self.keys.load();
-        let key = keys.decoding_key(header.kid.as_deref()?)?;
-        let mut v = Validation::new(Algorithm::RS256);
-        v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.audience]);
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<ClientClaims>(token, key, &v)
-            .ok()?
-            .claims;
+        let claims: ClientClaims = self.decode_signed(token)?;
         let now = self.clock.now();
         // A user's token issued to a client has `client_id` and `scope` too, but its subject is
         // the user.
