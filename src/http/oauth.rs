@@ -369,15 +369,18 @@ pub async fn userinfo_post(
 /// The client and the `token` of an introspection or revocation request.
 fn token_and_client(
     authorization: Option<&str>,
-    body: &Bytes,
-) -> Result<(ClientAuth, SecretString), OAuthError> {
-    let mut form = fields(body)?;
-    let auth = client_auth(authorization, &mut form)?;
-    let token = form
-        .remove("token")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
-    Ok((auth, SecretString::new(token)))
+    body: Result<Bytes, ApiError>,
+) -> Result<(ClientAuth, SecretString), Response> {
+    let body = body_or_error(body)?;
+    let parsed = fields(&body).and_then(|mut form| {
+        let auth = client_auth(authorization, &mut form)?;
+        let token = form
+            .remove("token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
+        Ok((auth, SecretString::new(token)))
+    });
+    parsed.map_err(oauth_error)
 }
 
 /// `POST /oauth2/introspect` (RFC 7662).
@@ -396,13 +399,9 @@ pub async fn introspect(
     authorization: Option<String>,
     body: Result<Bytes, ApiError>,
 ) -> Response {
-    let body = match body_or_error(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let (auth, token) = match token_and_client(authorization.as_deref(), &body) {
+    let (auth, token) = match token_and_client(authorization.as_deref(), body) {
         Ok(x) => x,
-        Err(e) => return oauth_error(e),
+        Err(r) => return r,
     };
     match app.introspect(&client, auth, token).await {
         Ok(m) => metered(m, |i| {
@@ -437,13 +436,9 @@ pub async fn revoke(
     authorization: Option<String>,
     body: Result<Bytes, ApiError>,
 ) -> Response {
-    let body = match body_or_error(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let (auth, token) = match token_and_client(authorization.as_deref(), &body) {
+    let (auth, token) = match token_and_client(authorization.as_deref(), body) {
         Ok(x) => x,
-        Err(e) => return oauth_error(e),
+        Err(r) => return r,
     };
     match app.revoke_token(&client, auth, token).await {
         Ok(m) => metered(m, |()| {

@@ -692,23 +692,24 @@ async fn discovery_advertises_the_endpoints_that_answer() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clients_refresh_token_is_its_own_and_logging_out_everywhere_ends_single_sign_on() {
-    let app = oidc_app().await;
-    app.signup("sso@example.com").await;
-    let rp = register(&app, &["--first-party"]);
-    let other = register(&app, &["--first-party"]);
-    let mut browser = Browser::new(&app);
+/// Signs `email` in to `rp` with `openid offline_access` through the hosted page and exchanges
+/// the code: the authorization URL (to come back to) and the token response.
+async fn sign_in_offline(
+    app: &TestApp,
+    browser: &mut Browser,
+    rp: &Registered,
+    email: &str,
+) -> (String, Value) {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let url = format!(
-        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid+offline_access&state=r&code_challenge={}&code_challenge_method=S256",
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid+offline_access&state=st&code_challenge={}&code_challenge_method=S256",
         app.base,
         rp.id,
         challenge.as_str()
     );
     let page = browser.get(&url).await;
-    let done = browser.sign_in(&page, "sso@example.com", PASSWORD).await;
-    let code = code_of(&app, &done, &CsrfToken::new("r".into()));
+    let done = browser.sign_in(&page, email, PASSWORD).await;
+    let code = code_of(app, &done, &CsrfToken::new("st".into()));
     let tokens: Value = http()
         .post(app.url("/oauth2/token"))
         .basic_auth(&rp.id, rp.secret.as_deref())
@@ -724,6 +725,18 @@ async fn a_clients_refresh_token_is_its_own_and_logging_out_everywhere_ends_sing
         .json()
         .await
         .unwrap();
+    assert!(tokens["access_token"].is_string(), "{tokens}");
+    (url, tokens)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_refresh_token_is_its_own_and_logging_out_everywhere_ends_single_sign_on() {
+    let app = oidc_app().await;
+    app.signup("sso@example.com").await;
+    let rp = register(&app, &["--first-party"]);
+    let other = register(&app, &["--first-party"]);
+    let mut browser = Browser::new(&app);
+    let (url, tokens) = sign_in_offline(&app, &mut browser, &rp, "sso@example.com").await;
     let refresh = tokens["refresh_token"]
         .as_str()
         .expect("offline_access")
@@ -792,31 +805,7 @@ async fn introspection_tells_resource_servers_what_is_live_and_revocation_ends_a
     let api = register(&app, &["--grant", "client_credentials", "--scope", "api"]);
     let spa = register(&app, &["--public", "--first-party"]);
     let mut browser = Browser::new(&app);
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let url = format!(
-        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid+offline_access&state=i&code_challenge={}&code_challenge_method=S256",
-        app.base,
-        rp.id,
-        challenge.as_str()
-    );
-    let page = browser.get(&url).await;
-    let done = browser.sign_in(&page, "intro@example.com", PASSWORD).await;
-    let code = code_of(&app, &done, &CsrfToken::new("i".into()));
-    let tokens: Value = http()
-        .post(app.url("/oauth2/token"))
-        .basic_auth(&rp.id, rp.secret.as_deref())
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.secret()),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier.secret()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, tokens) = sign_in_offline(&app, &mut browser, &rp, "intro@example.com").await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     // A resource server (another confidential client) asks.
