@@ -162,19 +162,25 @@ impl Db {
         .await
     }
 
-    /// Ends a browser session and every session (refresh-token family) its authorizations
-    /// started; the ids of those that were live.
-    pub async fn end_browser_session(&self, id: Uuid, now: i64) -> StoreResult<Vec<Uuid>> {
-        let id = id.to_string();
+    /// Ends `user_id`'s browser session `id` and every session (refresh-token family) its
+    /// authorizations started; the ids of those that were live.
+    pub async fn end_browser_session_of(
+        &self,
+        id: Uuid,
+        user_id: Uuid,
+        now: i64,
+    ) -> StoreResult<Vec<Uuid>> {
+        let (id, user_id) = (id.to_string(), user_id.to_string());
         let mut b = Batch::default();
         b.execute(
-            "UPDATE browser_sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            vec![id.clone().into(), now.into()],
+            "UPDATE browser_sessions SET revoked_at = ?2 \
+             WHERE id = ?1 AND user_id = ?3 AND revoked_at IS NULL",
+            vec![id.clone().into(), now.into(), user_id.clone().into()],
         );
         let ended = b.query(
             "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'logout' \
-             WHERE browser_session_id = ?1 AND revoked_at IS NULL RETURNING id",
-            vec![id.into(), now.into()],
+             WHERE browser_session_id = ?1 AND user_id = ?3 AND revoked_at IS NULL RETURNING id",
+            vec![id.into(), now.into(), user_id.into()],
         );
         let done = self.write_batch(b).await?;
         done.rows(ended).iter().map(|r| r.uuid(0)).collect()

@@ -58,6 +58,8 @@ pub struct OpenIdConfiguration {
     subject_types_supported: [&'static str; 1],
     /// `RS256`.
     id_token_signing_alg_values_supported: [&'static str; 1],
+    /// RP-Initiated Logout 1.0.
+    end_session_endpoint: String,
     /// Claims of ID tokens and userinfo.
     claims_supported: [&'static str; 14],
     /// `iss` in every authorization response (RFC 9207).
@@ -89,6 +91,7 @@ fn configuration(state: &SharedApp) -> OpenIdConfiguration {
             "none",
         ],
         jwks_uri: format!("{iss}/.well-known/jwks.json"),
+        end_session_endpoint: format!("{iss}/oauth2/end-session"),
         scopes_supported: SCOPES_SUPPORTED,
         response_types_supported: ["code"],
         response_modes_supported: ["query"],

@@ -64,6 +64,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/oauth2/userinfo", "GET, POST"),
     ("/oauth2/introspect", "POST"),
     ("/oauth2/revoke", "POST"),
+    ("/oauth2/end-session", "GET, POST"),
     ("/assets/edge-idp.css", "GET"),
     ("/.well-known/jwks.json", "GET"),
     ("/.well-known/openid-configuration", "GET"),
@@ -304,6 +305,20 @@ fn oauth_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .and(authorization())
         .and(form_body())
         .then(oauth::revoke);
+    let end_session_get = warp::path!("oauth2" / "end-session")
+        .and(warp::get())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .then(pages::end_session_get);
+    let end_session_post = warp::path!("oauth2" / "end-session")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::end_session_post);
     let css = warp::path!("assets" / "edge-idp.css")
         .and(warp::get())
         .then(pages::stylesheet);
@@ -334,6 +349,10 @@ fn oauth_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .or(introspect)
         .unify()
         .or(revoke)
+        .unify()
+        .or(end_session_get)
+        .unify()
+        .or(end_session_post)
         .unify()
         .or(css)
         .unify()

@@ -75,6 +75,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         pages::sign_in,
         pages::sign_in_mfa,
         pages::consent,
+        pages::end_session_get,
+        pages::end_session_post,
         pages::stylesheet,
         discovery::healthz,
         discovery::readyz,

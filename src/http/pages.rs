@@ -25,6 +25,7 @@ use super::error::ApiError;
 use crate::app::login::Login;
 use crate::app::oauth::authorize::{AuthRequest, AuthorizeError, AuthorizeParams, Redirect, Step};
 use crate::app::oauth::browser::SignIn;
+use crate::app::oauth::logout::{EndSession, EndSessionError, EndSessionParams};
 use crate::app::{AppError, Client, SharedApp};
 use crate::db::BrowserSession;
 use askama::Template;
@@ -83,6 +84,21 @@ struct ErrorPage<'a> {
     page: Page<'a>,
     title: &'a str,
     message: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "sign_out.html")]
+struct SignOutPage<'a> {
+    page: Page<'a>,
+    client_name: Option<&'a str>,
+    fields: Vec<(&'static str, &'a str)>,
+}
+
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+struct SignedOutPage<'a> {
+    page: Page<'a>,
+    client_name: Option<&'a str>,
 }
 
 /// The sign-in form, as documented (the handler reads it field by field).
@@ -152,6 +168,24 @@ pub struct AuthorizeForm {
     max_age: Option<String>,
     /// Prefills the email.
     login_hint: Option<String>,
+}
+
+/// An end-session request (RP-Initiated Logout 1.0 §2), as a query or a form.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct EndSessionForm {
+    /// An ID token this provider issued to the client (expired is fine).
+    id_token_hint: Option<String>,
+    /// The client, when no hint names it.
+    client_id: Option<String>,
+    /// One of the client's registered post-logout redirect URIs, exactly.
+    post_logout_redirect_uri: Option<String>,
+    /// Echoed to that URI.
+    state: Option<String>,
+    /// `yes` from the confirmation page's button (then `csrf` must equal its cookie).
+    confirm: Option<String>,
+    /// With `confirm`.
+    csrf: Option<String>,
 }
 
 /// What a scope lets the application do, in the user's words.
@@ -403,6 +437,22 @@ impl Reply {
         }
     }
 
+    /// Whether the form's `csrf` field equals this browser's cookie (constant time).
+    fn csrf_matches(&self, form: &Form) -> bool {
+        let given = form.get("csrf");
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(given.as_bytes(), self.csrf.as_bytes()).into();
+        !given.is_empty() && same && self.set_cookies.is_empty()
+    }
+
+    fn form_expired(self) -> Response {
+        self.error(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "The page was open too long or came from elsewhere. Go back to the application and start again.",
+        )
+    }
+
     fn start_session(&mut self, cookie: &SecretString) {
         let c = self
             .jar
@@ -429,6 +479,15 @@ impl Form {
 
     fn get(&self, name: &str) -> &str {
         self.0.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    /// The fields again as `application/x-www-form-urlencoded`.
+    fn encode(&self) -> String {
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.0 {
+            out.append_pair(k, v);
+        }
+        out.finish()
     }
 }
 
@@ -493,16 +552,7 @@ pub async fn authorize_post(
 ) -> Response {
     let cookies = Cookies::parse(cookie.as_deref());
     match form_of(&app, &cookies, body) {
-        Ok(form) => {
-            let encoded = {
-                let mut out = url::form_urlencoded::Serializer::new(String::new());
-                for (k, v) in &form.0 {
-                    out.append_pair(k, v);
-                }
-                out.finish()
-            };
-            authorize(app, client, cookie, encoded, true).await
-        }
+        Ok(form) => authorize(app, client, cookie, form.encode(), true).await,
         Err(r) => r,
     }
 }
@@ -540,14 +590,8 @@ async fn posted(
     form: &Form,
 ) -> Result<(Reply, AuthRequest), Response> {
     let reply = Reply::new(app, cookies, true).map_err(ApiError::into_response)?;
-    let given = form.get("csrf");
-    let same: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), reply.csrf.as_bytes()).into();
-    if given.is_empty() || !same || !reply.set_cookies.is_empty() {
-        return Err(reply.error(
-            StatusCode::FORBIDDEN,
-            "This form has expired",
-            "The page was open too long or came from elsewhere. Go back to the application and start again.",
-        ));
+    if !reply.csrf_matches(form) {
+        return Err(reply.form_expired());
     }
     match app
         .authorization_request(AuthorizeParams::parse(form.get("authz")))
@@ -774,6 +818,130 @@ pub async fn consent(
     match app.consent(&client, req, session, allow).await {
         Ok(to) => reply.redirect(to),
         Err(e) => reply.stopped(e),
+    }
+}
+
+/// `GET /oauth2/end-session` (RP-Initiated Logout 1.0).
+#[utoipa::path(get, path = "/oauth2/end-session", tag = "oauth",
+    params(
+        ("id_token_hint" = Option<String>, Query, description = "An ID token this provider issued to the client (expired is fine)"),
+        ("client_id" = Option<String>, Query, description = "The client, when no hint names it"),
+        ("post_logout_redirect_uri" = Option<String>, Query, description = "One of the client's registered post-logout redirect URIs, exactly"),
+        ("state" = Option<String>, Query, description = "Echoed to that URI"),
+    ),
+    responses(
+        (status = 200, description = "The confirmation page (no hint, or another session in this browser) or the signed-out page", content_type = "text/html", body = String),
+        (status = 302, description = "Signed out: to the post-logout redirect URI, with `state`"),
+        (status = 400, description = "An error page: a hint this provider did not issue, or a post-logout URI not registered for the client (never a redirect)", content_type = "text/html", body = String),
+    ))]
+pub async fn end_session_get(
+    app: SharedApp,
+    client: Client,
+    cookie: Option<String>,
+    query: String,
+) -> Response {
+    let cookies = Cookies::parse(cookie.as_deref());
+    match Reply::new(&app, &cookies, false) {
+        Ok(reply) => end_session(app, client, cookies, reply, &query, false).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /oauth2/end-session`: the same request as a form, or the confirmation page's.
+#[utoipa::path(post, path = "/oauth2/end-session", tag = "oauth",
+    request_body(content = EndSessionForm, content_type = "application/x-www-form-urlencoded",
+        description = "The parameters of `GET /oauth2/end-session`, or the confirmation page's form"),
+    responses(
+        (status = 200, description = "The confirmation page or the signed-out page", content_type = "text/html", body = String),
+        (status = 303, description = "Signed out: to the post-logout redirect URI, with `state`"),
+        (status = 400, description = "An error page: a bad hint or an unregistered post-logout URI", content_type = "text/html", body = String),
+        (status = 403, description = "An error page: `confirm` without the CSRF token of its cookie", content_type = "text/html", body = String),
+        (status = 413, description = "An error page: the form is too large", content_type = "text/html", body = String),
+        (status = 415, description = "An error page: not a form", content_type = "text/html", body = String),
+    ))]
+pub async fn end_session_post(
+    app: SharedApp,
+    client: Client,
+    cookie: Option<String>,
+    body: Result<Bytes, ApiError>,
+) -> Response {
+    let cookies = Cookies::parse(cookie.as_deref());
+    let form = match form_of(&app, &cookies, body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let reply = match Reply::new(&app, &cookies, true) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    // The confirmation page's button; an application's own POST is a request like a GET.
+    let confirmed = !form.get("confirm").is_empty();
+    if confirmed && !reply.csrf_matches(&form) {
+        return reply.form_expired();
+    }
+    end_session(app, client, cookies, reply, &form.encode(), confirmed).await
+}
+
+/// Runs an end-session request and renders its outcome.
+async fn end_session(
+    app: SharedApp,
+    client: Client,
+    cookies: Cookies,
+    reply: Reply,
+    encoded: &str,
+    confirmed: bool,
+) -> Response {
+    let req = match app
+        .rp_logout_request(EndSessionParams::parse(encoded))
+        .await
+    {
+        Ok(r) => r,
+        Err(EndSessionError::Invalid(why)) => {
+            return reply.error(
+                StatusCode::BAD_REQUEST,
+                "This sign-out link is not valid",
+                why,
+            )
+        }
+        Err(EndSessionError::Failed(e)) => return reply.failed(e),
+    };
+    let session = match session_of(&app, &cookies).await {
+        Ok(s) => s,
+        Err(e) => return reply.failed(e),
+    };
+    match app.rp_logout(&client, req, session, confirmed).await {
+        Ok(EndSession::Confirm(req)) => {
+            let body = SignOutPage {
+                page: reply.page(),
+                client_name: req.client.as_ref().map(|c| c.name.as_str()),
+                fields: req.params.pairs(),
+            }
+            .render();
+            reply.html(StatusCode::OK, body)
+        }
+        Ok(EndSession::Done {
+            clear_cookie,
+            return_to,
+            client_name,
+        }) => {
+            let mut reply = reply;
+            if clear_cookie {
+                let c = reply.jar.set("session", "", 0);
+                reply.set_cookies.push(c);
+            }
+            match return_to {
+                Some(to) => reply.redirect(Redirect(to)),
+                None => {
+                    let body = SignedOutPage {
+                        page: reply.page(),
+                        client_name: client_name.as_deref(),
+                    }
+                    .render();
+                    reply.html(StatusCode::OK, body)
+                }
+            }
+        }
+        Err(e) => reply.failed(e),
     }
 }
 

@@ -200,22 +200,48 @@ impl TokenIssuer {
     /// Claims of type `T` of an access-token-shaped JWT (RS256, a published `kid`, `typ`
     /// `at+jwt`, this issuer and audience); `exp`/`nbf` are the caller's to check.
     fn decode_signed<T: serde::de::DeserializeOwned>(&self, token: &str) -> Option<T> {
-        use jsonwebtoken::{Algorithm, Validation};
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        v.set_audience(&[&self.audience]);
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        self.decode_typed(token, "at+jwt", v)
+    }
+
+    /// Claims of a JWT this issuer signed with `typ` `typ`, checked by `v` (plus RS256, a
+    /// published `kid` and this issuer; never `exp`/`nbf`).
+    fn decode_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &str,
+        mut v: jsonwebtoken::Validation,
+    ) -> Option<T> {
+        use jsonwebtoken::Algorithm;
         let header = jsonwebtoken::decode_header(token).ok()?;
-        if header.alg != Algorithm::RS256 || header.typ.as_deref() != Some("at+jwt") {
+        if header.alg != Algorithm::RS256 || header.typ.as_deref() != Some(typ) {
             return None;
         }
         let keys = self.keys.load();
         let key = keys.decoding_key(header.kid.as_deref()?)?;
-        let mut v = Validation::new(Algorithm::RS256);
+        v.algorithms = vec![Algorithm::RS256];
         v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.audience]);
         v.validate_exp = false;
         v.validate_nbf = false;
-        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         jsonwebtoken::decode::<T>(token, key, &v)
             .ok()
             .map(|d| d.claims)
+    }
+
+    /// The claims of an ID token this issuer signed (for any client), expired or not: an
+    /// `id_token_hint` (OpenID Connect Core §3.1.2.1, RP-Initiated Logout §2), which names a
+    /// user and a session but grants nothing.
+    pub fn verify_id_token_hint(&self, token: &str) -> Option<IdClaims> {
+        if token.len() > 8192 {
+            return None;
+        }
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        // The audience is the client that got it; the caller compares it with the request's.
+        v.validate_aud = false;
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        self.decode_typed(token, "JWT", v)
     }
 
     /// Issuer (`iss`).
@@ -377,5 +403,79 @@ mod tests {
         assert!(other_keys.verify(&token).is_none(), "key set");
         assert!(ours.verify(&format!("{token}x")).is_none(), "signature");
         assert!(ours.verify(&"a".repeat(9000)).is_none(), "length");
+    }
+
+    #[tokio::test]
+    async fn an_id_token_hint_is_an_id_token_of_this_issuer_expired_or_not_and_nothing_else() {
+        let clock = Clock::manual(NOW);
+        let shared = keys(NOW);
+        let ours = TokenIssuer::new(
+            shared.clone(),
+            "https://id.example".into(),
+            "edge-idp".into(),
+            900,
+            clock.clone(),
+        );
+        let claims = IdClaims {
+            iss: "https://id.example".into(),
+            sub: Uuid::now_v7().to_string(),
+            aud: "some-client".into(),
+            azp: "some-client".into(),
+            exp: NOW + 900,
+            iat: NOW,
+            auth_time: NOW,
+            nonce: None,
+            amr: vec!["pwd".into()],
+            sid: Some(Uuid::now_v7().to_string()),
+            at_hash: None,
+            email: None,
+            email_verified: None,
+            name: None,
+        };
+        let id_token = ours.sign_id_token(&claims).await.unwrap();
+        clock.advance(86_400);
+        assert_eq!(
+            ours.verify_id_token_hint(&id_token),
+            Some(claims.clone()),
+            "a day after expiry it still names the user and session"
+        );
+        assert!(ours.verify(&id_token).is_none(), "never an access token");
+        let access = ours.issue(&principal(), Uuid::now_v7()).await.unwrap();
+        assert!(
+            ours.verify_id_token_hint(&access).is_none(),
+            "an access token is no ID token"
+        );
+        let other_iss = TokenIssuer::new(
+            shared,
+            "https://other.example".into(),
+            "edge-idp".into(),
+            900,
+            clock.clone(),
+        );
+        assert!(
+            other_iss.verify_id_token_hint(&id_token).is_none(),
+            "issuer"
+        );
+        let other_keys = TokenIssuer::new(
+            keys(NOW),
+            "https://id.example".into(),
+            "edge-idp".into(),
+            900,
+            clock,
+        );
+        assert!(
+            other_keys.verify_id_token_hint(&id_token).is_none(),
+            "key set"
+        );
+        // One signature character changed, well inside it (the last carries padding bits).
+        let at = id_token.len() - 20;
+        let was = &id_token[at..at + 1];
+        let forged = format!(
+            "{}{}{}",
+            &id_token[..at],
+            if was == "A" { "B" } else { "A" },
+            &id_token[at + 1..]
+        );
+        assert!(ours.verify_id_token_hint(&forged).is_none(), "signature");
     }
 }

@@ -676,6 +676,7 @@ async fn discovery_advertises_the_endpoints_that_answer() {
         "userinfo_endpoint",
         "introspection_endpoint",
         "revocation_endpoint",
+        "end_session_endpoint",
         "jwks_uri",
     ] {
         let url = meta[key].as_str().unwrap();
@@ -686,10 +687,6 @@ async fn discovery_advertises_the_endpoints_that_answer() {
             "{key} {path} is not routed"
         );
     }
-    assert!(
-        meta.get("end_session_endpoint").is_none(),
-        "end_session_endpoint advertised before it exists"
-    );
 }
 
 /// Signs `email` in to `rp` with `openid offline_access` through the hosted page and exchanges
@@ -875,4 +872,243 @@ async fn introspection_tells_resource_servers_what_is_live_and_revocation_ends_a
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "unknown tokens answer 200");
+}
+
+const BYE: &str = "http://127.0.0.1:9/signed-out";
+
+/// An end-session request's URL with `pairs`.
+fn end_session_url(app: &TestApp, pairs: &[(&str, &str)]) -> String {
+    let mut url = Url::parse(&app.url("/oauth2/end-session")).unwrap();
+    url.query_pairs_mut().extend_pairs(pairs);
+    url.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rp_initiated_logout_ends_the_browser_session_and_returns_only_to_a_registered_address() {
+    let app = oidc_app().await;
+    app.signup("bye@example.com").await;
+    let rp = register(&app, &["--first-party", "--post-logout-redirect-uri", BYE]);
+    let other = register(
+        &app,
+        &[
+            "--first-party",
+            "--post-logout-redirect-uri",
+            "http://127.0.0.1:9/other-signed-out",
+        ],
+    );
+    let mut browser = Browser::new(&app);
+    let (url, tokens) = sign_in_offline(&app, &mut browser, &rp, "bye@example.com").await;
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // Never an open redirect: each of these is an error page without a Location, and signs
+    // no one out.
+    let forged = {
+        let at = id_token.len() - 20;
+        let c = if &id_token[at..at + 1] == "A" {
+            "B"
+        } else {
+            "A"
+        };
+        format!("{}{c}{}", &id_token[..at], &id_token[at + 1..])
+    };
+    let with_query = format!("{BYE}?next=http://evil.example/");
+    let refused: [(&str, Vec<(&str, &str)>); 6] = [
+        (
+            "an unregistered address",
+            vec![
+                ("id_token_hint", id_token.as_str()),
+                ("post_logout_redirect_uri", "http://evil.example/"),
+            ],
+        ),
+        (
+            "a registered address with a query added",
+            vec![
+                ("id_token_hint", id_token.as_str()),
+                ("post_logout_redirect_uri", with_query.as_str()),
+            ],
+        ),
+        (
+            "another client's address",
+            vec![
+                ("id_token_hint", id_token.as_str()),
+                (
+                    "post_logout_redirect_uri",
+                    "http://127.0.0.1:9/other-signed-out",
+                ),
+            ],
+        ),
+        (
+            "an address without a client",
+            vec![("post_logout_redirect_uri", BYE)],
+        ),
+        (
+            "a hint for another client than client_id",
+            vec![
+                ("id_token_hint", id_token.as_str()),
+                ("client_id", other.id.as_str()),
+            ],
+        ),
+        ("a forged hint", vec![("id_token_hint", forged.as_str())]),
+    ];
+    for (what, pairs) in &refused {
+        let page = browser.get(&end_session_url(&app, pairs)).await;
+        assert_eq!(page.status, 400, "{what}: {}", page.body);
+        assert!(page.headers.get("location").is_none(), "{what}");
+        assert!(page.shows("This sign-out link is not valid"), "{what}");
+    }
+    // Without a hint the user is asked first; the question itself changes nothing, and its
+    // form needs its CSRF token.
+    let ask = browser
+        .get(&end_session_url(
+            &app,
+            &[
+                ("client_id", rp.id.as_str()),
+                ("post_logout_redirect_uri", BYE),
+            ],
+        ))
+        .await;
+    assert_eq!(ask.status, 200, "{}", ask.body);
+    assert!(ask.shows("Sign out?") && ask.shows("action=\"/oauth2/end-session\""));
+    assert_eq!(
+        ask.headers["content-security-policy"],
+        edge_idp::http::pages::PAGE_CSP
+    );
+    let forged_form = browser
+        .post(
+            "/oauth2/end-session",
+            &[
+                ("client_id", rp.id.as_str()),
+                ("post_logout_redirect_uri", BYE),
+                ("confirm", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(forged_form.status, 403, "{}", forged_form.body);
+    let sso = browser.get(&url).await;
+    assert_eq!(sso.status, 302, "still signed in: {}", sso.body);
+
+    // With its own ID token the client signs its user out at once and gets `state` back.
+    let out = browser
+        .get(&end_session_url(
+            &app,
+            &[
+                ("id_token_hint", id_token.as_str()),
+                ("post_logout_redirect_uri", BYE),
+                ("state", "s t&ate"),
+            ],
+        ))
+        .await;
+    assert_eq!(out.status, 302, "{}", out.body);
+    let to = out.location();
+    assert!(to.as_str().starts_with(BYE), "{to}");
+    assert_eq!(query(&to, "state").as_deref(), Some("s t&ate"));
+    let cleared = out.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.starts_with("edge_idp_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    // The sessions the browser session started end with it: the refresh token, the access
+    // token, single sign-on.
+    let r = http()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http()
+        .get(app.url("/oauth2/userinfo"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let again = browser.get(&url).await;
+    assert!(again.shows("action=\"/oauth2/sign-in\""), "{}", again.body);
+    // The same request again has nothing left to end: the signed-out page or the address.
+    let page = browser
+        .get(&end_session_url(
+            &app,
+            &[("id_token_hint", id_token.as_str())],
+        ))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.shows("You are signed out"), "{}", page.body);
+
+    // Without a hint, the user's confirmation signs out and goes back to the client.
+    let (_, tokens) = sign_in_offline(&app, &mut browser, &rp, "bye@example.com").await;
+    let ask = browser
+        .get(&end_session_url(
+            &app,
+            &[
+                ("client_id", rp.id.as_str()),
+                ("post_logout_redirect_uri", BYE),
+                ("state", "x"),
+            ],
+        ))
+        .await;
+    let mut form: Vec<(&str, String)> = ["csrf", "client_id", "post_logout_redirect_uri", "state"]
+        .iter()
+        .map(|n| (*n, ask.field(n)))
+        .collect();
+    form.push(("confirm", "yes".into()));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = browser.post("/oauth2/end-session", &form).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    assert_eq!(out.location().as_str(), format!("{BYE}?state=x"));
+    let r = http()
+        .get(app.url("/oauth2/userinfo"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "the confirmed sign-out ended the client's session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_hint_at_authorization_must_name_the_signed_in_user() {
+    let app = oidc_app().await;
+    app.signup("hint@example.com").await;
+    app.signup("other-hint@example.com").await;
+    let rp = register(&app, &["--first-party"]);
+    let mut browser = Browser::new(&app);
+    let (_, tokens) = sign_in_offline(&app, &mut browser, &rp, "hint@example.com").await;
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    let mut other_browser = Browser::new(&app);
+    let (_, other_tokens) =
+        sign_in_offline(&app, &mut other_browser, &rp, "other-hint@example.com").await;
+    let ask = |hint: &str| {
+        format!(
+            "{}&prompt=none&id_token_hint={hint}",
+            authorize_url(&app, &rp.id, "")
+        )
+    };
+    // oidcc-id-token-hint: the signed-in user's own ID token, prompt=none: a code at once.
+    let page = browser.get(&ask(&id_token)).await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    assert!(
+        query(&page.location(), "code").is_some(),
+        "{}",
+        page.location()
+    );
+    // Another user's: this browser's session does not count.
+    let page = browser
+        .get(&ask(other_tokens["id_token"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        query(&page.location(), "error").as_deref(),
+        Some("login_required")
+    );
+    // Not one of ours.
+    let page = browser.get(&ask("eyJhbGciOiJub25lIn0.e30.")).await;
+    assert_eq!(
+        query(&page.location(), "error").as_deref(),
+        Some("invalid_request")
+    );
 }

@@ -4,7 +4,8 @@
 //! redirect URI first, because until both are known good nothing may be sent there (an error
 //! page instead, RFC 6749 §4.1.2.1); then everything else, whose errors go back to the client
 //! at that redirect URI with `state` and `iss` (RFC 9207). A valid request then needs a
-//! sign-in (none, or too old for `max_age`, or `prompt=login`), consent (scopes the user has
+//! sign-in (none, or too old for `max_age`, or `prompt=login`, or of another user than
+//! `id_token_hint` names), consent (scopes the user has
 //! not granted this client, unless it is first-party), or nothing more: a code.
 //!
 //! The hosted pages carry the request from page to page as its own parameters (a hidden form
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 
 /// Parameters of an authorization request this provider reads; any other is ignored
 /// (OpenID Connect Core §3.1.2.1).
-pub const PARAMS: [&str; 14] = [
+pub const PARAMS: [&str; 15] = [
     "client_id",
     "redirect_uri",
     "response_type",
@@ -31,6 +32,7 @@ pub const PARAMS: [&str; 14] = [
     "prompt",
     "max_age",
     "login_hint",
+    "id_token_hint",
     "response_mode",
     "request",
     "request_uri",
@@ -114,6 +116,8 @@ pub struct AuthRequest {
     pub max_age: Option<i64>,
     /// Prefills the sign-in form.
     pub login_hint: Option<String>,
+    /// The user an `id_token_hint` names (`sub`): a session of anyone else does not count.
+    pub hint_sub: Option<String>,
     /// The request as sent, for the next page.
     pub params: AuthorizeParams,
 }
@@ -246,6 +250,7 @@ impl App {
             prompt: Prompt::default(),
             max_age: None,
             login_hint: None,
+            hint_sub: None,
             client,
             params: params.clone(),
         };
@@ -391,6 +396,17 @@ impl App {
             .get("login_hint")
             .filter(|h| h.len() <= 254)
             .map(str::to_owned);
+        if let Some(hint) = params.get("id_token_hint") {
+            // Expired hints are fine (Core §3.1.2.1): it names a user, it grants nothing.
+            let Some(claims) = self.tokens.verify_id_token_hint(hint) else {
+                return Err(req.error(
+                    "invalid_request",
+                    "id_token_hint is not an ID token this provider issued",
+                    iss,
+                ));
+            };
+            req.hint_sub = Some(claims.sub);
+        }
         Ok(req)
     }
 
@@ -407,7 +423,13 @@ impl App {
         let iss = self.settings.issuer.clone();
         let now = self.clock.now();
         let usable = session.filter(|s| {
-            fresh || (!req.prompt.login && req.max_age.is_none_or(|max| now - s.auth_time <= max))
+            fresh
+                || (!req.prompt.login
+                    && req.max_age.is_none_or(|max| now - s.auth_time <= max)
+                    && req
+                        .hint_sub
+                        .as_ref()
+                        .is_none_or(|sub| *sub == s.user_id.to_string()))
         });
         let Some(session) = usable else {
             if req.prompt.none {

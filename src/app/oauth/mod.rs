@@ -10,6 +10,8 @@
 //!   as the JSON login.
 //! - [`introspect`]: introspection for resource servers (RFC 7662) and revocation of a
 //!   client's own tokens (RFC 7009).
+//! - [`logout`]: RP-initiated logout: the browser session and what it started end, the
+//!   browser goes back to a registered address or sees the signed-out page.
 //! - [`token`]: the token endpoint (`authorization_code`, `refresh_token`,
 //!   `client_credentials`), client authentication, ID tokens, and userinfo.
 //!
@@ -19,6 +21,7 @@
 pub mod authorize;
 pub mod browser;
 pub mod introspect;
+pub mod logout;
 pub mod token;
 
 /// Seconds an authorization code can be redeemed.
