@@ -234,16 +234,38 @@ async fn sigterm_drains_the_requests_in_flight_then_stops_cleanly() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // A signup whose body is half sent when the signal arrives: surely in flight.
+    // A signup in flight when the signal arrives: its head sent with `Expect: 100-continue`,
+    // so the server's `100 Continue` says it has parsed the request and is reading the body
+    // (a connection whose head the server has not read yet is idle, and may be closed).
     let body = json!({"email": "draining@example.com", "password": PASSWORD}).to_string();
     let addr = s.base.trim_start_matches("http://").to_owned();
     let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
-        "POST /auth/signup HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /auth/signup HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     let (first, rest) = body.split_at(body.len() / 2);
     conn.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut byte))
+            .await
+            .expect("100 Continue within 10 s")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed before 100 Continue: {:?}",
+            String::from_utf8_lossy(&interim)
+        );
+        interim.push(byte[0]);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&interim)
+    );
     conn.write_all(first.as_bytes()).await.unwrap();
     // The signal from another thread, so that this one can watch the drain.
     let pid = s.pid().to_string();
