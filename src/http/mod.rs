@@ -66,6 +66,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/oauth2/revoke", "POST"),
     ("/oauth2/end-session", "GET, POST"),
     ("/assets/edge-idp.css", "GET"),
+    ("/assets/favicon.svg", "GET"),
     ("/.well-known/jwks.json", "GET"),
     ("/.well-known/openid-configuration", "GET"),
     ("/.well-known/oauth-authorization-server", "GET"),
@@ -322,6 +323,9 @@ fn oauth_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
     let css = warp::path!("assets" / "edge-idp.css")
         .and(warp::get())
         .then(pages::stylesheet);
+    let icon = warp::path!("assets" / "favicon.svg")
+        .and(warp::get())
+        .then(pages::favicon);
     let oidc = warp::path!(".well-known" / "openid-configuration")
         .and(warp::get())
         .and(st())
@@ -355,6 +359,8 @@ fn oauth_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .or(end_session_post)
         .unify()
         .or(css)
+        .unify()
+        .or(icon)
         .unify()
         .or(oidc)
         .unify()

@@ -78,6 +78,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         pages::end_session_get,
         pages::end_session_post,
         pages::stylesheet,
+        pages::favicon,
         discovery::healthz,
         discovery::readyz,
         discovery::metrics,

@@ -43,6 +43,9 @@ pub const PAGE_CSP: &str =
 /// The stylesheet, served at `/assets/edge-idp.css`.
 const STYLESHEET: &str = include_str!("../../assets/edge-idp.css");
 
+/// The icon, served at `/assets/favicon.svg` (without it browsers ask for `/favicon.ico`).
+const FAVICON: &str = include_str!("../../assets/favicon.svg");
+
 /// What every page shows: the product name and the form's CSRF token.
 struct Page<'a> {
     product: &'a str,
@@ -949,12 +952,21 @@ async fn end_session(
 #[utoipa::path(get, path = "/assets/edge-idp.css", tag = "oauth",
     responses((status = 200, description = "The hosted pages' stylesheet", content_type = "text/css", body = String)))]
 pub async fn stylesheet() -> Response {
-    let mut resp = warp::http::Response::new(STYLESHEET.into());
+    asset(STYLESHEET, "text/css; charset=utf-8")
+}
+
+/// `GET /assets/favicon.svg`.
+#[utoipa::path(get, path = "/assets/favicon.svg", tag = "oauth",
+    responses((status = 200, description = "The hosted pages' icon", content_type = "image/svg+xml", body = String)))]
+pub async fn favicon() -> Response {
+    asset(FAVICON, "image/svg+xml")
+}
+
+/// A static file of the pages, cacheable for an hour.
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut resp = warp::http::Response::new(body.into());
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),

@@ -5,6 +5,7 @@
 
 mod account;
 mod audit;
+mod browser;
 mod clients;
 mod crash;
 mod deploy;

@@ -19,12 +19,12 @@ use std::time::Duration;
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
 /// An OAuth client registered with `edge-idp clients create --json` on the app's database.
-struct Registered {
-    id: String,
-    secret: Option<String>,
+pub struct Registered {
+    pub id: String,
+    pub secret: Option<String>,
 }
 
-fn register(app: &TestApp, extra: &[&str]) -> Registered {
+pub fn register(app: &TestApp, extra: &[&str]) -> Registered {
     let mut cmd = server_command();
     cmd.arg("clients")
         .args([
@@ -97,7 +97,7 @@ fn unescape(s: &str) -> String {
         .replace("&gt;", ">")
 }
 
-fn query(url: &Url, name: &str) -> Option<String> {
+pub fn query(url: &Url, name: &str) -> Option<String> {
     url.query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
@@ -182,7 +182,7 @@ impl Browser {
     }
 }
 
-fn http() -> reqwest::Client {
+pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -190,7 +190,7 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-async fn oidc_app() -> TestApp {
+pub async fn oidc_app() -> TestApp {
     spawn_with(Opts {
         own_issuer: true,
         ..Default::default()
@@ -198,7 +198,7 @@ async fn oidc_app() -> TestApp {
     .await
 }
 
-async fn metadata(app: &TestApp) -> CoreProviderMetadata {
+pub async fn metadata(app: &TestApp) -> CoreProviderMetadata {
     CoreProviderMetadata::discover_async(IssuerUrl::new(app.base.clone()).unwrap(), &http())
         .await
         .expect("discovery")
