@@ -36,7 +36,7 @@ pub use batch::{Batch, Outcome};
 pub use clients::ClientRecord;
 pub use guards::{Attempt, Failure};
 pub use migrate::{migrate, MigrateError, MIGRATIONS};
-pub use oauth::{BrowserSession, CodeGrant, CodeState, RefreshTokenInfo};
+pub use oauth::{BrowserSession, CodeGrant, CodeState, Consent, RefreshTokenInfo};
 pub use orgs::{Acceptance, Invitation, PendingInvitation, Profile, Removal, SessionRow};
 
 use edge_idp_actors::StoreError;

@@ -30,6 +30,19 @@ pub struct BrowserSession {
     pub expires_at: i64,
 }
 
+/// What a user has let a client have (`GET /auth/consents`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consent {
+    /// The client.
+    pub client_id: String,
+    /// Its registered name.
+    pub client_name: String,
+    /// The granted scopes, space-separated.
+    pub scope: String,
+    /// When last granted, Unix seconds.
+    pub granted_at: i64,
+}
+
 /// An authorization code as stored: everything the authorization request decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeGrant {
@@ -401,5 +414,67 @@ impl Db {
             ],
         );
         self.write_batch(b).await.map(drop)
+    }
+
+    /// The clients `user_id` has granted scopes to, newest grant first.
+    pub async fn consents_of(&self, user_id: Uuid) -> StoreResult<Vec<Consent>> {
+        self.run(move |c| async move {
+            let mut rows = c
+                .query(
+                    "SELECT g.client_id, c.name, g.scope, g.granted_at \
+                     FROM oauth_consents g JOIN oauth_clients c ON c.client_id = g.client_id \
+                     WHERE g.user_id = ?1 ORDER BY g.granted_at DESC, g.client_id",
+                    libsql::params![user_id.to_string()],
+                )
+                .await
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().await.map_err(map_err)? {
+                let v = row_values(&r)?;
+                out.push(Consent {
+                    client_id: v.text(0)?,
+                    client_name: v.text(1)?,
+                    scope: v.text(2)?,
+                    granted_at: v.int(3)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Withdraws what `user_id` granted `client_id` and ends every session the client holds
+    /// for that user, in one batch; `None` when there was no grant (then nothing changes), else
+    /// the ids of the sessions ended.
+    pub async fn withdraw_consent(
+        &self,
+        user_id: Uuid,
+        client_id: String,
+        now: i64,
+    ) -> StoreResult<Option<Vec<Uuid>>> {
+        let user = user_id.to_string();
+        let mut b = Batch::default();
+        // The sessions first, while the grant that conditions them is still there.
+        let ended = b.query(
+            "UPDATE sessions SET revoked_at = ?3, revoked_reason = 'consent_withdrawn' \
+             WHERE user_id = ?1 AND client_id = ?2 AND revoked_at IS NULL \
+             AND EXISTS (SELECT 1 FROM oauth_consents WHERE user_id = ?1 AND client_id = ?2) \
+             RETURNING id",
+            vec![user.clone().into(), client_id.clone().into(), now.into()],
+        );
+        let deleted = b.query(
+            "DELETE FROM oauth_consents WHERE user_id = ?1 AND client_id = ?2 RETURNING client_id",
+            vec![user.into(), client_id.into()],
+        );
+        let done = self.write_batch(b).await?;
+        if done.rows(deleted).is_empty() {
+            return Ok(None);
+        }
+        let ids = done
+            .rows(ended)
+            .iter()
+            .map(|r| r.uuid(0))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some(ids))
     }
 }

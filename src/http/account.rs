@@ -59,6 +59,27 @@ pub struct SessionList {
     sessions: Vec<SessionView>,
 }
 
+/// An application the caller has granted scopes to.
+#[derive(Serialize, ToSchema)]
+pub struct ConsentView {
+    /// The client.
+    client_id: String,
+    /// Its registered name.
+    #[schema(example = "Example App")]
+    client_name: String,
+    /// The granted scopes, space-separated.
+    #[schema(example = "openid email offline_access")]
+    scope: String,
+    /// When last granted, RFC 3339.
+    granted_at: String,
+}
+
+/// `200` of `GET /auth/consents`.
+#[derive(Serialize, ToSchema)]
+pub struct ConsentList {
+    consents: Vec<ConsentView>,
+}
+
 /// `200` of `GET /auth/me`.
 #[derive(Serialize, ToSchema)]
 pub struct MeResponse {
@@ -141,6 +162,45 @@ pub async fn delete_session(app: SharedApp, auth: Auth, id: String) -> Result<Re
     let caller = auth?;
     let sid = token_shaped_uuid(&id).ok_or(ApiError::NotFound)?;
     app.end_session(&caller, sid).await?;
+    Ok(no_content())
+}
+
+/// `GET /auth/consents`: the applications the caller has granted scopes to on the consent
+/// page (first-party clients ask for none, so they are not listed).
+#[utoipa::path(get, path = "/auth/consents", tag = "account", security(("bearer" = [])),
+    responses((status = 200, description = "The caller's grants, newest first", body = ConsentList)))]
+#[instrument(skip_all)]
+pub async fn consents(app: SharedApp, auth: Auth) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let consents = app
+        .consents(&caller)
+        .await?
+        .into_iter()
+        .map(|c| ConsentView {
+            client_id: c.client_id,
+            client_name: c.client_name,
+            scope: c.scope,
+            granted_at: rfc3339(c.granted_at),
+        })
+        .collect();
+    Ok(private_json(&ConsentList { consents }))
+}
+
+/// `DELETE /auth/consents/{client_id}`: withdraws the grant and ends that client's sessions.
+#[utoipa::path(delete, path = "/auth/consents/{client_id}", tag = "account", security(("bearer" = [])),
+    params(("client_id" = String, Path, description = "The client")),
+    responses(
+        (status = 204, description = "Withdrawn: the client's refresh and access tokens for the caller stop working, and its next authorization asks for consent again"),
+        (status = 404, description = "`not_found`: the caller has granted that client nothing", body = Problem),
+    ))]
+#[instrument(skip_all)]
+pub async fn withdraw_consent(
+    app: SharedApp,
+    auth: Auth,
+    client_id: String,
+) -> Result<Response, ApiError> {
+    let caller = auth?;
+    app.withdraw_consent(&caller, &client_id).await?;
     Ok(no_content())
 }
 

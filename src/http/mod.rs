@@ -48,6 +48,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/auth/me", "GET"),
     ("/auth/sessions", "GET"),
     ("/auth/sessions/{id}", "DELETE"),
+    ("/auth/consents", "GET"),
+    ("/auth/consents/{client_id}", "DELETE"),
     ("/auth/password", "POST"),
     ("/auth/invitations", "GET"),
     ("/auth/invitations/{id}/accept", "POST"),
@@ -396,6 +398,16 @@ fn account_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .and(st())
         .and(auth())
         .then(move |id, s, a| async move { r(account::delete_session(s, a, id).await).await });
+    let consents = warp::path!("auth" / "consents")
+        .and(warp::get())
+        .and(st())
+        .and(auth())
+        .then(move |s, a| async move { r(account::consents(s, a).await).await });
+    let withdraw_consent = warp::path!("auth" / "consents" / String)
+        .and(warp::delete())
+        .and(st())
+        .and(auth())
+        .then(move |id, s, a| async move { r(account::withdraw_consent(s, a, id).await).await });
     let password = warp::path!("auth" / "password")
         .and(warp::post())
         .and(st())
@@ -427,6 +439,10 @@ fn account_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .or(sessions)
         .unify()
         .or(delete_session)
+        .unify()
+        .or(consents)
+        .unify()
+        .or(withdraw_consent)
         .unify()
         .or(password)
         .unify()

@@ -53,6 +53,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         account::me,
         account::sessions,
         account::delete_session,
+        account::consents,
+        account::withdraw_consent,
         account::change_password,
         orgs::create,
         orgs::list,

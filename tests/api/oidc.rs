@@ -1112,3 +1112,96 @@ async fn an_id_token_hint_at_authorization_must_name_the_signed_in_user() {
         Some("invalid_request")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_lists_and_withdraws_what_they_granted_and_the_clients_tokens_end_with_it() {
+    let app = oidc_app().await;
+    app.signup("grants@example.com").await;
+    app.signup("someone-else@example.com").await;
+    let rp = register(&app, &[]);
+    let mut browser = Browser::new(&app);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid+offline_access&state=st&code_challenge={}&code_challenge_method=S256",
+        app.base,
+        rp.id,
+        challenge.as_str()
+    );
+    let page = browser.get(&url).await;
+    let consent = browser.sign_in(&page, "grants@example.com", PASSWORD).await;
+    let done = browser.consent(&consent, "allow").await;
+    let code = code_of(&app, &done, &CsrfToken::new("st".into()));
+    let tokens: Value = http()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.secret()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh = tokens["refresh_token"].as_str().expect("offline_access");
+
+    let me = app.login("grants@example.com").await;
+    let bearer = me["access_token"].as_str().unwrap();
+    let r = app.get_as("/auth/consents", bearer).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let list: Value = r.json().await.unwrap();
+    let grants = list["consents"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{list}");
+    assert_eq!(grants[0]["client_id"], rp.id);
+    assert_eq!(grants[0]["client_name"], "Test app");
+    assert_eq!(grants[0]["scope"], "openid offline_access");
+    assert!(grants[0]["granted_at"].as_str().unwrap().ends_with('Z'));
+    // Another user sees none of it and cannot withdraw it.
+    let other = app.login("someone-else@example.com").await;
+    let other_bearer = other["access_token"].as_str().unwrap();
+    let r = app.get_as("/auth/consents", other_bearer).await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["consents"],
+        serde_json::json!([])
+    );
+    let withdraw = |bearer: &str| {
+        app.http
+            .delete(app.url(&format!("/auth/consents/{}", rp.id)))
+            .bearer_auth(bearer)
+            .send()
+    };
+    assert_problem(withdraw(other_bearer).await.unwrap(), 404, "not_found").await;
+
+    // Withdrawn: the client's refresh token ends, and the next authorization asks again.
+    let r = withdraw(bearer).await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "the client's session ended with the grant");
+    let r = http()
+        .get(app.url("/oauth2/userinfo"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let again = browser.get(&url).await;
+    assert!(again.shows("action=\"/oauth2/consent\""), "{}", again.body);
+    // The user's own first-party session is untouched; a second withdrawal finds nothing.
+    let r = app.get_as("/auth/consents", bearer).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["consents"],
+        serde_json::json!([])
+    );
+    assert_problem(withdraw(bearer).await.unwrap(), 404, "not_found").await;
+}

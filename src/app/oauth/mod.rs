@@ -8,6 +8,7 @@
 //! - [`browser`]: the browser session behind the hosted pages (single sign-on): password,
 //!   then the second factor when it is on, through the same checks, limits and audit events
 //!   as the JSON login.
+//! - [`grants`]: the consents a user has given clients, listed and withdrawn.
 //! - [`introspect`]: introspection for resource servers (RFC 7662) and revocation of a
 //!   client's own tokens (RFC 7009).
 //! - [`logout`]: RP-initiated logout: the browser session and what it started end, the
@@ -20,6 +21,7 @@
 
 pub mod authorize;
 pub mod browser;
+pub mod grants;
 pub mod introspect;
 pub mod logout;
 pub mod token;
