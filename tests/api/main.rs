@@ -7,6 +7,7 @@ mod account;
 mod audit;
 mod browser;
 mod clients;
+mod conformance;
 mod crash;
 mod deploy;
 mod discovery;

@@ -16,7 +16,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
 
-const REDIRECT: &str = "http://127.0.0.1:9/callback";
+pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
 /// An OAuth client registered with `edge-idp clients create --json` on the app's database.
 pub struct Registered {
@@ -52,20 +52,20 @@ pub fn register(app: &TestApp, extra: &[&str]) -> Registered {
 }
 
 /// A browser: keeps cookies, follows nothing, reads hidden form fields.
-struct Browser {
+pub struct Browser {
     http: reqwest::Client,
     base: String,
     cookies: HashMap<String, String>,
 }
 
-struct Page {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: String,
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
 }
 
 impl Page {
-    fn location(&self) -> Url {
+    pub fn location(&self) -> Url {
         let l = self.headers["location"].to_str().unwrap();
         Url::parse(l).unwrap_or_else(|e| panic!("{l}: {e}"))
     }
@@ -81,7 +81,7 @@ impl Page {
         unescape(&self.body[start..end])
     }
 
-    fn shows(&self, text: &str) -> bool {
+    pub fn shows(&self, text: &str) -> bool {
         self.body.contains(text)
     }
 }
@@ -104,7 +104,7 @@ pub fn query(url: &Url, name: &str) -> Option<String> {
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Self {
+    pub fn new(app: &TestApp) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -143,7 +143,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, url: &str) -> Page {
+    pub async fn get(&mut self, url: &str) -> Page {
         let req = self.http.get(url);
         self.send(req).await
     }
@@ -154,7 +154,7 @@ impl Browser {
     }
 
     /// Fills in the sign-in form of `page`.
-    async fn sign_in(&mut self, page: &Page, email: &str, password: &str) -> Page {
+    pub async fn sign_in(&mut self, page: &Page, email: &str, password: &str) -> Page {
         assert_eq!(page.status, 200, "{}", page.body);
         assert!(page.shows("action=\"/oauth2/sign-in\""), "{}", page.body);
         let (csrf, authz) = (page.field("csrf"), page.field("authz"));
@@ -205,7 +205,7 @@ pub async fn metadata(app: &TestApp) -> CoreProviderMetadata {
 }
 
 /// The redirect back to the client after `page`: a code with `state` and `iss` untouched.
-fn code_of(app: &TestApp, page: &Page, state: &CsrfToken) -> AuthorizationCode {
+pub fn code_of(app: &TestApp, page: &Page, state: &CsrfToken) -> AuthorizationCode {
     assert!(
         page.status == 303 || page.status == 302,
         "{} {}",
