@@ -314,6 +314,95 @@ async fn sigterm_drains_the_requests_in_flight_then_stops_cleanly() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_single_sign_on_and_redeem_a_code_once() {
+    use crate::oidc::{register_in, Browser, REDIRECT};
+    use openidconnect::PkceCodeChallenge;
+    let tmp = tempfile::tempdir().unwrap();
+    let a = start(tmp.path(), 10);
+    let b = start(tmp.path(), 10);
+    let r = post(
+        &a.base,
+        "/auth/signup",
+        json!({"email": "fleet@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let rp = register_in(tmp.path(), &["--first-party"]);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let path = format!(
+        "/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid+offline_access&state=st&code_challenge={}&code_challenge_method=S256",
+        rp.id,
+        challenge.as_str()
+    );
+    let code_in = |page: &crate::oidc::Page| {
+        assert!(page.status == 302 || page.status == 303, "{}", page.body);
+        let to = page.location();
+        to.query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no code in {to}"))
+    };
+
+    // Signed in on one instance, the browser is signed in on the other.
+    let mut browser = Browser::new_at(&a.base);
+    let page = browser.get(&format!("{}{path}", a.base)).await;
+    let done = browser.sign_in(&page, "fleet@example.com", PASSWORD).await;
+    let code = code_in(&done);
+    browser.base = b.base.clone();
+    let sso = browser.get(&format!("{}{path}", b.base)).await;
+    code_in(&sso);
+
+    // The code presented to both at once: redeemed exactly once, and the loser's attempt
+    // revokes what the winner got.
+    let exchange = |base: String| {
+        let form = [
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.clone()),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_verifier", verifier.secret().clone()),
+        ];
+        let (id, secret) = (rp.id.clone(), rp.secret.clone());
+        async move {
+            let r = client()
+                .post(format!("{base}/oauth2/token"))
+                .basic_auth(id, secret)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (x, y) = tokio::join!(exchange(a.base.clone()), exchange(b.base.clone()));
+    let answers = [x, y];
+    let won: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .any(|(s, b)| *s == 400 && b["error"] == "invalid_grant"),
+        "{answers:?}"
+    );
+    let refresh = won[0]["refresh_token"].as_str().unwrap().to_owned();
+    let r = client()
+        .post(format!("{}/oauth2/token", a.base))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "the second presentation revoked the first one's session"
+    );
+}
+
 /// RFC 6238 code for `unix` from a base32 secret.
 fn totp(secret_b32: &str, unix: i64) -> String {
     rfc6238(&base32_decode(secret_b32), unix)

@@ -25,6 +25,11 @@ pub struct Registered {
 }
 
 pub fn register(app: &TestApp, extra: &[&str]) -> Registered {
+    register_in(&app.dir, extra)
+}
+
+/// [`register`] on the database under the data folder `dir`.
+pub fn register_in(dir: &std::path::Path, extra: &[&str]) -> Registered {
     let mut cmd = server_command();
     cmd.arg("clients")
         .args([
@@ -36,7 +41,7 @@ pub fn register(app: &TestApp, extra: &[&str]) -> Registered {
             REDIRECT,
         ])
         .args(extra)
-        .env("DATA_DIR", &app.dir)
+        .env("DATA_DIR", dir)
         .env("MFA_ENCRYPTION_KEY", MASTER_KEY);
     let out = output_within(cmd, Duration::from_secs(60));
     assert!(
@@ -54,7 +59,8 @@ pub fn register(app: &TestApp, extra: &[&str]) -> Registered {
 /// A browser: keeps cookies, follows nothing, reads hidden form fields.
 pub struct Browser {
     http: reqwest::Client,
-    base: String,
+    /// The server forms are posted to.
+    pub base: String,
     cookies: HashMap<String, String>,
 }
 
@@ -105,13 +111,18 @@ pub fn query(url: &Url, name: &str) -> Option<String> {
 
 impl Browser {
     pub fn new(app: &TestApp) -> Self {
+        Self::new_at(&app.base)
+    }
+
+    /// A browser posting its forms to the server at `base`.
+    pub fn new_at(base: &str) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
-            base: app.base.clone(),
+            base: base.to_owned(),
             cookies: HashMap::new(),
         }
     }
