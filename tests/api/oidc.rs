@@ -349,18 +349,40 @@ async fn a_stock_client_signs_a_user_in_with_pkce_consent_and_gets_verifiable_to
         .await;
     assert!(after.is_err(), "reusing the code revoked its session");
 
-    // Single sign-on: a second, first-party public client gets a code without any page.
+    // Single sign-on: a second, first-party public client gets a code without any page, and
+    // redeems it as the stock library does for a client without a secret (`none`: its
+    // client_id in the form, the PKCE verifier as its proof).
     let spa = register(&app, &["--public", "--first-party"]);
-    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
-    let url = format!(
-        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid&state=s2&code_challenge={}&code_challenge_method=S256",
-        app.base,
-        spa.id,
-        REDIRECT,
-        challenge.as_str()
-    );
-    let sso = browser.get(&url).await;
-    code_of(&app, &sso, &CsrfToken::new("s2".into()));
+    assert!(spa.secret.is_none());
+    let spa_client = CoreClient::from_provider_metadata(
+        metadata(&app).await,
+        ClientId::new(spa.id.clone()),
+        None,
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+    let (challenge, spa_verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, spa_state, spa_nonce) = spa_client
+        .authorize_url(
+            AuthenticationFlow::<openidconnect::core::CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge)
+        .url();
+    let sso = browser.get(url.as_str()).await;
+    let spa_code = code_of(&app, &sso, &spa_state);
+    let spa_tokens = spa_client
+        .exchange_code(spa_code)
+        .unwrap()
+        .set_pkce_verifier(spa_verifier)
+        .request_async(&http())
+        .await
+        .expect("a public client's code exchange");
+    spa_tokens
+        .id_token()
+        .expect("id_token")
+        .claims(&spa_client.id_token_verifier(), &spa_nonce)
+        .expect("the public client's ID token verifies");
     // Consent is remembered: the first client asks again without a page.
     let (challenge, _) = PkceCodeChallenge::new_random_sha256();
     let again = browser
