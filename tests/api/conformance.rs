@@ -3,7 +3,9 @@
 //! itself cannot run here; these are its requests, sent the same way, with its expectations.
 
 use crate::helpers::*;
-use crate::oidc::{code_of, http, oidc_app, query, register, Browser, Registered, REDIRECT};
+use crate::oidc::{
+    code_of, exchange, http, oidc_app, query, register, Browser, Registered, REDIRECT,
+};
 use openidconnect::{CsrfToken, PkceCodeChallenge, PkceCodeVerifier};
 use serde_json::Value;
 
@@ -18,27 +20,6 @@ fn request(app: &TestApp, rp: &Registered, scope: &str, extra: &str) -> (String,
         challenge.as_str()
     );
     (url, verifier)
-}
-
-async fn exchange(
-    app: &TestApp,
-    rp: &Registered,
-    code: &str,
-    verifier: &PkceCodeVerifier,
-) -> (u16, Value) {
-    let r = http()
-        .post(app.url("/oauth2/token"))
-        .basic_auth(&rp.id, rp.secret.as_deref())
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier.secret()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
 }
 
 fn error_of(page: &crate::oidc::Page) -> (Option<String>, Option<String>) {

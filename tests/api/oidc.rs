@@ -201,6 +201,43 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// Redeems `code` at the token endpoint as the confidential client `rp` (Basic): the status
+/// and the JSON answer.
+pub async fn exchange(
+    app: &TestApp,
+    rp: &Registered,
+    code: &str,
+    verifier: &openidconnect::PkceCodeVerifier,
+) -> (u16, Value) {
+    let r = http()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Presents `refresh_token` at the token endpoint as `rp`.
+async fn refresh_as(app: &TestApp, rp: &Registered, refresh_token: &str) -> reqwest::Response {
+    http()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&rp.id, rp.secret.as_deref())
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
 pub async fn oidc_app() -> TestApp {
     spawn_with(Opts {
         own_issuer: true,
@@ -740,21 +777,7 @@ async fn sign_in_offline(
     let page = browser.get(&url).await;
     let done = browser.sign_in(&page, email, PASSWORD).await;
     let code = code_of(app, &done, &CsrfToken::new("st".into()));
-    let tokens: Value = http()
-        .post(app.url("/oauth2/token"))
-        .basic_auth(&rp.id, rp.secret.as_deref())
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.secret()),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier.secret()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, tokens) = exchange(app, rp, code.secret(), &verifier).await;
     assert!(tokens["access_token"].is_string(), "{tokens}");
     (url, tokens)
 }
@@ -772,13 +795,7 @@ async fn a_clients_refresh_token_is_its_own_and_logging_out_everywhere_ends_sing
         .expect("offline_access")
         .to_owned();
     // Neither another client nor the first-party API can rotate it, and trying burns nothing.
-    let r = http()
-        .post(app.url("/oauth2/token"))
-        .basic_auth(&other.id, other.secret.as_deref())
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_as(&app, &other, &refresh).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     let r = app
@@ -788,13 +805,7 @@ async fn a_clients_refresh_token_is_its_own_and_logging_out_everywhere_ends_sing
         )
         .await;
     assert_problem(r, 401, "invalid_refresh_token").await;
-    let r = http()
-        .post(app.url("/oauth2/token"))
-        .basic_auth(&rp.id, rp.secret.as_deref())
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_as(&app, &rp, &refresh).await;
     assert_eq!(r.status(), 200, "its own client still rotates it");
     let rotated: Value = r.json().await.unwrap();
 
@@ -1043,13 +1054,7 @@ async fn rp_initiated_logout_ends_the_browser_session_and_returns_only_to_a_regi
     );
     // The sessions the browser session started end with it: the refresh token, the access
     // token, single sign-on.
-    let r = http()
-        .post(app.url("/oauth2/token"))
-        .basic_auth(&rp.id, rp.secret.as_deref())
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_as(&app, &rp, &refresh).await;
     assert_eq!(r.status(), 400);
     let r = http()
         .get(app.url("/oauth2/userinfo"))
@@ -1164,21 +1169,7 @@ async fn a_user_lists_and_withdraws_what_they_granted_and_the_clients_tokens_end
     let consent = browser.sign_in(&page, "grants@example.com", PASSWORD).await;
     let done = browser.consent(&consent, "allow").await;
     let code = code_of(&app, &done, &CsrfToken::new("st".into()));
-    let tokens: Value = http()
-        .post(app.url("/oauth2/token"))
-        .basic_auth(&rp.id, rp.secret.as_deref())
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.secret()),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier.secret()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, tokens) = exchange(&app, &rp, code.secret(), &verifier).await;
     let refresh = tokens["refresh_token"].as_str().expect("offline_access");
 
     let me = app.login("grants@example.com").await;
@@ -1212,13 +1203,7 @@ async fn a_user_lists_and_withdraws_what_they_granted_and_the_clients_tokens_end
     // Withdrawn: the client's refresh token ends, and the next authorization asks again.
     let r = withdraw(bearer).await.unwrap();
     assert_eq!(r.status(), 204);
-    let r = http()
-        .post(app.url("/oauth2/token"))
-        .basic_auth(&rp.id, rp.secret.as_deref())
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_as(&app, &rp, refresh).await;
     assert_eq!(r.status(), 400, "the client's session ended with the grant");
     let r = http()
         .get(app.url("/oauth2/userinfo"))
