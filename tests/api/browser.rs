@@ -18,7 +18,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use openidconnect::core::{CoreClient, CoreResponseType, CoreUserInfoClaims};
 use openidconnect::{
     AccessTokenHash, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+    IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PostLogoutRedirectUrl,
+    ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -424,12 +425,24 @@ async fn a_person_signs_in_with_mfa_and_consent_in_a_real_browser_and_the_client
         .page_with_status("5-error", Some("400 (Bad Request)"))
         .await;
 
-    // Sign-out asked for by the application without its ID token: the person confirms.
-    let mut out = url::Url::parse(&app.url("/oauth2/end-session")).unwrap();
-    out.query_pairs_mut()
-        .append_pair("client_id", &rp.id)
-        .append_pair("post_logout_redirect_uri", &signed_out)
-        .append_pair("state", "bye");
+    // Sign-out asked for by the application without its ID token (the request built by the
+    // library from the discovered end_session_endpoint): the person confirms.
+    let with_logout = ProviderMetadataWithLogout::discover_async(
+        IssuerUrl::new(app.base.clone()).unwrap(),
+        &http(),
+    )
+    .await
+    .expect("discovery");
+    let end_session = with_logout
+        .additional_metadata()
+        .end_session_endpoint
+        .clone()
+        .expect("end_session_endpoint advertised");
+    let out = LogoutRequest::from(end_session)
+        .set_client_id(ClientId::new(rp.id.clone()))
+        .set_post_logout_redirect_uri(PostLogoutRedirectUrl::new(signed_out.clone()).unwrap())
+        .set_state(CsrfToken::new("bye".into()))
+        .http_get_url();
     chrome.c().goto(out.as_str()).await.unwrap();
     chrome.page("6-sign-out").await;
     chrome.press("button[value=yes]").await;
