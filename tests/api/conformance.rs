@@ -4,22 +4,15 @@
 
 use crate::helpers::*;
 use crate::oidc::{
-    code_of, exchange, http, oidc_app, query, register, Browser, Registered, REDIRECT,
+    code_of, exchange, http, oidc_app, pkce_request, query, register, Browser, Registered, REDIRECT,
 };
-use openidconnect::{CsrfToken, PkceCodeChallenge, PkceCodeVerifier};
+use openidconnect::{CsrfToken, PkceCodeVerifier};
 use serde_json::Value;
 
 /// An authorization URL for `rp` with `scope` and `extra` parameters (state `xyz`), and its
 /// PKCE verifier.
 fn request(app: &TestApp, rp: &Registered, scope: &str, extra: &str) -> (String, PkceCodeVerifier) {
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let url = format!(
-        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope={scope}&state=xyz&code_challenge={}&code_challenge_method=S256{extra}",
-        app.base,
-        rp.id,
-        challenge.as_str()
-    );
-    (url, verifier)
+    pkce_request(&app.base, &rp.id, scope, "xyz", extra)
 }
 
 fn error_of(page: &crate::oidc::Page) -> (Option<String>, Option<String>) {

@@ -316,8 +316,7 @@ async fn sigterm_drains_the_requests_in_flight_then_stops_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_single_sign_on_and_redeem_a_code_once() {
-    use crate::oidc::{register_in, Browser, REDIRECT};
-    use openidconnect::PkceCodeChallenge;
+    use crate::oidc::{pkce_request, register_in, Browser, REDIRECT};
     let tmp = tempfile::tempdir().unwrap();
     let a = start(tmp.path(), 10);
     let b = start(tmp.path(), 10);
@@ -329,12 +328,8 @@ async fn two_processes_share_single_sign_on_and_redeem_a_code_once() {
     .await;
     assert_eq!(r.status(), 201);
     let rp = register_in(tmp.path(), &["--first-party"]);
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let path = format!(
-        "/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid+offline_access&state=st&code_challenge={}&code_challenge_method=S256",
-        rp.id,
-        challenge.as_str()
-    );
+    let (at_a, verifier) = pkce_request(&a.base, &rp.id, "openid+offline_access", "st", "");
+    let at_b = at_a.replacen(&a.base, &b.base, 1);
     let code_in = |page: &crate::oidc::Page| {
         assert!(page.status == 302 || page.status == 303, "{}", page.body);
         let to = page.location();
@@ -346,11 +341,11 @@ async fn two_processes_share_single_sign_on_and_redeem_a_code_once() {
 
     // Signed in on one instance, the browser is signed in on the other.
     let mut browser = Browser::new_at(&a.base);
-    let page = browser.get(&format!("{}{path}", a.base)).await;
+    let page = browser.get(&at_a).await;
     let done = browser.sign_in(&page, "fleet@example.com", PASSWORD).await;
     let code = code_in(&done);
     browser.base = b.base.clone();
-    let sso = browser.get(&format!("{}{path}", b.base)).await;
+    let sso = browser.get(&at_b).await;
     code_in(&sso);
 
     // The code presented to both at once: redeemed exactly once, and the loser's attempt

@@ -421,23 +421,31 @@ async fn a_stock_client_signs_a_user_in_with_pkce_consent_and_gets_verifiable_to
         .claims(&spa_client.id_token_verifier(), &spa_nonce)
         .expect("the public client's ID token verifies");
     // Consent is remembered: the first client asks again without a page.
-    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
-    let again = browser
-        .get(&format!(
-            "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid+email&state=s3&code_challenge={}&code_challenge_method=S256&prompt=none",
-            app.base, rp.id, REDIRECT, challenge.as_str()
-        ))
-        .await;
+    let (url, _) = pkce_request(&app.base, &rp.id, "openid+email", "s3", "&prompt=none");
+    let again = browser.get(&url).await;
     code_of(&app, &again, &CsrfToken::new("s3".into()));
 }
 
-fn authorize_url(app: &TestApp, client_id: &str, extra: &str) -> String {
-    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
-    format!(
-        "{}/oauth2/authorize?response_type=code&client_id={client_id}&redirect_uri={REDIRECT}&scope=openid&state=xyz&code_challenge={}&code_challenge_method=S256{extra}",
-        app.base,
+/// An authorization request to the server at `base` for `client_id` with PKCE (S256) and
+/// `scope` (already URL-encoded), `state`, and `extra` parameters appended: the URL and the
+/// verifier the code exchange needs.
+pub fn pkce_request(
+    base: &str,
+    client_id: &str,
+    scope: &str,
+    state: &str,
+    extra: &str,
+) -> (String, openidconnect::PkceCodeVerifier) {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{base}/oauth2/authorize?response_type=code&client_id={client_id}&redirect_uri={REDIRECT}&scope={scope}&state={state}&code_challenge={}&code_challenge_method=S256{extra}",
         challenge.as_str()
-    )
+    );
+    (url, verifier)
+}
+
+fn authorize_url(app: &TestApp, client_id: &str, extra: &str) -> String {
+    pkce_request(&app.base, client_id, "openid", "xyz", extra).0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,13 +567,7 @@ async fn attacks_on_the_code_flow_are_refused() {
     assert_eq!(r.status, 403, "{}", r.body);
 
     // A code, with its verifier kept to try the attacks one by one.
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let url = format!(
-        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid&state=a&code_challenge={}&code_challenge_method=S256",
-        app.base,
-        rp.id,
-        challenge.as_str()
-    );
+    let (url, verifier) = pkce_request(&app.base, &rp.id, "openid", "a", "");
     let page = browser.get(&url).await;
     let done = browser.sign_in(&page, "victim@example.com", PASSWORD).await;
     let code = code_of(&app, &done, &CsrfToken::new("a".into()));
@@ -767,13 +769,7 @@ async fn sign_in_offline(
     rp: &Registered,
     email: &str,
 ) -> (String, Value) {
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let url = format!(
-        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid+offline_access&state=st&code_challenge={}&code_challenge_method=S256",
-        app.base,
-        rp.id,
-        challenge.as_str()
-    );
+    let (url, verifier) = pkce_request(&app.base, &rp.id, "openid+offline_access", "st", "");
     let page = browser.get(&url).await;
     let done = browser.sign_in(&page, email, PASSWORD).await;
     let code = code_of(app, &done, &CsrfToken::new("st".into()));
@@ -1158,13 +1154,7 @@ async fn a_user_lists_and_withdraws_what_they_granted_and_the_clients_tokens_end
     app.signup("someone-else@example.com").await;
     let rp = register(&app, &[]);
     let mut browser = Browser::new(&app);
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let url = format!(
-        "{}/oauth2/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid+offline_access&state=st&code_challenge={}&code_challenge_method=S256",
-        app.base,
-        rp.id,
-        challenge.as_str()
-    );
+    let (url, verifier) = pkce_request(&app.base, &rp.id, "openid+offline_access", "st", "");
     let page = browser.get(&url).await;
     let consent = browser.sign_in(&page, "grants@example.com", PASSWORD).await;
     let done = browser.consent(&consent, "allow").await;
