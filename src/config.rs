@@ -157,6 +157,12 @@ pub struct Config {
     /// The name the hosted sign-in pages show.
     #[arg(long, env = "PRODUCT_NAME", default_value = "edge-idp")]
     pub product_name: String,
+    /// WebAuthn relying-party id of passkeys (a domain); default the issuer's host.
+    #[arg(long, env = "WEBAUTHN_RP_ID")]
+    pub webauthn_rp_id: Option<String>,
+    /// Origins passkey ceremonies may come from, comma-separated; default the issuer's origin.
+    #[arg(long, env = "WEBAUTHN_ORIGINS", value_delimiter = ',')]
+    pub webauthn_origins: Vec<String>,
     /// Operator-supplied RSA private key (PEM) to import as the signing key.
     #[arg(long, env = "PRIVATE_KEY_PATH", requires = "public_key_path")]
     pub private_key_path: Option<PathBuf>,
@@ -365,6 +371,9 @@ pub struct Settings {
     pub require_pkce: bool,
     /// Shown on the hosted pages (`PRODUCT_NAME`).
     pub product_name: String,
+    /// The passkeys' relying party (`None`: the issuer's host is an IP address and
+    /// `WEBAUTHN_RP_ID` is unset, so passkeys are off).
+    pub webauthn: Option<RelyingParty>,
     /// Requests handled at once.
     pub max_in_flight: usize,
     /// Hashes at once.
@@ -385,6 +394,71 @@ pub struct Settings {
     pub guards: Guards,
     /// Where and how `/metrics` is served.
     pub metrics: MetricsAccess,
+}
+
+/// The WebAuthn relying party passkeys are bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelyingParty {
+    /// The RP id: a domain, the issuer's host or one of its parents.
+    pub id: String,
+    /// Origins whose ceremonies are accepted (the issuer's first).
+    pub origins: Vec<url::Url>,
+}
+
+/// The relying party of `issuer`, with the `WEBAUTHN_*` overrides. WebAuthn has no RP id for
+/// an IP address, so an issuer on one leaves passkeys off unless `WEBAUTHN_RP_ID` names a domain.
+fn relying_party(
+    issuer: &str,
+    rp_id: Option<&str>,
+    origins: &[String],
+) -> Result<Option<RelyingParty>, ConfigError> {
+    let issuer_url =
+        url::Url::parse(issuer).map_err(|_| bad("ISSUER", "must be an absolute http(s) URL"))?;
+    let mut allowed = vec![url::Url::parse(&issuer_url.origin().ascii_serialization())
+        .map_err(|_| bad("ISSUER", "has no origin"))?];
+    for o in origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        let u = url::Url::parse(o)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .filter(|u| u.path() == "/" && u.query().is_none() && u.fragment().is_none())
+            .ok_or_else(|| {
+                bad(
+                    "WEBAUTHN_ORIGINS",
+                    format!("{o} is not an origin (scheme://host[:port])"),
+                )
+            })?;
+        if !allowed.contains(&u) {
+            allowed.push(u);
+        }
+    }
+    let id = match rp_id.map(str::trim) {
+        Some(id) => {
+            if id.is_empty() || id.contains(['/', ':']) || id.parse::<std::net::IpAddr>().is_ok() {
+                return Err(bad("WEBAUTHN_RP_ID", "must be a domain name"));
+            }
+            id.to_ascii_lowercase()
+        }
+        None => match issuer_url.domain() {
+            Some(d) => d.to_ascii_lowercase(),
+            None => return Ok(None),
+        },
+    };
+    // Every origin must be the RP id or a subdomain of it (WebAuthn §5.1.3 step 8).
+    for o in &allowed {
+        let fits = o
+            .domain()
+            .is_some_and(|d| d == id || d.ends_with(&format!(".{id}")));
+        if !fits {
+            return Err(bad(
+                "WEBAUTHN_RP_ID",
+                format!("{id} is not the host, nor a parent domain of it, of the origin {o}"),
+            ));
+        }
+    }
+    Ok(Some(RelyingParty {
+        id,
+        origins: allowed,
+    }))
 }
 
 /// Bounds of the server edge against slow and numerous clients.
@@ -559,6 +633,11 @@ impl Config {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        let webauthn = relying_party(
+            &issuer,
+            self.webauthn_rp_id.as_deref(),
+            &self.webauthn_origins,
+        )?;
         Ok(Settings {
             listen_addr: self.listen_addr,
             data_dir: self.data_dir.clone(),
@@ -574,6 +653,7 @@ impl Config {
                 .then(|| i64::from(self.key_rotation_days) * 86_400),
             key_check_interval: Duration::from_secs(self.key_check_interval_secs),
             require_pkce: self.require_pkce,
+            webauthn,
             product_name: {
                 let n = self.product_name.trim();
                 if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {

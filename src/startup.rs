@@ -231,6 +231,20 @@ impl Application {
             recovery: settings.master_key.keyed_hash(b"recovery-codes"),
             issuer: settings.mfa_issuer.clone(),
         };
+        let webauthn = match &settings.webauthn {
+            Some(rp) => Some(
+                crate::app::passkeys::relying_party(rp, &settings.product_name).map_err(|e| {
+                    StartError::Startup {
+                        what: "WEBAUTHN_RP_ID",
+                        source: Box::new(e),
+                    }
+                })?,
+            ),
+            None => {
+                tracing::warn!(issuer = %settings.issuer, "passkeys are off: the issuer's host is not a domain and WEBAUTHN_RP_ID is unset");
+                None
+            }
+        };
         let state = Arc::new(App::new(Parts {
             settings,
             db,
@@ -245,6 +259,7 @@ impl Application {
             clock,
             audit,
             metrics,
+            webauthn,
         }));
         Ok(Self {
             listener,

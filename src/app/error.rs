@@ -67,6 +67,13 @@ pub enum AppError {
     /// RFC 6750 §3.1): its registered code and a description for the developer.
     #[error("{}: {}", .0.code(), .0.description())]
     OAuth(super::oauth::OAuthError),
+    /// A passkey ceremony that failed its checks (signature, challenge, origin, RP id, user
+    /// verification, counter), or a credential this relying party does not know.
+    #[error("invalid passkey")]
+    InvalidPasskey,
+    /// A passkey whose credential is registered already.
+    #[error("passkey already registered")]
+    PasskeyExists,
     /// Nothing the caller may see is there.
     #[error("not found")]
     NotFound,

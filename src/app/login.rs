@@ -38,6 +38,8 @@ pub enum LoginOutcome {
         token: SecretString,
         /// Seconds until it expires.
         expires_in: i64,
+        /// The account has a passkey, which may answer instead of a TOTP code.
+        passkey: bool,
     },
 }
 
@@ -182,6 +184,7 @@ impl App {
             return Ok(LoginOutcome::MfaRequired {
                 token,
                 expires_in: CHALLENGE_TTL,
+                passkey: self.has_passkey(user.id).await?,
             });
         }
         let tokens = self

@@ -39,8 +39,14 @@ impl App {
     /// a refresh keeps minting for up to 90 days). A stolen token cannot enroll the thief's
     /// authenticator and keep the recovery codes.
     fn require_recent_sign_in(&self, caller: &Caller) -> Result<(), AppError> {
+        self.require_sign_in_since(caller.claims.auth_time)
+    }
+
+    /// [`Self::require_recent_sign_in`] for a sign-in at `auth_time` (a token's, or a browser
+    /// session's).
+    pub(super) fn require_sign_in_since(&self, auth_time: i64) -> Result<(), AppError> {
         let max_age = self.settings.guards.step_up_max_age;
-        if self.clock.now() - caller.claims.auth_time > max_age {
+        if self.clock.now() - auth_time > max_age {
             return Err(AppError::StepUpRequired(max_age));
         }
         Ok(())
@@ -50,7 +56,7 @@ impl App {
     /// counted before the check (refused with a rate limit once the window's cap is reached),
     /// a right answer clears the count, and the wrong answer that reaches the cap writes an
     /// `mfa_locked` audit event.
-    async fn guarded<T>(
+    pub(super) async fn guarded<T>(
         &self,
         client: &Client,
         user_id: Uuid,

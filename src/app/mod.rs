@@ -17,6 +17,7 @@
 //! - [`ops`]: readiness, metrics, clean-up of expired rows.
 //! - [`clients`]: the OAuth client registry the operator manages from the command line.
 //! - [`oauth`]: the OpenID Connect provider: authorization, the browser session, tokens.
+//! - [`passkeys`]: WebAuthn registration, passkey sign-in and second factor, management.
 //! - [`caller`]: who is asking ([`Client`]) and who is signed in ([`Caller`]).
 //! - [`profiles`]: the `/auth/me` profile, cached per user for two seconds.
 
@@ -29,6 +30,7 @@ pub mod mfa;
 pub mod oauth;
 pub mod ops;
 pub mod orgs;
+pub mod passkeys;
 pub mod profiles;
 pub mod sessions;
 pub mod signup;
@@ -38,7 +40,7 @@ pub use error::AppError;
 
 /// Rows the flows answer with, re-exported so that front ends render them without naming the
 /// storage layer.
-pub use crate::db::{Invitation, PendingInvitation, Profile, SessionRow};
+pub use crate::db::{Invitation, PasskeyRow, PendingInvitation, Profile, SessionRow};
 
 use crate::app::profiles::Profiles;
 use crate::config::Settings;
@@ -78,6 +80,7 @@ pub struct App {
     limiter: RateLimiter,
     revocations: Revocations,
     profiles: Profiles,
+    webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }
 
 /// What [`App::new`] assembles; built by `startup`.
@@ -108,6 +111,8 @@ pub struct Parts {
     pub audit: Audit,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The passkeys' relying party (`None`: passkeys are off).
+    pub webauthn: Option<webauthn_rs::Webauthn>,
 }
 
 impl App {
@@ -128,6 +133,7 @@ impl App {
             limiter: p.limiter,
             revocations: p.revocations,
             profiles: Profiles::default(),
+            webauthn: p.webauthn.map(Arc::new),
         }
     }
 

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (6, "clients", include_str!("../../schema/0006_clients.sql")),
     (7, "oauth", include_str!("../../schema/0007_oauth.sql")),
+    (
+        8,
+        "passkeys",
+        include_str!("../../schema/0008_passkeys.sql"),
+    ),
 ];
 
 /// Why the schema could not be brought up to date.

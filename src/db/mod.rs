@@ -30,6 +30,7 @@ mod guards;
 mod migrate;
 mod oauth;
 mod orgs;
+mod passkeys;
 mod store;
 
 pub use batch::{Batch, Outcome};
@@ -38,6 +39,7 @@ pub use guards::{Attempt, Failure};
 pub use migrate::{migrate, MigrateError, MIGRATIONS};
 pub use oauth::{BrowserSession, CodeGrant, CodeState, Consent, RefreshTokenInfo};
 pub use orgs::{Acceptance, Invitation, PendingInvitation, Profile, Removal, SessionRow};
+pub use passkeys::{Ceremony, CeremonyKind, PasskeyRow};
 
 use edge_idp_actors::StoreError;
 use libsql::{Connection, Database, Statement};

@@ -520,6 +520,9 @@ impl SessionStore for Db {
             c.execute("DELETE FROM oauth_codes WHERE rowid IN (SELECT rowid FROM oauth_codes WHERE expires_at <= ?1 LIMIT ?2)", params![now - KEEP_AFTER_END, PRUNE_BATCH])
                 .await
                 .map_err(map_err)?;
+            c.execute("DELETE FROM webauthn_ceremonies WHERE rowid IN (SELECT rowid FROM webauthn_ceremonies WHERE expires_at <= ?1 LIMIT ?2)", params![now, PRUNE_BATCH])
+                .await
+                .map_err(map_err)?;
             c.execute("DELETE FROM browser_sessions WHERE rowid IN (SELECT rowid FROM browser_sessions WHERE expires_at <= ?1 OR revoked_at <= ?1 LIMIT ?2)", params![now - KEEP_AFTER_END, PRUNE_BATCH])
                 .await
                 .map_err(map_err)?;

@@ -135,13 +135,20 @@ pub async fn login(app: SharedApp, client: Client, body: Body) -> Result<Respons
     let m = app.login(&client, login).await?;
     Ok(metered(m, |outcome| match outcome {
         LoginOutcome::Tokens(t) => private_json(&LoginResponse::Tokens(TokenResponse::from(&t))),
-        LoginOutcome::MfaRequired { token, expires_in } => {
-            private_json(&LoginResponse::Challenge(MfaChallenge {
-                mfa_required: true,
-                mfa_token: token.expose(),
-                expires_in,
-            }))
-        }
+        LoginOutcome::MfaRequired {
+            token,
+            expires_in,
+            passkey,
+        } => private_json(&LoginResponse::Challenge(MfaChallenge {
+            mfa_required: true,
+            mfa_token: token.expose(),
+            expires_in,
+            mfa_methods: if passkey {
+                vec!["totp", "passkey"]
+            } else {
+                vec!["totp"]
+            },
+        })),
     }))
 }
 

@@ -69,6 +69,10 @@ pub enum ApiError {
     InvalidMfaCode,
     /// 401 `invalid_mfa_token`: unknown, expired, used or burned `mfa_token`.
     InvalidMfaToken,
+    /// 401 `invalid_passkey`: a passkey ceremony failed its checks, or the credential is unknown.
+    InvalidPasskey,
+    /// 409 `passkey_exists`: that credential is registered already.
+    PasskeyExists,
     /// 409 `mfa_already_enabled`.
     MfaAlreadyEnabled,
     /// 409 `mfa_not_pending`.
@@ -128,6 +132,8 @@ impl From<AppError> for ApiError {
             AppError::AlreadyMember => ApiError::AlreadyMember,
             AppError::LastOwner => ApiError::LastOwner,
             AppError::NotFound => ApiError::NotFound,
+            AppError::InvalidPasskey => ApiError::InvalidPasskey,
+            AppError::PasskeyExists => ApiError::PasskeyExists,
             // Only the operator's command line registers clients today.
             AppError::InvalidClient(why) => {
                 ApiError::Validation(vec![FieldError::new("client", why)])
@@ -237,6 +243,16 @@ impl ApiError {
                 "invalid_mfa_token",
                 "Invalid MFA token",
             ),
+            InvalidPasskey => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_passkey",
+                "Passkey refused",
+            ),
+            PasskeyExists => (
+                StatusCode::CONFLICT,
+                "passkey_exists",
+                "Passkey already registered",
+            ),
             MfaAlreadyEnabled => (
                 StatusCode::CONFLICT,
                 "mfa_already_enabled",
@@ -321,6 +337,11 @@ impl ApiError {
             InvalidMfaToken => {
                 "The MFA challenge is unknown, expired, used or burned. Log in again.".into()
             }
+            InvalidPasskey => {
+                "The passkey did not pass the ceremony's checks, or it is not registered here."
+                    .into()
+            }
+            PasskeyExists => "This passkey is registered already.".into(),
             MfaAlreadyEnabled => "MFA is already on; disable it before enrolling again.".into(),
             MfaNotPending => "There is no pending enrollment to confirm.".into(),
             InvalidToken => {

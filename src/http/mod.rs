@@ -3,7 +3,7 @@
 //! - [`ROUTES`] lists every path and its methods; the router's guard answers 404 and 405 (with
 //!   `Allow`) from it before any handler runs, and tests compare it with API.md.
 //! - Handlers, one module per group of routes: [`auth`], [`mfa`], [`account`], [`orgs`],
-//!   [`discovery`], [`oauth`] (token, userinfo), [`pages`] (the hosted HTML pages). Each parses, calls one function of the application layer (`crate::app`)
+//!   [`discovery`], [`passkeys`], [`oauth`] (token, userinfo), [`pages`] (the hosted HTML pages). Each parses, calls one function of the application layer (`crate::app`)
 //!   and renders; none touches storage or actors.
 //! - [`extract`]: bodies, client IP, validation. [`bearer`]: the Bearer filter.
 //! - [`reply`]: JSON, `no-store`, rate-limit headers. [`views`]: the answers' JSON shapes.
@@ -22,6 +22,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod orgs;
 pub mod pages;
+pub mod passkeys;
 pub mod reply;
 pub mod server;
 pub mod views;
@@ -44,6 +45,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/auth/mfa/confirm", "POST"),
     ("/auth/mfa/verify", "POST"),
     ("/auth/mfa/disable", "POST"),
+    ("/auth/passkeys", "GET"),
+    ("/auth/passkeys/{id}", "PATCH, DELETE"),
+    ("/auth/passkeys/register/begin", "POST"),
+    ("/auth/passkeys/register/finish", "POST"),
+    ("/auth/passkeys/login/begin", "POST"),
+    ("/auth/passkeys/login/finish", "POST"),
     ("/auth/switch-org", "POST"),
     ("/auth/me", "GET"),
     ("/auth/sessions", "GET"),
@@ -61,6 +68,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/oauth2/authorize", "GET, POST"),
     ("/oauth2/sign-in", "POST"),
     ("/oauth2/sign-in/mfa", "POST"),
+    ("/oauth2/sign-in/passkey", "POST"),
+    ("/account/passkeys", "GET, POST"),
+    ("/account/passkeys/begin", "POST"),
+    ("/account/passkeys/{id}/rename", "POST"),
+    ("/account/passkeys/{id}/delete", "POST"),
     ("/oauth2/consent", "POST"),
     ("/oauth2/token", "POST"),
     ("/oauth2/userinfo", "GET, POST"),
@@ -69,6 +81,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/oauth2/end-session", "GET, POST"),
     ("/assets/edge-idp.css", "GET"),
     ("/assets/favicon.svg", "GET"),
+    ("/assets/passkeys.js", "GET"),
     ("/.well-known/jwks.json", "GET"),
     ("/.well-known/openid-configuration", "GET"),
     ("/.well-known/oauth-authorization-server", "GET"),
@@ -158,7 +171,9 @@ pub fn routes(state: SharedApp) -> BoxedFilter<(Response,)> {
         .then(|s, c, b| async move { reply::respond(mfa::verify(s, c, b).await) });
 
     let account = account_routes(&state);
+    let passkeys = passkey_routes(&state);
     let oauth = oauth_routes(&state);
+    let account_pages = account_page_routes(&state);
 
     let jwks = warp::path!(".well-known" / "jwks.json")
         .and(warp::get())
@@ -180,6 +195,20 @@ pub fn routes(state: SharedApp) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(discovery::readyz);
 
+    // Second factors (TOTP and passkeys), boxed as one group: each `or` nests the filter's
+    // type, and a long chain costs the compiler more than it saves.
+    let second_factor = mfa_enroll
+        .or(mfa_confirm)
+        .unify()
+        .or(mfa_verify)
+        .unify()
+        .or(mfa_disable)
+        .unify()
+        .or(passkeys)
+        .unify()
+        .boxed();
+    let hosted = oauth.or(account_pages).unify().boxed();
+
     // The guard admits only a known path with an allowed method, and paths are disjoint, so
     // exactly one branch matches: the order is for speed. Warp tries branches in turn, so the
     // hot ones (JWKS fetches, Bearer checks, refreshes) come first.
@@ -195,15 +224,9 @@ pub fn routes(state: SharedApp) -> BoxedFilter<(Response,)> {
                 .unify()
                 .or(logout)
                 .unify()
-                .or(mfa_enroll)
+                .or(second_factor)
                 .unify()
-                .or(mfa_confirm)
-                .unify()
-                .or(mfa_verify)
-                .unify()
-                .or(mfa_disable)
-                .unify()
-                .or(oauth)
+                .or(hosted)
                 .unify()
                 .or(healthz)
                 .unify()
@@ -367,6 +390,137 @@ fn oauth_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .or(oidc)
         .unify()
         .or(oauth_metadata)
+        .unify()
+        .boxed()
+}
+
+/// The hosted passkey pages (sign-in with one, the account page) and their script, boxed as
+/// one group.
+fn account_page_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
+    let st = || with_state(state.clone());
+    let cl = || client(state.clone());
+    let cookie = || warp::header::optional::<String>("cookie");
+
+    let sign_in = warp::path!("oauth2" / "sign-in" / "passkey")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::sign_in_passkey);
+    let page = warp::path!("account" / "passkeys")
+        .and(warp::get())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .then(pages::account_get);
+    let add = warp::path!("account" / "passkeys")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::account_add);
+    let begin = warp::path!("account" / "passkeys" / "begin")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::account_begin);
+    let rename = warp::path!("account" / "passkeys" / String / "rename")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(|id, s, c, k, b| pages::account_rename(s, c, id, k, b));
+    let delete = warp::path!("account" / "passkeys" / String / "delete")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(|id, s, c, k, b| pages::account_delete(s, c, id, k, b));
+    let script = warp::path!("assets" / "passkeys.js")
+        .and(warp::get())
+        .then(pages::script);
+
+    sign_in
+        .or(page)
+        .unify()
+        .or(add)
+        .unify()
+        .or(begin)
+        .unify()
+        .or(rename)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(script)
+        .unify()
+        .boxed()
+}
+
+/// Passkey registration, sign-in and management, boxed as one group.
+fn passkey_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
+    let st = || with_state(state.clone());
+    let cl = || client(state.clone());
+    let auth = || bearer::bearer(state.clone());
+    let r = |res: Result<Response, ApiError>| async move { reply::respond(res) };
+
+    let register_begin = warp::path!("auth" / "passkeys" / "register" / "begin")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .then(move |s, a| async move { r(passkeys::register_begin(s, a).await).await });
+    let register_finish = warp::path!("auth" / "passkeys" / "register" / "finish")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .and(json_body())
+        .then(move |s, a, b| async move { r(passkeys::register_finish(s, a, b).await).await });
+    let login_begin = warp::path!("auth" / "passkeys" / "login" / "begin")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(json_body())
+        .then(move |s, c, b| async move { r(passkeys::login_begin(s, c, b).await).await });
+    let login_finish = warp::path!("auth" / "passkeys" / "login" / "finish")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(json_body())
+        .then(move |s, c, b| async move { r(passkeys::login_finish(s, c, b).await).await });
+    let list = warp::path!("auth" / "passkeys")
+        .and(warp::get())
+        .and(st())
+        .and(auth())
+        .then(move |s, a| async move { r(passkeys::list(s, a).await).await });
+    let rename = warp::path!("auth" / "passkeys" / String)
+        .and(warp::patch())
+        .and(st())
+        .and(auth())
+        .and(json_body())
+        .then(move |id, s, a, b| async move { r(passkeys::rename(s, a, id, b).await).await });
+    let delete = warp::path!("auth" / "passkeys" / String)
+        .and(warp::delete())
+        .and(st())
+        .and(auth())
+        .then(move |id, s, a| async move { r(passkeys::delete(s, a, id).await).await });
+
+    login_begin
+        .or(login_finish)
+        .unify()
+        .or(register_begin)
+        .unify()
+        .or(register_finish)
+        .unify()
+        .or(list)
+        .unify()
+        .or(rename)
+        .unify()
+        .or(delete)
         .unify()
         .boxed()
 }

@@ -17,7 +17,7 @@
 //! guard answers 404 and 405 from, and request each documented operation on a live server.
 
 use super::error::{FieldError, Problem};
-use super::{account, auth, discovery, mfa, oauth, orgs, pages};
+use super::{account, auth, discovery, mfa, oauth, orgs, pages, passkeys};
 use std::sync::OnceLock;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
@@ -49,6 +49,13 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         mfa::confirm,
         mfa::verify,
         mfa::disable,
+        passkeys::register_begin,
+        passkeys::register_finish,
+        passkeys::login_begin,
+        passkeys::login_finish,
+        passkeys::list,
+        passkeys::rename,
+        passkeys::delete,
         account::switch_org,
         account::me,
         account::sessions,
@@ -76,6 +83,13 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         pages::authorize_post,
         pages::sign_in,
         pages::sign_in_mfa,
+        pages::sign_in_passkey,
+        pages::account_get,
+        pages::account_add,
+        pages::account_begin,
+        pages::account_rename,
+        pages::account_delete,
+        pages::script,
         pages::consent,
         pages::end_session_get,
         pages::end_session_post,

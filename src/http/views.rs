@@ -120,6 +120,10 @@ pub struct MfaChallenge<'a> {
     pub mfa_token: &'a str,
     /// Seconds until the challenge expires.
     pub expires_in: i64,
+    /// The second factors the account can answer with: `totp` (a code, or a recovery code, at
+    /// `/auth/mfa/verify`) and, when it has a passkey, `passkey` (at
+    /// `/auth/passkeys/login/begin` with this `mfa_token`).
+    pub mfa_methods: Vec<&'static str>,
 }
 
 /// `200` of login: tokens, or an MFA challenge.

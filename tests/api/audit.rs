@@ -4,7 +4,7 @@
 use crate::helpers::*;
 use serde_json::{json, Value};
 
-async fn rows(app: &TestApp) -> Vec<Value> {
+pub async fn rows(app: &TestApp) -> Vec<Value> {
     app.flush_audit().await;
     let db = direct_db(&app.dir).await;
     let c = &db.conn;

@@ -66,10 +66,17 @@ struct Chrome {
     shots: PathBuf,
     /// Console errors seen so far, by page.
     errors: Vec<String>,
+    /// JavaScript is on (the passkey pages need it); off, every page must be script-free.
+    javascript: bool,
 }
 
 impl Chrome {
     async fn start(driver: &Path, chromium: &Path) -> Chrome {
+        Self::start_with(driver, chromium, false).await
+    }
+
+    /// [`Chrome::start`], with JavaScript on or off.
+    async fn start_with(driver: &Path, chromium: &Path, javascript: bool) -> Chrome {
         let port = free_port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
@@ -84,6 +91,7 @@ impl Chrome {
             client: None,
             shots: Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots"),
             errors: Vec::new(),
+            javascript,
         };
         chrome.wait_ready().await;
         let caps = json!({
@@ -93,8 +101,9 @@ impl Chrome {
                 // As root (CI) chromium needs --no-sandbox.
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--window-size=1280,900"],
-                // No JavaScript at all: the pages must not need it.
-                "prefs": {"profile.managed_default_content_settings.javascript": 2},
+                // By default no JavaScript at all: the pages must not need it.
+                "prefs": {"profile.managed_default_content_settings.javascript":
+                          if javascript { 1 } else { 2 }},
             },
             "goog:loggingPrefs": {"browser": "ALL"},
         });
@@ -152,8 +161,10 @@ impl Chrome {
         let png = self.c().screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{name}: a PNG");
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
-        let scripts = self.c().find_all(Locator::Css("script")).await.unwrap();
-        assert!(scripts.is_empty(), "{name}: the page carries a script");
+        if !self.javascript {
+            let scripts = self.c().find_all(Locator::Css("script")).await.unwrap();
+            assert!(scripts.is_empty(), "{name}: the page carries a script");
+        }
         let mut seen_own = false;
         for e in self.console_errors().await {
             if own.as_ref() == Some(&e) {
@@ -467,6 +478,284 @@ async fn a_person_signs_in_with_mfa_and_consent_in_a_real_browser_and_the_client
     );
     chrome.page("7-signed-out").await;
 
+    assert!(
+        chrome.errors.is_empty(),
+        "console errors: {:#?}",
+        chrome.errors
+    );
+    chrome.close().await;
+}
+
+impl Chrome {
+    /// A call of WebDriver's WebAuthn extension (WebAuthn §11.3) on this session.
+    async fn webauthn(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let session = self.c().session_id().await.unwrap().unwrap();
+        let mut r = http().request(
+            method,
+            format!("{}/session/{session}/webauthn/{path}", self.driver_url),
+        );
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let v: Value = r.send().await.unwrap().json().await.unwrap();
+        assert!(v["value"].get("error").is_none(), "{path}: {v}");
+        v["value"].clone()
+    }
+
+    /// Adds a virtual authenticator: a CTAP2 platform authenticator with discoverable
+    /// credentials and user verification, which consents to every ceremony. Its id.
+    async fn add_virtual_authenticator(&self) -> String {
+        let v = self
+            .webauthn(
+                reqwest::Method::POST,
+                "authenticator",
+                Some(json!({"protocol": "ctap2", "transport": "internal",
+                            "hasResidentKey": true, "hasUserVerification": true,
+                            "isUserConsenting": true, "isUserVerified": true})),
+            )
+            .await;
+        v.as_str().unwrap_or_else(|| panic!("{v}")).to_owned()
+    }
+
+    /// The credentials the virtual authenticator `id` holds (private keys included).
+    async fn credentials(&self, id: &str) -> Vec<Value> {
+        let v = self
+            .webauthn(
+                reqwest::Method::GET,
+                &format!("authenticator/{id}/credentials"),
+                None,
+            )
+            .await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Keeps the key of the one credential on authenticator `id` (with its sign counter) but
+    /// makes it non-discoverable, as a security key that stores no credential would hold it:
+    /// autofill no longer offers it.
+    async fn make_non_discoverable(&self, id: &str) {
+        let held = self.credentials(id).await;
+        assert_eq!(held.len(), 1, "{held:?}");
+        let credential = &held[0];
+        self.webauthn(
+            reqwest::Method::DELETE,
+            &format!("authenticator/{id}/credentials"),
+            None,
+        )
+        .await;
+        let mut again = credential.clone();
+        again["isResidentCredential"] = json!(false);
+        self.webauthn(
+            reqwest::Method::POST,
+            &format!("authenticator/{id}/credential"),
+            Some(again),
+        )
+        .await;
+    }
+
+    async fn visible(&self, css: &str) -> bool {
+        self.c()
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (30 s at most) until the browser is at a URL starting with `prefix`.
+    async fn wait_for_url(&self, prefix: &str) -> url::Url {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let at = self.url().await;
+            if at.as_str().starts_with(prefix) {
+                return at;
+            }
+            if std::time::Instant::now() > deadline {
+                let text = self.text().await;
+                panic!("still at {at}, not {prefix}: {text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_adds_a_passkey_then_signs_in_to_an_application_with_it() {
+    let test = "browser::a_person_adds_a_passkey_then_signs_in_to_an_application_with_it";
+    let Some((driver, chromium)) = binaries(test) else {
+        return;
+    };
+    // WebAuthn binds passkeys to a domain: the issuer is http://localhost:PORT.
+    let app = spawn_with(Opts {
+        own_issuer: true,
+        localhost: true,
+        ..Default::default()
+    })
+    .await;
+    let email = "passkey@example.com";
+    let (totp, _) = with_mfa(&app, email).await;
+    let site = application_pages().await;
+    let callback = format!("{site}/callback");
+    let rp = register(&app, &["--redirect-uri", &callback, "--first-party"]);
+    let discovered = openidconnect::core::CoreProviderMetadata::discover_async(
+        IssuerUrl::new(app.issuer.clone()).unwrap(),
+        &http(),
+    )
+    .await
+    .expect("discovery");
+    let client = CoreClient::from_provider_metadata(
+        discovered,
+        ClientId::new(rp.id.clone()),
+        rp.secret.clone().map(ClientSecret::new),
+    )
+    .set_redirect_uri(RedirectUrl::new(callback.clone()).unwrap());
+    let authorize = || {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = client
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("email".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        (url, state, nonce, verifier)
+    };
+    // The code the browser brought back, redeemed; the ID token's `amr`.
+    let amr_of = |back: url::Url, state: CsrfToken, nonce: Nonce, verifier| {
+        let client = &client;
+        async move {
+            assert_eq!(
+                query(&back, "state").as_deref(),
+                Some(state.secret().as_str())
+            );
+            let code = AuthorizationCode::new(query(&back, "code").expect("a code"));
+            let tokens = client
+                .exchange_code(code)
+                .unwrap()
+                .set_pkce_verifier(verifier)
+                .request_async(&http())
+                .await
+                .expect("code exchange");
+            let claims = tokens
+                .id_token()
+                .expect("id_token")
+                .claims(&client.id_token_verifier(), &nonce)
+                .expect("ID token verifies")
+                .clone();
+            assert_eq!(claims.email().map(|e| e.as_str()), Some(email));
+            claims
+                .auth_method_refs()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let mut chrome = Chrome::start_with(&driver, &chromium, true).await;
+    let authenticator = chrome.add_virtual_authenticator().await;
+
+    // Signed in with password and code first; the sign-in page offers a passkey already.
+    let (url, _, _, _) = authorize();
+    chrome.c().goto(url.as_str()).await.unwrap();
+    assert!(
+        chrome.visible("#passkey").await,
+        "the script shows the passkey button"
+    );
+    chrome.page("passkey-1-sign-in").await;
+    chrome.fill("email", email).await;
+    chrome.fill("password", PASSWORD).await;
+    chrome
+        .press("form[action=\"/oauth2/sign-in\"] button[type=submit]")
+        .await;
+    app.clock.advance(30);
+    chrome.fill("code", &totp.code_at(app.clock.now())).await;
+    chrome
+        .press("form[action=\"/oauth2/sign-in/mfa\"] button[type=submit]")
+        .await;
+    chrome.wait_for_url(&callback).await;
+
+    // The account page: no passkey yet; add one.
+    chrome
+        .c()
+        .goto(&format!("{}/account/passkeys", app.issuer))
+        .await
+        .unwrap();
+    assert!(
+        chrome.text().await.contains("You have no passkey yet."),
+        "{}",
+        chrome.text().await
+    );
+    chrome.page("passkey-2-account-empty").await;
+    chrome.fill("name", "This laptop").await;
+    chrome.press("#add-passkey").await;
+    let text = chrome.text().await;
+    assert!(
+        text.contains("This laptop") && text.contains("not used yet"),
+        "{text}"
+    );
+    let held = chrome.credentials(&authenticator).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        held[0]["isResidentCredential"], true,
+        "a discoverable credential"
+    );
+    chrome.page("passkey-3-account").await;
+
+    // Another day, no session in this browser: the sign-in page's email field offers the
+    // passkey (conditional mediation; the virtual authenticator picks it at once), and the
+    // passkey alone signs in, usernameless, its userHandle naming the user.
+    chrome.c().delete_all_cookies().await.unwrap();
+    let (url, state, nonce, verifier) = authorize();
+    chrome.c().goto(url.as_str()).await.unwrap();
+    let back = chrome.wait_for_url(&callback).await;
+    let amr = amr_of(back, state, nonce, verifier).await;
+    assert_eq!(
+        amr,
+        ["hwk", "mfa"],
+        "the passkey alone, with user verification"
+    );
+
+    // The same key on a security key that stores no credential: autofill has nothing to
+    // offer, so the password comes first, and the second-factor page's passkey button answers.
+    chrome.make_non_discoverable(&authenticator).await;
+    // Cookies are deleted for the document's own site: go to the provider's first.
+    chrome
+        .c()
+        .goto(&format!("{}/assets/favicon.svg", app.issuer))
+        .await
+        .unwrap();
+    chrome.c().delete_all_cookies().await.unwrap();
+    let (url, state, nonce, verifier) = authorize();
+    chrome.c().goto(url.as_str()).await.unwrap();
+    chrome.fill("email", email).await;
+    chrome.fill("password", PASSWORD).await;
+    chrome
+        .press("form[action=\"/oauth2/sign-in\"] button[type=submit]")
+        .await;
+    assert!(
+        chrome.visible("#passkey").await,
+        "the second factor offers the passkey"
+    );
+    chrome.page("passkey-4-second-factor").await;
+    chrome.press("#passkey").await;
+    let back = chrome.wait_for_url(&callback).await;
+    let amr = amr_of(back, state, nonce, verifier).await;
+    assert_eq!(amr, ["pwd", "hwk", "mfa"]);
+
+    // The account page shows the sign-ins.
+    chrome
+        .c()
+        .goto(&format!("{}/account/passkeys", app.issuer))
+        .await
+        .unwrap();
+    assert!(
+        chrome.text().await.contains("last used"),
+        "{}",
+        chrome.text().await
+    );
     assert!(
         chrome.errors.is_empty(),
         "console errors: {:#?}",

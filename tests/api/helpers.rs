@@ -44,6 +44,9 @@ pub struct Opts {
     /// Make `ISSUER` the server's own address (`http://127.0.0.1:PORT`), as an OpenID Connect
     /// client needs: it fetches discovery from the issuer.
     pub own_issuer: bool,
+    /// With `own_issuer`: name it `http://localhost:PORT` instead, a domain WebAuthn can bind
+    /// passkeys to (a browser reaches it on loopback all the same).
+    pub localhost: bool,
 }
 
 impl Opts {
@@ -168,7 +171,12 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
             .await
             .expect("bind");
         let port = l.local_addr().expect("addr").port();
-        args.push(("--issuer".into(), format!("http://127.0.0.1:{port}")));
+        let host = if opts.localhost {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        args.push(("--issuer".into(), format!("http://{host}:{port}")));
         Some(l)
     } else {
         None

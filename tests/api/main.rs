@@ -25,6 +25,7 @@ mod multiprocess;
 mod oidc;
 mod openapi;
 mod orgs;
+mod passkeys;
 mod ratelimit;
 mod refresh;
 mod remote;

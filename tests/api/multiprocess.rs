@@ -662,3 +662,68 @@ async fn hashing_memory_measured_by_the_kernel_is_bounded_by_the_threads_and_giv
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_ceremony_begun_on_one_process_finishes_on_the_other_and_an_assertion_counts_once(
+) {
+    use crate::passkeys::Device;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (start(dir.path(), 10), start(dir.path(), 10));
+    let email = "mp-passkey@example.com";
+    let r = post(
+        &a.base,
+        "/auth/signup",
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let t: Value = post(
+        &a.base,
+        "/auth/login",
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let bearer = format!("Bearer {}", t["access_token"].as_str().unwrap());
+    let http = client();
+
+    // Registration begun on A, finished on B.
+    let begun: Value = http
+        .post(format!("{}/auth/passkeys/register/begin", a.base))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut device = Device::new();
+    let credential = device.create(&begun);
+    let r = http
+        .post(format!("{}/auth/passkeys/register/finish", b.base))
+        .header("authorization", &bearer)
+        .json(&json!({"ceremony_id": begun["ceremony_id"], "credential": credential}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    // A sign-in begun on B; its one assertion sent to both at once: accepted exactly once.
+    for _ in 0..3 {
+        let begun: Value = post(&b.base, "/auth/passkeys/login/begin", json!({}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let body = json!({"ceremony_id": begun["ceremony_id"], "credential": device.get(&begun)});
+        let (ra, rb) = tokio::join!(
+            post(&a.base, "/auth/passkeys/login/finish", body.clone()),
+            post(&b.base, "/auth/passkeys/login/finish", body)
+        );
+        let mut statuses = [ra.status().as_u16(), rb.status().as_u16()];
+        statuses.sort();
+        assert_eq!(statuses, [200, 404], "one sign-in, one used ceremony");
+    }
+}

@@ -6,6 +6,7 @@
 //! instead of a refresh-token family. The session is a cookie of 256 random bits, stored as
 //! its SHA-256, bounded by `SESSION_MAX_TTL`; a second client is then signed in without a
 //! password. Ended by RP-initiated logout, by "log out everywhere" and a password change.
+//! A passkey signs in too ([`App::sign_in_passkey`], the JSON API's assertion check).
 
 use crate::app::login::{Login, PasswordOk};
 use crate::app::{App, AppError, Client, Metered};
@@ -28,6 +29,8 @@ pub enum SignIn {
     SecondFactor {
         /// The single-use challenge (`mfa_token`).
         mfa_token: SecretString,
+        /// The account has a passkey, which the page offers beside the code.
+        passkey: bool,
     },
 }
 
@@ -80,7 +83,10 @@ impl App {
     ) -> Result<SignIn, AppError> {
         if ok.user.mfa_enabled {
             let mfa_token = self.mfa_challenge(client, ok.user.id, None).await?;
-            return Ok(SignIn::SecondFactor { mfa_token });
+            return Ok(SignIn::SecondFactor {
+                mfa_token,
+                passkey: self.has_passkey(ok.user.id).await?,
+            });
         }
         let (cookie, session) = self
             .start_browser_session(client, ok.user.id, ok.user.email, vec!["pwd".into()])
@@ -107,6 +113,33 @@ impl App {
         {
             Ok(passed) => {
                 self.start_browser_session(client, passed.user_id, passed.email, passed.amr)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        Ok(Metered { decision, outcome })
+    }
+
+    /// A passkey on the sign-in or second-factor page (`app::passkeys`): a browser session
+    /// when its assertion passes.
+    pub async fn sign_in_passkey(
+        &self,
+        client: &Client,
+        ceremony_id: SecretString,
+        credential: webauthn_rs::prelude::PublicKeyCredential,
+    ) -> Result<Metered<(SecretString, BrowserSession)>, AppError> {
+        let mut decision = self
+            .limited(&[(
+                crate::security::ratelimit::Policy::LoginIp,
+                &client.rate_key(),
+            )])
+            .await?;
+        let outcome = match self
+            .passkey_assertion(client, ceremony_id, credential, &mut decision)
+            .await
+        {
+            Ok(ok) => {
+                self.start_browser_session(client, ok.user_id, ok.email, ok.amr)
                     .await
             }
             Err(e) => Err(e),

@@ -25,6 +25,8 @@ struct SignInPage<'a> {
     authz: &'a str,
     email: &'a str,
     error: Option<&'a str>,
+    /// Passkeys are on: the page offers one (it then loads the passkey script).
+    passkeys: bool,
 }
 
 #[derive(Template)]
@@ -34,6 +36,8 @@ struct MfaPage<'a> {
     authz: &'a str,
     mfa_token: &'a str,
     error: Option<&'a str>,
+    /// The account has a passkey: the page offers it beside the code.
+    passkey: bool,
 }
 
 #[derive(Template)]
@@ -127,7 +131,7 @@ fn describe(scope: &str) -> &'static str {
 }
 
 impl Reply {
-    fn sign_in(self, req: &AuthRequest, email: &str, error: Option<&str>) -> Response {
+    pub(super) fn sign_in(self, req: &AuthRequest, email: &str, error: Option<&str>) -> Response {
         let authz = req.params.encode();
         let body = SignInPage {
             page: self.page(),
@@ -135,25 +139,33 @@ impl Reply {
             authz: &authz,
             email,
             error,
+            passkeys: self.app.passkeys_enabled(),
         }
         .render();
         self.html(StatusCode::OK, body)
     }
 
-    fn mfa(self, req: &AuthRequest, mfa_token: &str, error: Option<&str>) -> Response {
+    fn mfa(
+        self,
+        req: &AuthRequest,
+        mfa_token: &str,
+        passkey: bool,
+        error: Option<&str>,
+    ) -> Response {
         let authz = req.params.encode();
         let body = MfaPage {
             page: self.page(),
             authz: &authz,
             mfa_token,
             error,
+            passkey,
         }
         .render();
         self.html(StatusCode::OK, body)
     }
 
     /// Renders what an authorization step answered.
-    fn step(self, step: Result<Step, AuthorizeError>) -> Response {
+    pub(super) fn step(self, step: Result<Step, AuthorizeError>) -> Response {
         match step {
             Ok(Step::SignIn(req)) => {
                 let hint = req.login_hint.clone().unwrap_or_default();
@@ -291,15 +303,15 @@ async fn posted(
 
 /// A posted form of a hosted page, read and checked: the form, its CSRF token matched with
 /// the cookie's, and the authorization request it carries validated again.
-struct Posted {
-    cookies: Cookies,
-    form: Form,
-    reply: Reply,
-    req: AuthRequest,
+pub(super) struct Posted {
+    pub(super) cookies: Cookies,
+    pub(super) form: Form,
+    pub(super) reply: Reply,
+    pub(super) req: AuthRequest,
 }
 
 impl Posted {
-    async fn read(
+    pub(super) async fn read(
         app: &SharedApp,
         cookie: Option<String>,
         body: Result<Bytes, ApiError>,
@@ -366,7 +378,9 @@ pub async fn sign_in(
             reply.start_session(&cookie);
             reply.step(app.authorize(&client, req, Some(session), true).await)
         }
-        Ok(SignIn::SecondFactor { mfa_token }) => reply.mfa(&req, mfa_token.expose(), None),
+        Ok(SignIn::SecondFactor { mfa_token, passkey }) => {
+            reply.mfa(&req, mfa_token.expose(), passkey, None)
+        }
         Err(AppError::InvalidCredentials) => {
             reply.sign_in(&req, &email, Some("The email or password is incorrect."))
         }
@@ -427,6 +441,7 @@ pub async fn sign_in_mfa(
         Err(AppError::InvalidMfaCode) => reply.mfa(
             &req,
             &token,
+            form.get("passkey") == "1",
             Some("That code is not right. Try the current one."),
         ),
         Err(AppError::InvalidMfaToken) => reply.sign_in(

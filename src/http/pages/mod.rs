@@ -4,7 +4,8 @@
 //! shares: cookies, the CSRF check, rendering, the error page and the static assets.
 //!
 //! Server-rendered HTML (askama templates under `templates/`, escaped by default), one
-//! stylesheet, no scripts. Each handler parses the form, calls one function of
+//! stylesheet; one script, only where a passkey is offered ([`passkeys`]: WebAuthn has no
+//! form of its own). Each handler parses the form, calls one function of
 //! `app::oauth`, and renders the step it answers: a page, or a redirect to the client.
 //!
 //! - **CSRF**: a double-submit token. Every page sets a random `csrf` cookie (HttpOnly,
@@ -25,9 +26,11 @@
 
 mod authorize;
 mod end_session;
+mod passkeys;
 
 pub use authorize::*;
 pub use end_session::*;
+pub use passkeys::*;
 
 use super::error::ApiError;
 use crate::app::oauth::authorize::Redirect;
@@ -41,9 +44,10 @@ use std::collections::HashMap;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
-/// The Content-Security-Policy of every page.
-pub const PAGE_CSP: &str =
-    "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The Content-Security-Policy of every page: the stylesheet, the icon and the passkey script
+/// of this origin, which may fetch a ceremony's options from this origin; nothing inline.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The stylesheet, served at `/assets/edge-idp.css`.
 const STYLESHEET: &str = include_str!("../../../assets/edge-idp.css");
