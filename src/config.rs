@@ -816,6 +816,71 @@ mod tests {
     }
 
     #[test]
+    fn the_passkeys_relying_party_comes_from_the_issuer_or_its_overrides() {
+        let key = MasterKey::generate().unwrap();
+        let rp = |args: &[&str]| parse(args).validate(key.clone()).map(|s| s.webauthn);
+        let got = rp(&["--issuer", "https://id.example.com:8443/"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.id, "id.example.com");
+        assert_eq!(got.origins[0].as_str(), "https://id.example.com:8443/");
+        assert_eq!(
+            rp(&["--issuer", "http://127.0.0.1:8000"]).unwrap(),
+            None,
+            "no RP id for an IP"
+        );
+        let got = rp(&[
+            "--issuer",
+            "https://id.example.com",
+            "--webauthn-rp-id",
+            "example.com",
+            "--webauthn-origins",
+            "https://app.example.com,https://example.com",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(got.id, "example.com");
+        assert_eq!(got.origins.len(), 3);
+        let bad = |args: &[&str]| rp(args).unwrap_err().var;
+        assert_eq!(
+            bad(&[
+                "--issuer",
+                "https://id.example.com",
+                "--webauthn-rp-id",
+                "other.com"
+            ]),
+            "WEBAUTHN_RP_ID"
+        );
+        assert_eq!(
+            bad(&[
+                "--issuer",
+                "https://id.example.com",
+                "--webauthn-rp-id",
+                "10.0.0.1"
+            ]),
+            "WEBAUTHN_RP_ID"
+        );
+        assert_eq!(
+            bad(&[
+                "--issuer",
+                "https://id.example.com",
+                "--webauthn-origins",
+                "https://evil.com"
+            ]),
+            "WEBAUTHN_RP_ID"
+        );
+        assert_eq!(
+            bad(&[
+                "--issuer",
+                "https://id.example.com",
+                "--webauthn-origins",
+                "https://id.example.com/path"
+            ]),
+            "WEBAUTHN_ORIGINS"
+        );
+    }
+
+    #[test]
     fn production_refuses_http_issuer_and_weak_argon2() {
         let key = MasterKey::generate().unwrap();
         let c = parse(&[
