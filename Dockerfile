@@ -26,9 +26,9 @@ RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
     && strip target/release/edge-idp
 
 # The runtime's whole file system, gathered here: the binary, the shared libraries it links
-# (glibc and libgcc, as ldd lists them), CA certificates for a TLS primary or Redis, a passwd
+# (glibc, libgcc and OpenSSL, as ldd lists them), CA certificates for a TLS primary or Redis, a passwd
 # entry for the unprivileged user, and its data folder. Nothing else: no shell, no package
-# manager, so the image is the binary plus about 3 MB.
+# manager, so the image is the binary plus a few MB.
 RUN set -eu; R=/rootfs; \
     mkdir -p $R/usr/local/bin $R/etc/ssl/certs $R/tmp $R/var/lib/edge-idp/data; \
     cp target/release/edge-idp $R/usr/local/bin/edge-idp; \

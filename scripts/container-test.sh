@@ -55,7 +55,12 @@ if ! podman image exists "$BASE"; then
   tar -C "$ROOTFS" --numeric-owner -c . | podman import --change 'CMD ["bash"]' - "$BASE" >/dev/null
   rm -rf "$ROOTFS"
 fi
-if ! podman image exists "$BUILDER"; then
+# The stand-in for the official Rust image: what the Dockerfile's build needs of it (a C
+# compiler, and OpenSSL's headers and pkg-config for webauthn-rs). Bump the revision when that
+# list changes, so that a builder made earlier on this machine is made again.
+BUILDER_REV=2
+if ! podman image exists "$BUILDER" \
+  || [ "$(podman image inspect --format '{{ index .Labels "edge-idp.builder" }}' "$BUILDER")" != "$BUILDER_REV" ]; then
   log "making $BUILDER from $BASE, this machine's toolchain and CA certificates"
   CTX="$WORK/builder-ctx"
   rm -rf "$CTX" && mkdir -p "$CTX/certs"
@@ -63,14 +68,16 @@ if ! podman image exists "$BUILDER"; then
   # The toolchain folder holds the real cargo; the one on PATH may be rustup's proxy.
   [ -x "$CTX/toolchain/bin/cargo" ] || cp "$(command -v cargo)" "$CTX/toolchain/bin/cargo"
   cp /usr/local/share/ca-certificates/*.crt "$CTX/certs/" 2>/dev/null || true
-  cat > "$CTX/Containerfile" <<'CF'
+  cat > "$CTX/Containerfile" <<CF
 FROM docker.io/library/debian:bookworm-slim
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates \
+LABEL edge-idp.builder=$BUILDER_REV
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev \
+    libssl-dev pkg-config ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY certs/ /usr/local/share/ca-certificates/
 RUN update-ca-certificates
 COPY toolchain/ /usr/local/rust/
-ENV PATH=/usr/local/rust/bin:$PATH CARGO_HOME=/usr/local/cargo
+ENV PATH=/usr/local/rust/bin:\$PATH CARGO_HOME=/usr/local/cargo
 CF
   podman build --pull=never -t "$BUILDER" -f "$CTX/Containerfile" "$CTX"
   rm -rf "$CTX"

@@ -7,7 +7,7 @@
 use super::{App, AppError, Caller, Client, Metered, Tokens};
 use crate::db::Attempt;
 use crate::ops::audit::AuditEvent;
-use crate::security::ratelimit::{account_key, Decision, Policy};
+use crate::security::ratelimit::{Decision, Policy};
 use edge_idp_actors::crypto::sha256;
 use edge_idp_actors::mfa::{Enrollment, Mfa, MAX_ATTEMPTS};
 use edge_idp_actors::store::MfaStore;
@@ -212,15 +212,12 @@ impl App {
         Ok(Metered { decision, outcome })
     }
 
-    /// The second factor's check every sign-in shares (the JSON API and the hosted pages): the
-    /// challenge, the account's limit, the failure cap, the code, the challenge consumed.
-    pub(super) async fn verify_challenge(
+    /// The live MFA challenge an `mfa_token` names (unused, not burned, unexpired), and its
+    /// hash; else [`AppError::InvalidMfaToken`].
+    pub(super) async fn live_challenge(
         &self,
-        client: &Client,
-        mfa_token: SecretString,
-        code: SecretString,
-        decision: &mut Decision,
-    ) -> Result<SecondFactorOk, AppError> {
+        mfa_token: &SecretString,
+    ) -> Result<(edge_idp_actors::store::Challenge, [u8; 32]), AppError> {
         if !super::sessions::token_shaped(mfa_token.expose()) {
             return Err(AppError::InvalidMfaToken);
         }
@@ -232,18 +229,22 @@ impl App {
             .await?
             .filter(|ch| !ch.used && ch.attempts < MAX_ATTEMPTS && now < ch.expires_at)
             .ok_or(AppError::InvalidMfaToken)?;
+        Ok((ch, hash))
+    }
+
+    /// The second factor's check every sign-in shares (the JSON API and the hosted pages): the
+    /// challenge, the account's limit, the failure cap, the code, the challenge consumed.
+    pub(super) async fn verify_challenge(
+        &self,
+        client: &Client,
+        mfa_token: SecretString,
+        code: SecretString,
+        decision: &mut Decision,
+    ) -> Result<SecondFactorOk, AppError> {
+        let (ch, hash) = self.live_challenge(&mfa_token).await?;
+        let now = self.clock.now();
         // Counted against the challenge's account; a refusal here changes nothing further.
-        *decision = match self
-            .limited(&[(Policy::LoginAccount, &account_key(&ch.email))])
-            .await
-        {
-            Ok(d) => d,
-            Err(AppError::RateLimited(d)) => {
-                *decision = d;
-                return Err(AppError::RateLimited(d));
-            }
-            Err(e) => return Err(e),
-        };
+        self.account_limited(&ch.email, decision).await?;
         // The user's cap first, then the challenge's: a refusal from the cap leaves the
         // challenge's attempts untouched.
         self.guarded(client, ch.user_id, async {

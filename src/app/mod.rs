@@ -172,6 +172,24 @@ impl App {
         Err(AppError::RateLimited(d))
     }
 
+    /// Counts a second step (a code, a passkey) against the limit of `email`'s account once the
+    /// step has named the account; `decision` becomes the account's, allowed or refused, for
+    /// the answer's `RateLimit-*` headers.
+    async fn account_limited(&self, email: &str, decision: &mut Decision) -> Result<(), AppError> {
+        let key = crate::security::ratelimit::account_key(email);
+        match self.limited(&[(Policy::LoginAccount, &key)]).await {
+            Ok(d) => {
+                *decision = d;
+                Ok(())
+            }
+            Err(AppError::RateLimited(d)) => {
+                *decision = d;
+                Err(AppError::RateLimited(d))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The login limits of API.md (per client IP and per account), applied to every flow that
     /// checks a password or a second factor, so that none is a free oracle beside login.
     async fn login_limits(&self, client: &Client, email: &str) -> Result<Decision, AppError> {

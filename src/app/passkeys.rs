@@ -17,7 +17,7 @@
 use super::{App, AppError, Caller, Client, Metered, Tokens};
 use crate::db::{Ceremony, CeremonyKind, PasskeyRow};
 use crate::ops::audit::AuditEvent;
-use crate::security::ratelimit::{account_key, Decision, Policy};
+use crate::security::ratelimit::{Decision, Policy};
 use edge_idp_actors::crypto::sha256;
 use edge_idp_actors::mfa::{new_challenge_token, MAX_ATTEMPTS};
 use edge_idp_actors::store::MfaStore;
@@ -312,9 +312,7 @@ impl App {
                 });
             };
             let (ch, hash) = self.live_challenge(&mfa_token).await?;
-            decision = self
-                .limited(&[(Policy::LoginAccount, &account_key(&ch.email))])
-                .await?;
+            self.account_limited(&ch.email, &mut decision).await?;
             let passkeys = self
                 .db
                 .passkeys_of(ch.user_id)
@@ -343,25 +341,6 @@ impl App {
         }
         .await;
         Ok(Metered { decision, outcome })
-    }
-
-    /// The live MFA challenge an `mfa_token` names, and its hash.
-    async fn live_challenge(
-        &self,
-        mfa_token: &SecretString,
-    ) -> Result<(edge_idp_actors::store::Challenge, [u8; 32]), AppError> {
-        if !super::sessions::token_shaped(mfa_token.expose()) {
-            return Err(AppError::InvalidMfaToken);
-        }
-        let hash = sha256(mfa_token.expose().as_bytes());
-        let now = self.clock.now();
-        let ch = self
-            .db
-            .challenge(hash)
-            .await?
-            .filter(|ch| !ch.used && ch.attempts < MAX_ATTEMPTS && now < ch.expires_at)
-            .ok_or(AppError::InvalidMfaToken)?;
-        Ok((ch, hash))
     }
 
     /// Finishes a passkey sign-in of the JSON API: the token response.
@@ -428,17 +407,7 @@ impl App {
             .user_by_id(row.user_id)
             .await?
             .ok_or(AppError::InvalidPasskey)?;
-        *decision = match self
-            .limited(&[(Policy::LoginAccount, &account_key(&user.email))])
-            .await
-        {
-            Ok(d) => d,
-            Err(AppError::RateLimited(d)) => {
-                *decision = d;
-                return Err(AppError::RateLimited(d));
-            }
-            Err(e) => return Err(e),
-        };
+        self.account_limited(&user.email, decision).await?;
         let passkey = passkey_of(&row)?;
         let check = || -> Result<Result<AuthenticationResult, WebauthnError>, AppError> {
             Ok(match ceremony.kind {
