@@ -487,7 +487,7 @@ async fn a_person_signs_in_with_mfa_and_consent_in_a_real_browser_and_the_client
 }
 
 impl Chrome {
-    /// A call of WebDriver's WebAuthn extension (WebAuthn §11.3) on this session.
+    /// A call of WebDriver's WebAuthn extension (WebAuthn §11.3) for this browser.
     async fn webauthn(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let session = self.c().session_id().await.unwrap().unwrap();
         let mut r = http().request(

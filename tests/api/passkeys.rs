@@ -97,20 +97,26 @@ async fn ok_json(r: reqwest::Response, status: u16) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// `register/begin` for the session of `tokens`: `{ceremony_id, publicKey}`.
+pub async fn register_begin(app: &TestApp, tokens: &Value) -> Value {
+    let r = post_auth(app, "/auth/passkeys/register/begin", tokens, None).await;
+    ok_json(r, 200).await
+}
+
+/// `register/finish` for the session of `tokens` with `body`.
+async fn register_finish(app: &TestApp, tokens: &Value, body: Value) -> reqwest::Response {
+    post_auth(app, "/auth/passkeys/register/finish", tokens, Some(body)).await
+}
+
 /// Registers a passkey on `device` for the session of `tokens`; the finish answer.
 pub async fn register(app: &TestApp, tokens: &Value, device: &mut Device, name: &str) -> Value {
-    let begun = ok_json(
-        post_auth(app, "/auth/passkeys/register/begin", tokens, None).await,
-        200,
-    )
-    .await;
+    let begun = register_begin(app, tokens).await;
     let credential = device.create(&begun);
     ok_json(
-        post_auth(
+        register_finish(
             app,
-            "/auth/passkeys/register/finish",
             tokens,
-            Some(json!({"ceremony_id": begun["ceremony_id"], "credential": credential, "name": name})),
+            json!({"ceremony_id": begun["ceremony_id"], "credential": credential, "name": name}),
         )
         .await,
         201,
@@ -170,11 +176,10 @@ async fn a_passkey_registers_then_signs_in_alone_without_a_username() {
 
     let mut device = Device::new();
     let credential = device.create(&begun);
-    let r = post_auth(
+    let r = register_finish(
         &app,
-        "/auth/passkeys/register/finish",
         &tokens,
-        Some(json!({"ceremony_id": begun["ceremony_id"], "credential": credential, "name": "Laptop"})),
+        json!({"ceremony_id": begun["ceremony_id"], "credential": credential, "name": "Laptop"}),
     )
     .await;
     let created = ok_json(r, 201).await;
@@ -182,11 +187,7 @@ async fn a_passkey_registers_then_signs_in_alone_without_a_username() {
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
 
     // A second registration excludes the passkey the account has.
-    let again = ok_json(
-        post_auth(&app, "/auth/passkeys/register/begin", &tokens, None).await,
-        200,
-    )
-    .await;
+    let again = register_begin(&app, &tokens).await;
     assert_eq!(
         again["publicKey"]["excludeCredentials"][0]["id"],
         device.credentials[0]
@@ -323,34 +324,24 @@ async fn ceremonies_from_another_origin_or_rp_id_are_refused() {
     let tokens = app.login("pk3@example.com").await;
 
     // Another port of the same host is another origin.
-    let begun = ok_json(
-        post_auth(&app, "/auth/passkeys/register/begin", &tokens, None).await,
-        200,
-    )
-    .await;
+    let begun = register_begin(&app, &tokens).await;
     let credential = Device::at("http://localhost:9999").create(&begun);
-    let r = post_auth(
+    let r = register_finish(
         &app,
-        "/auth/passkeys/register/finish",
         &tokens,
-        Some(json!({"ceremony_id": begun["ceremony_id"], "credential": credential})),
+        json!({"ceremony_id": begun["ceremony_id"], "credential": credential}),
     )
     .await;
     assert_problem(r, 401, "invalid_passkey").await;
 
     // A phishing site relays the options under its own RP id.
-    let mut begun = ok_json(
-        post_auth(&app, "/auth/passkeys/register/begin", &tokens, None).await,
-        200,
-    )
-    .await;
+    let mut begun = register_begin(&app, &tokens).await;
     begun["publicKey"]["rp"]["id"] = json!("evil.example");
     let credential = Device::at("https://evil.example").create(&begun);
-    let r = post_auth(
+    let r = register_finish(
         &app,
-        "/auth/passkeys/register/finish",
         &tokens,
-        Some(json!({"ceremony_id": begun["ceremony_id"], "credential": credential})),
+        json!({"ceremony_id": begun["ceremony_id"], "credential": credential}),
     )
     .await;
     assert_problem(r, 401, "invalid_passkey").await;
@@ -386,11 +377,7 @@ async fn a_ceremony_is_used_once_and_expires() {
     let mut device = Device::new();
 
     // Registration: a finished ceremony cannot be finished again.
-    let begun = ok_json(
-        post_auth(&app, "/auth/passkeys/register/begin", &tokens, None).await,
-        200,
-    )
-    .await;
+    let begun = register_begin(&app, &tokens).await;
     let credential = device.create(&begun);
     let body = json!({"ceremony_id": begun["ceremony_id"], "credential": credential});
     let r = post_auth(
@@ -459,17 +446,12 @@ async fn another_users_ceremony_credential_and_passkeys_are_refused() {
     register(&app, &bob, &mut bobs, "Bob's").await;
 
     // Bob's registration ceremony, finished with Alice's token.
-    let begun = ok_json(
-        post_auth(&app, "/auth/passkeys/register/begin", &bob, None).await,
-        200,
-    )
-    .await;
+    let begun = register_begin(&app, &bob).await;
     let credential = alices.create(&begun);
-    let r = post_auth(
+    let r = register_finish(
         &app,
-        "/auth/passkeys/register/finish",
         &alice,
-        Some(json!({"ceremony_id": begun["ceremony_id"], "credential": credential})),
+        json!({"ceremony_id": begun["ceremony_id"], "credential": credential}),
     )
     .await;
     assert_problem(r, 404, "not_found").await;
