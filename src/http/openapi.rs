@@ -7,7 +7,8 @@
 //! rules the runtime applies, so they are added here, in one place ([`SharedProblems`]):
 //!
 //! - an endpoint with a body can answer 400 `invalid_json`, 413, 415 and 422
-//!   `validation_failed` (the extractor in `extract` runs before any handler);
+//!   `validation_failed` (the extractor in `extract` runs before any handler); a hosted page's
+//!   form (a form body answered with HTML) answers 413 and 415 with the error page instead;
 //! - a Bearer endpoint can answer 401 `invalid_token` or `session_revoked` (`bearer`);
 //! - any endpoint can answer 503 (the database is unavailable, password hashing is saturated, or
 //!   the server is at its in-flight bound) and 500;
@@ -185,8 +186,49 @@ fn is_oauth(op: &Operation) -> bool {
         .is_some_and(|t| t.iter().any(|t| t == "oauth"))
 }
 
+/// The media type of the hosted pages' forms.
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Whether `op` is a hosted page's form: a form body answered with HTML. Such a form that
+/// cannot be read (too large, not a form) is answered with the error page.
+fn is_page_form(op: &Operation) -> bool {
+    let form = op
+        .request_body
+        .as_ref()
+        .is_some_and(|b| b.content.contains_key(FORM));
+    let html = op.responses.responses.values().any(|r| match r {
+        RefOr::T(r) => r.content.contains_key("text/html"),
+        RefOr::Ref(_) => false,
+    });
+    form && html
+}
+
+fn error_page(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "text/html",
+            ContentBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
 fn shared_problems(op: &mut Operation) {
     if is_oauth(op) {
+        if is_page_form(op) {
+            for (status, description) in [
+                ("413", "An error page: the form is too large"),
+                ("415", "An error page: not a form"),
+            ] {
+                op.responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| error_page(description));
+            }
+        }
         add(op, "413", "`payload_too_large`: the body exceeds 16 KiB");
         add(
             op,

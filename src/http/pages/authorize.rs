@@ -240,8 +240,6 @@ pub async fn authorize_get(
         (status = 200, description = "The sign-in or consent page", content_type = "text/html", body = String),
         (status = 303, description = "Back to the client's redirect URI"),
         (status = 400, description = "An error page", content_type = "text/html", body = String),
-        (status = 413, description = "An error page: the form is too large", content_type = "text/html", body = String),
-        (status = 415, description = "An error page: not a form", content_type = "text/html", body = String),
     ))]
 pub async fn authorize_post(
     app: SharedApp,
@@ -337,8 +335,6 @@ impl Posted {
         (status = 303, description = "Back to the client's redirect URI with `code` or `error`, `state` and `iss`"),
         (status = 400, description = "An error page: the carried request is no longer valid", content_type = "text/html", body = String),
         (status = 403, description = "An error page: the CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
-        (status = 413, description = "An error page: the form is too large", content_type = "text/html", body = String),
-        (status = 415, description = "An error page: not a form", content_type = "text/html", body = String),
         (status = 429, description = "Too many attempts (an error page)", content_type = "text/html", body = String),
     ))]
 pub async fn sign_in(
@@ -397,8 +393,6 @@ pub async fn sign_in(
         (status = 303, description = "Back to the client's redirect URI with `code` or `error`, `state` and `iss`"),
         (status = 400, description = "An error page: the carried request is no longer valid", content_type = "text/html", body = String),
         (status = 403, description = "An error page: the CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
-        (status = 413, description = "An error page: the form is too large", content_type = "text/html", body = String),
-        (status = 415, description = "An error page: not a form", content_type = "text/html", body = String),
         (status = 429, description = "Too many attempts (an error page)", content_type = "text/html", body = String),
     ))]
 pub async fn sign_in_mfa(
@@ -462,8 +456,6 @@ pub async fn sign_in_mfa(
         (status = 303, description = "Back to the client's redirect URI with `code` or `error`, `state` and `iss`"),
         (status = 400, description = "An error page: the carried request is no longer valid", content_type = "text/html", body = String),
         (status = 403, description = "An error page: the CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
-        (status = 413, description = "An error page: the form is too large", content_type = "text/html", body = String),
-        (status = 415, description = "An error page: not a form", content_type = "text/html", body = String),
         (status = 429, description = "Too many attempts (an error page)", content_type = "text/html", body = String),
     ))]
 pub async fn consent(

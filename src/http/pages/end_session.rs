@@ -79,8 +79,6 @@ pub async fn end_session_get(
         (status = 303, description = "Signed out: to the post-logout redirect URI, with `state`"),
         (status = 400, description = "An error page: a bad hint or an unregistered post-logout URI", content_type = "text/html", body = String),
         (status = 403, description = "An error page: `confirm` without the CSRF token of its cookie", content_type = "text/html", body = String),
-        (status = 413, description = "An error page: the form is too large", content_type = "text/html", body = String),
-        (status = 415, description = "An error page: not a form", content_type = "text/html", body = String),
     ))]
 pub async fn end_session_post(
     app: SharedApp,

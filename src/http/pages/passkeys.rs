@@ -107,8 +107,6 @@ pub struct AccountForm {
         (status = 303, description = "Back to the client's redirect URI with `code` or `error`, `state` and `iss`"),
         (status = 400, description = "An error page: the carried request is no longer valid", content_type = "text/html", body = String),
         (status = 403, description = "An error page: the CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
-        (status = 413, description = "An error page: the form is too large", content_type = "text/html", body = String),
-        (status = 415, description = "An error page: not a form", content_type = "text/html", body = String),
         (status = 429, description = "Too many attempts (an error page)", content_type = "text/html", body = String),
     ))]
 pub async fn sign_in_passkey(
@@ -320,8 +318,6 @@ pub async fn account_begin(
         (status = 200, description = "The account page again with what was wrong", content_type = "text/html", body = String),
         (status = 401, description = "An error page: no browser session", content_type = "text/html", body = String),
         (status = 403, description = "An error page: the CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
-        (status = 413, description = "An error page: the form is too large", content_type = "text/html", body = String),
-        (status = 415, description = "An error page: not a form", content_type = "text/html", body = String),
         (status = 429, description = "Too many attempts (an error page)", content_type = "text/html", body = String),
     ))]
 pub async fn account_add(
@@ -372,8 +368,6 @@ pub async fn account_add(
         (status = 200, description = "The account page again with what was wrong", content_type = "text/html", body = String),
         (status = 401, description = "An error page: no browser session", content_type = "text/html", body = String),
         (status = 403, description = "An error page: the CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
-        (status = 413, description = "An error page: the form is too large", content_type = "text/html", body = String),
-        (status = 415, description = "An error page: not a form", content_type = "text/html", body = String),
     ))]
 pub async fn account_rename(
     app: SharedApp,
@@ -413,8 +407,6 @@ pub async fn account_rename(
         (status = 200, description = "The account page again with what was wrong (a sign-in older than `STEP_UP_MAX_AGE_SECS`, an unknown passkey)", content_type = "text/html", body = String),
         (status = 401, description = "An error page: no browser session", content_type = "text/html", body = String),
         (status = 403, description = "An error page: the CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
-        (status = 413, description = "An error page: the form is too large", content_type = "text/html", body = String),
-        (status = 415, description = "An error page: not a form", content_type = "text/html", body = String),
     ))]
 pub async fn account_delete(
     app: SharedApp,
