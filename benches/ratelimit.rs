@@ -23,6 +23,7 @@ fn limits() -> Limits {
         signup: q,
         refresh: q,
         invite: q,
+        email: q,
     }
 }
 

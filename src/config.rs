@@ -12,6 +12,7 @@ use crate::security::ratelimit::Quota;
 use clap::{Args, Subcommand, ValueEnum};
 use edge_idp_actors::crypto::{b64url, random_bytes, MasterKey};
 use edge_idp_actors::fs::write_private;
+use edge_idp_actors::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -157,6 +158,24 @@ pub struct Config {
     /// The name the hosted sign-in pages show.
     #[arg(long, env = "PRODUCT_NAME", default_value = "edge-idp")]
     pub product_name: String,
+    /// SMTP server mail is sent through, in lettre's URL form: `smtps://user:pass@host`,
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtp://127.0.0.1:2525` (a local
+    /// relay). Unset: mail is written as `.eml` files under `DATA_DIR/mail/` and its links are
+    /// logged (development).
+    #[arg(long, env = "SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// The `From` of every mail, e.g. `Example <no-reply@example.com>`; default
+    /// `PRODUCT_NAME <no-reply@ISSUER's host>`.
+    #[arg(long, env = "MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// How often each instance looks for mail waiting in the outbox, milliseconds (mail this
+    /// instance queues is sent at once; this bounds how soon mail another instance queued, or
+    /// a retry, goes out).
+    #[arg(long, env = "MAIL_POLL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub mail_poll_ms: u64,
+    /// Refuse sign-in (after the right password) to accounts whose address is not verified.
+    #[arg(long, env = "REQUIRE_VERIFIED_EMAIL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_verified_email: bool,
     /// WebAuthn relying-party id of passkeys (a domain); default the issuer's host.
     #[arg(long, env = "WEBAUTHN_RP_ID")]
     pub webauthn_rp_id: Option<String>,
@@ -199,6 +218,10 @@ pub struct Config {
     /// `count/seconds` for organization invitations per inviting user.
     #[arg(long, env = "RATE_LIMIT_INVITE", default_value = "30/3600")]
     pub rate_limit_invite: Quota,
+    /// `count/seconds` for mail a client can cause: `/auth/password/forgot` per client IP and
+    /// per address, verification resends per user.
+    #[arg(long, env = "RATE_LIMIT_EMAIL", default_value = "5/3600")]
+    pub rate_limit_email: Quota,
     /// Namespace of the rate-limit keys in Redis (`{<prefix>}:rl:…`, a Cluster hash tag).
     #[arg(long, env = "RATE_LIMIT_REDIS_PREFIX", default_value = "edge-idp")]
     pub rate_limit_redis_prefix: String,
@@ -371,6 +394,10 @@ pub struct Settings {
     pub require_pkce: bool,
     /// Shown on the hosted pages (`PRODUCT_NAME`).
     pub product_name: String,
+    /// How mail is delivered.
+    pub mail: MailSettings,
+    /// Sign-in needs a verified address (`REQUIRE_VERIFIED_EMAIL`).
+    pub require_verified_email: bool,
     /// The passkeys' relying party (`None`: the issuer's host is an IP address and
     /// `WEBAUTHN_RP_ID` is unset, so passkeys are off).
     pub webauthn: Option<RelyingParty>,
@@ -394,6 +421,76 @@ pub struct Settings {
     pub guards: Guards,
     /// Where and how `/metrics` is served.
     pub metrics: MetricsAccess,
+}
+
+/// How mail leaves the outbox.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `SMTP_URL` (it may hold the server's password); `None`: files under `dir`.
+    pub smtp_url: Option<SecretString>,
+    /// Where mail is written without `SMTP_URL`: `DATA_DIR/mail`.
+    pub dir: PathBuf,
+    /// The `From` mailbox, checked.
+    pub from: String,
+    /// How often the outbox is looked at.
+    pub poll: Duration,
+}
+
+/// The mail settings: `SMTP_URL` parsed by lettre itself (a URL it cannot use is refused at
+/// start, naming the variable); production refuses an unencrypted `smtp://` to anything but
+/// loopback, since the server's password and every link would cross the network in clear.
+fn mail_settings(c: &Config, issuer: &str, product: &str) -> Result<MailSettings, ConfigError> {
+    let smtp_url = match c
+        .smtp_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        None => None,
+        Some(u) => {
+            let parsed = url::Url::parse(u)
+                .ok()
+                .filter(|p| matches!(p.scheme(), "smtp" | "smtps") && p.host_str().is_some())
+                .ok_or_else(|| bad("SMTP_URL", "must be smtp://… or smtps://… with a host"))?;
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(u)
+                .map_err(|e| bad("SMTP_URL", format!("cannot be used: {e}")))?;
+            let encrypted = parsed.scheme() == "smtps"
+                || parsed
+                    .query_pairs()
+                    .any(|(k, v)| k == "tls" && v == "required");
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if c.app_env == AppEnv::Production && !encrypted && !loopback {
+                return Err(bad(
+                    "SMTP_URL",
+                    "an unencrypted smtp:// server is refused when APP_ENV=production, except on loopback; use smtps:// or ?tls=required",
+                ));
+            }
+            Some(SecretString::new(u.to_owned()))
+        }
+    };
+    let from = match c.mail_from.as_deref().map(str::trim) {
+        Some(f) if !f.is_empty() => f.to_owned(),
+        _ => {
+            let host = url::Url::parse(issuer)
+                .ok()
+                .and_then(|u| u.domain().map(str::to_owned))
+                .unwrap_or_else(|| "localhost".to_owned());
+            format!("\"{}\" <no-reply@{host}>", product.replace(['"', '\\'], ""))
+        }
+    };
+    from.parse::<lettre::message::Mailbox>()
+        .map_err(|e| bad("MAIL_FROM", format!("is not a mailbox: {e}")))?;
+    Ok(MailSettings {
+        smtp_url,
+        dir: c.data_dir.join("mail"),
+        from,
+        poll: Duration::from_millis(c.mail_poll_ms),
+    })
 }
 
 /// The WebAuthn relying party passkeys are bound to.
@@ -638,8 +735,18 @@ impl Config {
             self.webauthn_rp_id.as_deref(),
             &self.webauthn_origins,
         )?;
+        let product_name = {
+            let n = self.product_name.trim();
+            if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
+                return Err(bad("PRODUCT_NAME", "must be 1 to 64 characters"));
+            }
+            n.to_owned()
+        };
+        let mail = mail_settings(self, &issuer, &product_name)?;
         Ok(Settings {
             listen_addr: self.listen_addr,
+            mail,
+            require_verified_email: self.require_verified_email,
             data_dir: self.data_dir.clone(),
             database,
             audience: self.audience.clone().unwrap_or_else(|| issuer.clone()),
@@ -654,13 +761,7 @@ impl Config {
             key_check_interval: Duration::from_secs(self.key_check_interval_secs),
             require_pkce: self.require_pkce,
             webauthn,
-            product_name: {
-                let n = self.product_name.trim();
-                if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
-                    return Err(bad("PRODUCT_NAME", "must be 1 to 64 characters"));
-                }
-                n.to_owned()
-            },
+            product_name,
             mfa_issuer: {
                 let i = self.mfa_issuer.trim();
                 if i.is_empty()
@@ -709,6 +810,7 @@ impl Config {
                 signup: self.rate_limit_signup,
                 refresh: self.rate_limit_refresh,
                 invite: self.rate_limit_invite,
+                email: self.rate_limit_email,
             },
             max_in_flight: self.max_in_flight as usize,
             hash_concurrency: self.hash_concurrency.map(|n| n as usize).unwrap_or(cores),

@@ -9,6 +9,8 @@
 //!   responses, the server edge.
 //! - [`app`]: the application layer: every flow (signup, login, MFA, sessions, account,
 //!   organizations), the only layer that touches storage or asks actors.
+//! - [`mail`]: what each mail says (templates) and how it leaves (SMTP through lettre, or
+//!   `.eml` files in development); the outbox that feeds it is `app::email`.
 //! - [`db`]: libSQL pool, migrations (`schema/`), one-request batches, the storage traits on SQL.
 //! - [`security`]: [`security::passwords`] (Argon2id on its own bounded threads; the password
 //!   policy), [`security::tokens`] (RS256 access tokens signed from the key snapshot),
@@ -33,6 +35,7 @@ pub mod config;
 pub mod db;
 pub mod fuzzing;
 pub mod http;
+pub mod mail;
 pub mod ops;
 pub mod security;
 pub mod startup;

@@ -245,7 +245,19 @@ impl Application {
                 None
             }
         };
+        let delivery = crate::mail::Delivery::new(
+            settings.mail.smtp_url.as_ref().map(|u| u.expose()),
+            settings.mail.dir.clone(),
+        )
+        .map_err(|e| StartError::Startup {
+            what: "SMTP_URL",
+            source: Box::new(e),
+        })?;
+        if settings.mail.smtp_url.is_none() {
+            tracing::info!(dir = %settings.mail.dir.display(), "no SMTP_URL: mail is written as files and its links logged");
+        }
         let state = Arc::new(App::new(Parts {
+            delivery,
             settings,
             db,
             actors,
@@ -324,6 +336,7 @@ impl Application {
         } = self;
         let mut stopped = stop.subscribe();
         let janitor = tokio::spawn(prune_loop(state.clone(), stop.subscribe()));
+        let mail_sender = tokio::spawn(mail_loop(state.clone(), stop.subscribe()));
         tracing::info!(addr = %addr, "listening");
         let internal = metrics_listener.map(|l| {
             if let Ok(a) = l.local_addr() {
@@ -359,6 +372,7 @@ impl Application {
         .await;
         stop.send_replace(true);
         let _ = janitor.await;
+        let _ = mail_sender.await;
         if let Some(internal) = internal {
             let _ = internal.await;
         }
@@ -628,6 +642,23 @@ async fn terminate_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The outbox sender: a pass when mail is queued here, else every `MAIL_POLL_MS`; at the
+/// stop, the lease is given up so another instance takes over at once.
+async fn mail_loop(state: SharedApp, mut stop: watch::Receiver<bool>) {
+    let every = state.settings.mail.poll;
+    loop {
+        tokio::select! {
+            _ = state.deliver_mail() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        tokio::select! {
+            _ = state.mail_wait(every) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    state.release_mail_lease().await;
 }
 
 async fn prune_loop(state: SharedApp, mut stop: watch::Receiver<bool>) {

@@ -82,6 +82,8 @@ pub struct UserRecord {
     pub mfa_enabled: bool,
     /// The personal organization created at signup.
     pub default_org_id: Uuid,
+    /// Whether `email` was proven by a link sent to it.
+    pub email_verified: bool,
 }
 
 /// A membership: the organization a token is issued for, and the role in it.

@@ -120,7 +120,7 @@ impl App {
             }
             let keep = caller.session_id;
             let ended = self
-                .end_other_sessions(user.id, keep, "password_changed")
+                .end_other_sessions(user.id, Some(keep), "password_changed")
                 .await?;
             self.audit.record(AuditEvent {
                 user_id: Some(user.id),
@@ -129,6 +129,11 @@ impl App {
                 ..caller.client.event("password_changed")
             });
             self.end_pending_challenges(user.id).await?;
+            self.notify(
+                crate::mail::Letter::PasswordChanged { how: "changed" },
+                &user.email,
+            )
+            .await;
             Ok(())
         }
         .await;

@@ -74,6 +74,16 @@ pub enum AppError {
     /// A passkey whose credential is registered already.
     #[error("passkey already registered")]
     PasskeyExists,
+    /// A link's token (email verification, password reset) that is unknown, expired, used, or
+    /// for an address the account no longer has.
+    #[error("invalid or expired link")]
+    InvalidEmailToken,
+    /// Sign-in refused until the account's address is verified (`REQUIRE_VERIFIED_EMAIL`).
+    #[error("email not verified")]
+    EmailNotVerified,
+    /// A verification asked for an address that is verified already.
+    #[error("email already verified")]
+    EmailAlreadyVerified,
     /// Nothing the caller may see is there.
     #[error("not found")]
     NotFound,

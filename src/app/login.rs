@@ -80,6 +80,7 @@ impl App {
             Ok(LoginOutcome::Tokens(_)) => "success",
             Err(AppError::InvalidCredentials) => "invalid_credentials",
             Err(AppError::NotAMember) => "not_a_member",
+            Err(AppError::EmailNotVerified) => "email_not_verified",
             Err(_) => "error",
         });
         Ok(Metered { decision, outcome })
@@ -149,6 +150,16 @@ impl App {
         };
         if counted.is_some() {
             self.db.clear_password_failures(lock_key).await?;
+        }
+        // Told only to whoever knows the password: the account exists, its address is not
+        // proven yet.
+        if self.settings.require_verified_email && !user.email_verified {
+            self.audit.record(AuditEvent {
+                user_id: Some(user.id),
+                detail: Some("email not verified".into()),
+                ..client.event("login_refused")
+            });
+            return Err(AppError::EmailNotVerified);
         }
         let membership = self
             .membership_for_login(user.id, req.org_id.as_deref(), user.default_org_id)

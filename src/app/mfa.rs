@@ -163,7 +163,7 @@ impl App {
             let out = self.guarded(&caller.client, id, change).await?;
             self.profiles.forget([id]);
             let ended = self
-                .end_other_sessions(id, caller.session_id, event)
+                .end_other_sessions(id, Some(caller.session_id), event)
                 .await?;
             self.end_pending_challenges(id).await?;
             self.audit.record(AuditEvent {

@@ -17,6 +17,7 @@
 //! - [`ops`]: readiness, metrics, clean-up of expired rows.
 //! - [`clients`]: the OAuth client registry the operator manages from the command line.
 //! - [`oauth`]: the OpenID Connect provider: authorization, the browser session, tokens.
+//! - [`email`]: verification and password-reset links, and the outbox that sends all mail.
 //! - [`passkeys`]: WebAuthn registration, passkey sign-in and second factor, management.
 //! - [`caller`]: who is asking ([`Client`]) and who is signed in ([`Caller`]).
 //! - [`profiles`]: the `/auth/me` profile, cached per user for two seconds.
@@ -24,6 +25,7 @@
 pub mod account;
 pub mod caller;
 pub mod clients;
+pub mod email;
 pub mod error;
 pub mod login;
 pub mod mfa;
@@ -81,6 +83,7 @@ pub struct App {
     revocations: Revocations,
     profiles: Profiles,
     webauthn: Option<Arc<webauthn_rs::Webauthn>>,
+    mailer: email::Mailer,
 }
 
 /// What [`App::new`] assembles; built by `startup`.
@@ -113,11 +116,14 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// The passkeys' relying party (`None`: passkeys are off).
     pub webauthn: Option<webauthn_rs::Webauthn>,
+    /// Where mail goes (SMTP, or files in development).
+    pub delivery: crate::mail::Delivery,
 }
 
 impl App {
     /// Assembles the application from its parts.
     pub fn new(p: Parts) -> Self {
+        let mailer = email::Mailer::new(p.delivery, p.settings.master_key.sealer(b"mail-outbox"));
         Self {
             settings: p.settings,
             keys: p.keys,
@@ -134,6 +140,7 @@ impl App {
             revocations: p.revocations,
             profiles: Profiles::default(),
             webauthn: p.webauthn.map(Arc::new),
+            mailer,
         }
     }
 

@@ -147,18 +147,16 @@ impl App {
         Ok(())
     }
 
-    /// Revokes every session of `user_id` but `keep`: after a password or second factor
-    /// changes, what was signed in under the old one ends. The number of sessions ended.
+    /// Revokes every session of `user_id` but `keep` (all of them without one): after a
+    /// password or second factor changes, what was signed in under the old one ends. The
+    /// number of sessions ended.
     pub(super) async fn end_other_sessions(
         &self,
         user_id: Uuid,
-        keep: Uuid,
+        keep: Option<Uuid>,
         reason: &'static str,
     ) -> Result<usize, AppError> {
-        let revoked = self
-            .families
-            .revoke_all(user_id, Some(keep), reason)
-            .await?;
+        let revoked = self.families.revoke_all(user_id, keep, reason).await?;
         let n = revoked.len();
         self.revocations.revoke(revoked);
         // The hosted pages' single sign-on ends with them: a new password or second factor

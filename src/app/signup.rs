@@ -1,10 +1,11 @@
-//! Signup: the account, its personal organization and the owner membership, in one write.
+//! Signup: the account, its personal organization, the owner membership, and the verification
+//! link with the mail that carries it, in one write.
 
 use super::{App, AppError, Client, Metered};
 use crate::ops::audit::AuditEvent;
 use crate::security::passwords::{check_policy, context_words};
 use crate::security::ratelimit::Policy;
-use edge_idp_actors::store::{Membership, NewUser, Role, UserStore};
+use edge_idp_actors::store::{Membership, NewUser, Role};
 use edge_idp_actors::{SecretString, StoreError};
 use uuid::Uuid;
 
@@ -67,11 +68,16 @@ impl App {
             created_at: now,
         };
         let (user_id, org_id, org_name) = (new.id, new.org_id, new.org_name.clone());
+        let (link, mail) = self.verification(user_id, &req.email)?;
         // Emails are unique across every instance by the database's unique index.
-        self.db.create_user(new).await.map_err(|e| match e {
-            StoreError::Conflict("email") => AppError::EmailTaken,
-            other => other.into(),
-        })?;
+        self.db
+            .create_user_with_link(new, link, mail)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict("email") => AppError::EmailTaken,
+                other => other.into(),
+            })?;
+        self.mail_queued();
         self.audit.record(AuditEvent {
             user_id: Some(user_id),
             org_id: Some(org_id),

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "passkeys",
         include_str!("../../schema/0008_passkeys.sql"),
     ),
+    (9, "email", include_str!("../../schema/0009_email.sql")),
 ];
 
 /// Why the schema could not be brought up to date.

@@ -27,6 +27,7 @@
 mod batch;
 mod clients;
 mod guards;
+mod mail;
 mod migrate;
 mod oauth;
 mod orgs;
@@ -36,6 +37,7 @@ mod store;
 pub use batch::{Batch, Outcome};
 pub use clients::ClientRecord;
 pub use guards::{Attempt, Failure};
+pub use mail::{DueMail, LinkKind, NewLink, OutboxState, Outgoing};
 pub use migrate::{migrate, MigrateError, MIGRATIONS};
 pub use oauth::{BrowserSession, CodeGrant, CodeState, Consent, RefreshTokenInfo};
 pub use orgs::{Acceptance, Invitation, PendingInvitation, Profile, Removal, SessionRow};

@@ -97,6 +97,8 @@ pub struct Profile {
     pub created_at: i64,
     /// Whether MFA is on.
     pub mfa_enabled: bool,
+    /// Whether the address was proven by a mailed link.
+    pub email_verified: bool,
     /// The personal organization.
     pub default_org_id: Uuid,
     /// Every membership, oldest organization first.
@@ -155,7 +157,7 @@ impl Db {
         self.run(move |c| async move {
             let Some(r) = first_row(
                 &c,
-                "SELECT email, name, created_at, mfa_enabled, default_org_id FROM users WHERE id = ?1",
+                "SELECT email, name, created_at, mfa_enabled, default_org_id, email_verified_at FROM users WHERE id = ?1",
                 [user_id.to_string()],
             )
             .await?
@@ -169,6 +171,7 @@ impl Db {
                 created_at: r.get(2).map_err(map_err)?,
                 mfa_enabled: r.get::<i64>(3).map_err(map_err)? != 0,
                 default_org_id: uuid(&r, 4)?,
+                email_verified: r.get::<Option<i64>>(5).map_err(map_err)?.is_some(),
                 memberships: memberships_on(&c, user_id).await?,
             }))
         })

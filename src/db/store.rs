@@ -28,7 +28,7 @@ impl Db {
         value: String,
     ) -> StoreResult<Option<UserRecord>> {
         self.run(move |c| async move {
-            let sql = format!("SELECT id, email, name, password_hash, created_at, mfa_enabled, default_org_id FROM users WHERE {condition}");
+            let sql = format!("SELECT id, email, name, password_hash, created_at, mfa_enabled, default_org_id, email_verified_at FROM users WHERE {condition}");
             let Some(r) = first_row(&c, &sql, [value]).await? else {
                 return Ok(None);
             };
@@ -40,10 +40,30 @@ impl Db {
                 created_at: r.get(4).map_err(map_err)?,
                 mfa_enabled: r.get::<i64>(5).map_err(map_err)? != 0,
                 default_org_id: uuid(&r, 6)?,
+                email_verified: r.get::<Option<i64>>(7).map_err(map_err)?.is_some(),
             }))
         })
         .await
     }
+}
+
+/// The account, its personal organization and the owner membership, as one batch (signup).
+pub(super) fn signup_batch(u: NewUser) -> Batch {
+    let (id, org) = (u.id.to_string(), u.org_id.to_string());
+    let mut b = Batch::default();
+    b.execute(
+        "INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)",
+        vec![org.clone().into(), u.org_name.into(), u.created_at.into()],
+    );
+    b.execute(
+        "INSERT INTO users (id, email, name, password_hash, created_at, updated_at, default_org_id) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+        vec![id.clone().into(), u.email.into(), u.name.into(), u.password_hash.into(), u.created_at.into(), org.clone().into()],
+    );
+    b.execute(
+        "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)",
+        vec![org.into(), id.into(), u.created_at.into()],
+    );
+    b
 }
 
 pub(super) fn uuid(row: &Row, i: i32) -> Result<Uuid, StoreError> {
@@ -192,21 +212,7 @@ fn blob(b: &[u8]) -> Value {
 
 impl UserStore for Db {
     async fn create_user(&self, u: NewUser) -> StoreResult<()> {
-        let (id, org) = (u.id.to_string(), u.org_id.to_string());
-        let mut b = Batch::default();
-        b.execute(
-            "INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)",
-            vec![org.clone().into(), u.org_name.into(), u.created_at.into()],
-        );
-        b.execute(
-            "INSERT INTO users (id, email, name, password_hash, created_at, updated_at, default_org_id) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-            vec![id.clone().into(), u.email.into(), u.name.into(), u.password_hash.into(), u.created_at.into(), org.clone().into()],
-        );
-        b.execute(
-            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)",
-            vec![org.into(), id.into(), u.created_at.into()],
-        );
-        match self.write_batch(b).await {
+        match self.write_batch(signup_batch(u)).await {
             // The ids are new: the one unique value that can be taken is the email.
             Err(StoreError::Conflict(_)) => Err(StoreError::Conflict("email")),
             other => other.map(drop),
@@ -524,6 +530,14 @@ impl SessionStore for Db {
                 .await
                 .map_err(map_err)?;
             c.execute("DELETE FROM browser_sessions WHERE rowid IN (SELECT rowid FROM browser_sessions WHERE expires_at <= ?1 OR revoked_at <= ?1 LIMIT ?2)", params![now - KEEP_AFTER_END, PRUNE_BATCH])
+                .await
+                .map_err(map_err)?;
+            c.execute("DELETE FROM email_tokens WHERE rowid IN (SELECT rowid FROM email_tokens WHERE expires_at <= ?1 LIMIT ?2)", params![now - KEEP_AFTER_END, PRUNE_BATCH])
+                .await
+                .map_err(map_err)?;
+            // Sent and abandoned mail is kept a week (its sealed body is emptied already), for
+            // the operators' questions ("was it sent?") and the outbox metrics.
+            c.execute("DELETE FROM mail_outbox WHERE rowid IN (SELECT rowid FROM mail_outbox WHERE sent_at <= ?1 OR failed_at <= ?1 LIMIT ?2)", params![now - KEEP_AFTER_END, PRUNE_BATCH])
                 .await
                 .map_err(map_err)?;
             Ok(Pruned { successors_erased, tokens_deleted, sessions_deleted })

@@ -108,7 +108,7 @@ pub async fn signup(app: SharedApp, client: Client, body: Body) -> Result<Respon
     let m = app.signup(&client, signup).await?;
     Ok(metered(m, |u| {
         let body = SignupResponse {
-            user: UserView::new(u.user_id, u.email, u.name, u.created_at, false),
+            user: UserView::new(u.user_id, u.email, u.name, u.created_at, false, false),
             organization: OrgView::from(u.organization),
         };
         json(StatusCode::CREATED, &body)

@@ -73,6 +73,13 @@ pub enum ApiError {
     InvalidPasskey,
     /// 409 `passkey_exists`: that credential is registered already.
     PasskeyExists,
+    /// 400 `invalid_email_token`: a mailed link's token that is unknown, expired, used, or for
+    /// an address the account no longer has.
+    InvalidEmailToken,
+    /// 403 `email_not_verified`: `REQUIRE_VERIFIED_EMAIL` and the address is not verified.
+    EmailNotVerified,
+    /// 409 `email_already_verified`.
+    EmailAlreadyVerified,
     /// 409 `mfa_already_enabled`.
     MfaAlreadyEnabled,
     /// 409 `mfa_not_pending`.
@@ -134,6 +141,9 @@ impl From<AppError> for ApiError {
             AppError::NotFound => ApiError::NotFound,
             AppError::InvalidPasskey => ApiError::InvalidPasskey,
             AppError::PasskeyExists => ApiError::PasskeyExists,
+            AppError::InvalidEmailToken => ApiError::InvalidEmailToken,
+            AppError::EmailNotVerified => ApiError::EmailNotVerified,
+            AppError::EmailAlreadyVerified => ApiError::EmailAlreadyVerified,
             // Only the operator's command line registers clients today.
             AppError::InvalidClient(why) => {
                 ApiError::Validation(vec![FieldError::new("client", why)])
@@ -253,6 +263,21 @@ impl ApiError {
                 "passkey_exists",
                 "Passkey already registered",
             ),
+            InvalidEmailToken => (
+                StatusCode::BAD_REQUEST,
+                "invalid_email_token",
+                "Invalid or expired link",
+            ),
+            EmailNotVerified => (
+                StatusCode::FORBIDDEN,
+                "email_not_verified",
+                "Email not verified",
+            ),
+            EmailAlreadyVerified => (
+                StatusCode::CONFLICT,
+                "email_already_verified",
+                "Email already verified",
+            ),
             MfaAlreadyEnabled => (
                 StatusCode::CONFLICT,
                 "mfa_already_enabled",
@@ -342,6 +367,13 @@ impl ApiError {
                     .into()
             }
             PasskeyExists => "This passkey is registered already.".into(),
+            InvalidEmailToken => {
+                "The link is unknown, expired or used already. Ask for a new one.".into()
+            }
+            EmailNotVerified => {
+                "Verify your email address with the link sent to it, then sign in again.".into()
+            }
+            EmailAlreadyVerified => "This address is verified already.".into(),
             MfaAlreadyEnabled => "MFA is already on; disable it before enrolling again.".into(),
             MfaNotPending => "There is no pending enrollment to confirm.".into(),
             InvalidToken => {

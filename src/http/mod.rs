@@ -3,7 +3,7 @@
 //! - [`ROUTES`] lists every path and its methods; the router's guard answers 404 and 405 (with
 //!   `Allow`) from it before any handler runs, and tests compare it with API.md.
 //! - Handlers, one module per group of routes: [`auth`], [`mfa`], [`account`], [`orgs`],
-//!   [`discovery`], [`passkeys`], [`oauth`] (token, userinfo), [`pages`] (the hosted HTML pages). Each parses, calls one function of the application layer (`crate::app`)
+//!   [`discovery`], [`passkeys`], [`email`] (mailed links), [`oauth`] (token, userinfo), [`pages`] (the hosted HTML pages). Each parses, calls one function of the application layer (`crate::app`)
 //!   and renders; none touches storage or actors.
 //! - [`extract`]: bodies, client IP, validation. [`bearer`]: the Bearer filter.
 //! - [`reply`]: JSON, `no-store`, rate-limit headers. [`views`]: the answers' JSON shapes.
@@ -15,6 +15,7 @@ pub mod account;
 pub mod auth;
 pub mod bearer;
 pub mod discovery;
+pub mod email;
 pub mod error;
 pub mod extract;
 pub mod mfa;
@@ -58,6 +59,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/auth/consents", "GET"),
     ("/auth/consents/{client_id}", "DELETE"),
     ("/auth/password", "POST"),
+    ("/auth/password/forgot", "POST"),
+    ("/auth/password/reset", "POST"),
+    ("/auth/email/verify", "POST"),
+    ("/auth/email/verify/resend", "POST"),
     ("/auth/invitations", "GET"),
     ("/auth/invitations/{id}/accept", "POST"),
     ("/auth/invitations/{id}/decline", "POST"),
@@ -74,6 +79,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/account/passkeys/{id}/rename", "POST"),
     ("/account/passkeys/{id}/delete", "POST"),
     ("/oauth2/consent", "POST"),
+    ("/email/verify", "GET, POST"),
+    ("/password/forgot", "GET, POST"),
+    ("/password/reset", "GET, POST"),
     ("/oauth2/token", "POST"),
     ("/oauth2/userinfo", "GET, POST"),
     ("/oauth2/introspect", "POST"),
@@ -207,7 +215,12 @@ pub fn routes(state: SharedApp) -> BoxedFilter<(Response,)> {
         .or(passkeys)
         .unify()
         .boxed();
-    let hosted = oauth.or(account_pages).unify().boxed();
+    let hosted = oauth
+        .or(account_pages)
+        .unify()
+        .or(email_routes(&state))
+        .unify()
+        .boxed();
 
     // The guard admits only a known path with an allowed method, and paths are disjoint, so
     // exactly one branch matches: the order is for speed. Warp tries branches in turn, so the
@@ -458,6 +471,100 @@ fn account_page_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .or(delete)
         .unify()
         .or(script)
+        .unify()
+        .boxed()
+}
+
+/// Mailed links and the forgotten password: the JSON endpoints and the hosted pages, boxed as
+/// one group.
+fn email_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
+    let st = || with_state(state.clone());
+    let cl = || client(state.clone());
+    let auth = || bearer::bearer(state.clone());
+    let cookie = || warp::header::optional::<String>("cookie");
+    let query = || warp::query::raw().or(warp::any().map(String::new)).unify();
+    let r = |res: Result<Response, ApiError>| async move { reply::respond(res) };
+
+    let verify = warp::path!("auth" / "email" / "verify")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(json_body())
+        .then(move |s, c, b| async move { r(email::verify(s, c, b).await).await });
+    let resend = warp::path!("auth" / "email" / "verify" / "resend")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .then(move |s, a| async move { r(email::resend(s, a).await).await });
+    let forgot = warp::path!("auth" / "password" / "forgot")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(json_body())
+        .then(move |s, c, b| async move { r(email::forgot(s, c, b).await).await });
+    let reset = warp::path!("auth" / "password" / "reset")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(json_body())
+        .then(move |s, c, b| async move { r(email::reset(s, c, b).await).await });
+    let verify_page = warp::path!("email" / "verify")
+        .and(warp::get())
+        .and(st())
+        .and(cookie())
+        .and(query())
+        .then(pages::verify_get);
+    let verify_post = warp::path!("email" / "verify")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::verify_post);
+    let forgot_page = warp::path!("password" / "forgot")
+        .and(warp::get())
+        .and(st())
+        .and(cookie())
+        .then(pages::forgot_get);
+    let forgot_post = warp::path!("password" / "forgot")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::forgot_post);
+    let reset_page = warp::path!("password" / "reset")
+        .and(warp::get())
+        .and(st())
+        .and(cookie())
+        .and(query())
+        .then(pages::reset_get);
+    let reset_post = warp::path!("password" / "reset")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::reset_post);
+
+    verify
+        .or(resend)
+        .unify()
+        .or(forgot)
+        .unify()
+        .or(reset)
+        .unify()
+        .or(verify_page)
+        .unify()
+        .or(verify_post)
+        .unify()
+        .or(forgot_page)
+        .unify()
+        .or(forgot_post)
+        .unify()
+        .or(reset_page)
+        .unify()
+        .or(reset_post)
         .unify()
         .boxed()
 }

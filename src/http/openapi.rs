@@ -18,7 +18,7 @@
 //! guard answers 404 and 405 from, and request each documented operation on a live server.
 
 use super::error::{FieldError, Problem};
-use super::{account, auth, discovery, mfa, oauth, orgs, pages, passkeys};
+use super::{account, auth, discovery, email, mfa, oauth, orgs, pages, passkeys};
 use std::sync::OnceLock;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
@@ -64,6 +64,10 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         account::consents,
         account::withdraw_consent,
         account::change_password,
+        email::verify,
+        email::resend,
+        email::forgot,
+        email::reset,
         orgs::create,
         orgs::list,
         orgs::invite,
@@ -92,6 +96,12 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         pages::account_delete,
         pages::script,
         pages::consent,
+        pages::verify_get,
+        pages::verify_post,
+        pages::forgot_get,
+        pages::forgot_post,
+        pages::reset_get,
+        pages::reset_post,
         pages::end_session_get,
         pages::end_session_post,
         pages::stylesheet,

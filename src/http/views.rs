@@ -19,6 +19,8 @@ pub struct UserView {
     #[schema(format = DateTime)]
     created_at: String,
     mfa_enabled: bool,
+    /// Whether the address was proven by the link mailed to it.
+    email_verified: bool,
 }
 
 impl UserView {
@@ -29,6 +31,7 @@ impl UserView {
         name: Option<String>,
         created_at: i64,
         mfa_enabled: bool,
+        email_verified: bool,
     ) -> Self {
         Self {
             id,
@@ -36,6 +39,7 @@ impl UserView {
             name,
             created_at: rfc3339(created_at),
             mfa_enabled,
+            email_verified,
         }
     }
 }
@@ -48,6 +52,7 @@ impl From<&Profile> for UserView {
             u.name.clone(),
             u.created_at,
             u.mfa_enabled,
+            u.email_verified,
         )
     }
 }

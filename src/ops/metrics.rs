@@ -27,10 +27,25 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Password hashing: waits for a slot, hashes in flight, memory held.
     pub hashing: HashMetrics,
+    /// The mail outbox: messages handed to the server (or written as files), attempts that
+    /// failed, messages given up, and what waits now.
+    pub mail: MailMetrics,
     actor_restarts: IntCounterVec,
     actors_running: IntGaugeVec,
     backend_switches: IntCounter,
     seen: Mutex<([u64; 4], u64)>,
+}
+
+/// The outbox's metrics (see [`Metrics::mail`]).
+pub struct MailMetrics {
+    /// Delivered, by kind.
+    pub delivered: IntCounterVec,
+    /// Failed attempts, by outcome (`retry`, `abandoned`).
+    pub failed: IntCounterVec,
+    /// Undelivered now.
+    pub queued: IntGauge,
+    /// Age of the oldest undelivered, seconds.
+    pub oldest_age: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -130,6 +145,30 @@ impl Metrics {
             )
             .unwrap_or_else(|_| unreachable_metric()),
         );
+        let mail_delivered = counter(
+            "mail_delivered_total",
+            "Mail handed to the SMTP server (or written as a file in development), by kind.",
+            &["kind"],
+        );
+        let mail_failed = counter(
+            "mail_attempts_failed_total",
+            "Delivery attempts that failed, by outcome: retry (tried again later) or abandoned.",
+            &["outcome"],
+        );
+        let gauge = |name: &str, help: &str| {
+            register(
+                &r,
+                IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric()),
+            )
+        };
+        let mail_queued = gauge(
+            "mail_outbox_queued",
+            "Mail in the outbox not yet delivered nor abandoned (as this instance last read it).",
+        );
+        let mail_oldest = gauge(
+            "mail_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered mail in the outbox (0 when none waits).",
+        );
         let build = register(
             &r,
             IntGaugeVec::new(Opts::new("build_info", "Build information."), &["version"])
@@ -147,6 +186,12 @@ impl Metrics {
                 wait: hash_wait,
                 queue: hash_queue,
                 memory: hash_memory,
+            },
+            mail: MailMetrics {
+                delivered: mail_delivered,
+                failed: mail_failed,
+                queued: mail_queued,
+                oldest_age: mail_oldest,
             },
             actor_restarts,
             actors_running,

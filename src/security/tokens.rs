@@ -99,8 +99,7 @@ pub struct IdClaims {
     /// With the `email` scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    /// With the `email` scope: whether the address was proven (never yet: no verification
-    /// mail exists).
+    /// With the `email` scope: whether the address was proven by the link mailed to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
     /// With the `profile` scope, when the user has a name.

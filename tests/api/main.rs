@@ -12,6 +12,7 @@ mod crash;
 mod deploy;
 mod discovery;
 mod edge;
+mod email;
 mod faults;
 mod fuzz_corpus;
 mod general;

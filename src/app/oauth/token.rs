@@ -13,7 +13,7 @@
 
 use super::{has_scope, scope_list, OAuthError};
 use crate::app::{App, AppError, Caller, Client, Metered};
-use crate::db::{ClientRecord, CodeGrant, CodeState};
+use crate::db::{ClientRecord, CodeGrant, CodeState, Profile};
 use crate::ops::audit::AuditEvent;
 use crate::security::ratelimit::Policy;
 use crate::security::tokens::{at_hash, IdClaims};
@@ -268,7 +268,7 @@ impl App {
         };
         let access_token = self.tokens.issue(&principal, issued.session_id).await?;
         let id_token = self
-            .id_token(rp, &principal, &grant, &access_token, user.name.clone())
+            .id_token(rp, &principal, &grant, &access_token, Some(&user))
             .await?;
         self.audit.record(AuditEvent {
             user_id: Some(user.id),
@@ -310,14 +310,15 @@ impl App {
         Ok(())
     }
 
-    /// The ID token of a code exchange or a refresh, with the `openid` scope.
+    /// The ID token of a code exchange or a refresh, with the `openid` scope; `profile` (read
+    /// with the `profile` or `email` scope) gives `name` and `email_verified`.
     async fn id_token(
         &self,
         rp: &ClientRecord,
         principal: &Principal,
         grant: &CodeGrant,
         access_token: &str,
-        name: Option<String>,
+        profile: Option<&Profile>,
     ) -> Result<Option<String>, AppError> {
         if !has_scope(&grant.scope, "openid") {
             return Ok(None);
@@ -337,10 +338,9 @@ impl App {
             sid: Some(grant.browser_session_id.to_string()),
             at_hash: Some(at_hash(access_token)),
             email: email.then(|| principal.email.clone()),
-            // No address is proven yet: verification mail is not built.
-            email_verified: email.then_some(false),
+            email_verified: email.then(|| profile.is_some_and(|p| p.email_verified)),
             name: if has_scope(&grant.scope, "profile") {
-                name
+                profile.and_then(|p| p.name.clone())
             } else {
                 None
             },
@@ -413,11 +413,8 @@ impl App {
         } else {
             "rotated"
         });
-        let name = if has_scope(&granted, "profile") {
-            self.db
-                .profile(principal.user_id)
-                .await?
-                .and_then(|p| p.name)
+        let profile = if has_scope(&granted, "profile") || has_scope(&granted, "email") {
+            self.db.profile(principal.user_id).await?
         } else {
             None
         };
@@ -438,7 +435,7 @@ impl App {
             expires_at: 0,
         };
         let id_token = self
-            .id_token(rp, &principal, &code_like, &access_token, name)
+            .id_token(rp, &principal, &code_like, &access_token, profile.as_ref())
             .await?;
         Ok(TokenResponse {
             access_token,
@@ -506,16 +503,21 @@ impl App {
             }
         }
         let allows = |s: &str| scope.as_deref().is_none_or(|granted| has_scope(granted, s));
-        let name = if allows("profile") {
-            self.db.profile(caller.user_id).await?.and_then(|p| p.name)
+        let email = allows("email");
+        let profile = if allows("profile") || email {
+            self.db.profile(caller.user_id).await?
         } else {
             None
         };
-        let email = allows("email");
+        let name = if allows("profile") {
+            profile.as_ref().and_then(|p| p.name.clone())
+        } else {
+            None
+        };
         Ok(UserInfo {
             sub: caller.user_id.to_string(),
             email: email.then(|| caller.claims.email.clone()),
-            email_verified: email.then_some(false),
+            email_verified: email.then(|| profile.as_ref().is_some_and(|p| p.email_verified)),
             name,
         })
     }

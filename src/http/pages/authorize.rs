@@ -380,6 +380,13 @@ pub async fn sign_in(
         Err(AppError::InvalidCredentials) => {
             reply.sign_in(&req, &email, Some("The email or password is incorrect."))
         }
+        Err(AppError::EmailNotVerified) => reply.sign_in(
+            &req,
+            &email,
+            Some(
+                "Verify your email address first: open the link we sent to it, then sign in again.",
+            ),
+        ),
         Err(e) => reply.failed(e),
     }
 }

@@ -1,6 +1,7 @@
 //! The hosted pages: the authorization endpoint and the sign-in, second-factor and consent
 //! forms a browser fills in on the way back to an application ([`authorize`]), and the
-//! sign-out an application sends it to ([`end_session`]). This module holds what every page
+//! sign-out an application sends it to ([`end_session`]); the pages mailed links open
+//! ([`email`]). This module holds what every page
 //! shares: cookies, the CSRF check, rendering, the error page and the static assets.
 //!
 //! Server-rendered HTML (askama templates under `templates/`, escaped by default), one
@@ -25,10 +26,12 @@
 #![allow(clippy::result_large_err)]
 
 mod authorize;
+mod email;
 mod end_session;
 mod passkeys;
 
 pub use authorize::*;
+pub use email::*;
 pub use end_session::*;
 pub use passkeys::*;
 

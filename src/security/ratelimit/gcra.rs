@@ -58,6 +58,11 @@ pub enum Policy {
     RefreshIp,
     /// `POST /orgs/{org_id}/invitations` per inviting user (its user id).
     InviteUser,
+    /// Mail a client can cause (`/auth/password/forgot`) per client IP.
+    EmailIp,
+    /// Mail a client can cause per address (`/auth/password/forgot` per normalised email,
+    /// verification resends per the caller's address).
+    EmailAccount,
 }
 
 impl Policy {
@@ -68,6 +73,7 @@ impl Policy {
             Policy::SignupIp => "signup",
             Policy::RefreshIp => "refresh",
             Policy::InviteUser => "invite",
+            Policy::EmailIp | Policy::EmailAccount => "email",
         }
     }
 
@@ -79,6 +85,8 @@ impl Policy {
             Policy::SignupIp => "signup_ip",
             Policy::RefreshIp => "refresh_ip",
             Policy::InviteUser => "invite_user",
+            Policy::EmailIp => "email_ip",
+            Policy::EmailAccount => "email_account",
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Limits {
     pub refresh: Quota,
     /// Organization invitations per inviting user.
     pub invite: Quota,
+    /// Mail a client can cause, per IP and per address.
+    pub email: Quota,
 }
 
 /// The rate limiter every limited route calls.
@@ -69,6 +71,8 @@ impl RateLimiter {
             (Policy::SignupIp, limits.signup),
             (Policy::RefreshIp, limits.refresh),
             (Policy::InviteUser, limits.invite),
+            (Policy::EmailIp, limits.email),
+            (Policy::EmailAccount, limits.email),
         ]);
         let longest = quotas
             .iter()
@@ -164,6 +168,7 @@ mod tests {
                     signup: q,
                     refresh: q,
                     invite: q,
+                    email: q,
                 },
                 clock.clone(),
                 None,
@@ -182,6 +187,7 @@ mod tests {
                 signup: q,
                 refresh: q,
                 invite: q,
+                email: q,
             },
             Clock::manual(0),
             None,

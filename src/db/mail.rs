@@ -1,0 +1,394 @@
+//! Mailed links and the mail outbox (`schema/0009_email.sql`).
+//!
+//! Every decision that must hold across instances is one conditional write at the primary: a
+//! link is used once (`used_at IS NULL AND expires_at > now`); one sender holds the outbox's
+//! lease (`holder = me OR expires_at <= now`); an attempt at a message is claimed once
+//! (`attempts = seen AND next_attempt_at <= now`). A message is queued in the same batch as the
+//! change that causes it, so the change and its mail are written together or not at all.
+
+use super::store::Columns;
+use super::{Batch, Db};
+use edge_idp_actors::store::StoreResult;
+use libsql::Value;
+use uuid::Uuid;
+
+/// What a mailed link does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// Proves the address.
+    Verify,
+    /// Sets a new password.
+    Reset,
+}
+
+impl LinkKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::Verify => "verify",
+            LinkKind::Reset => "reset",
+        }
+    }
+}
+
+/// A link to store (only its token's hash).
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    /// SHA-256 of the token.
+    pub hash: [u8; 32],
+    /// What it does.
+    pub kind: LinkKind,
+    /// Whose account.
+    pub user_id: Uuid,
+    /// The address it is sent to.
+    pub email: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// A message to queue: its sealed body and what the outbox shows in clear.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Row id (the message's `Message-ID`).
+    pub id: Uuid,
+    /// `verify_email`, `password_reset`, …
+    pub kind: &'static str,
+    /// The recipient.
+    pub recipient: String,
+    /// The rendered message, sealed.
+    pub sealed: Vec<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A message the sender may try now.
+#[derive(Debug, Clone)]
+pub struct DueMail {
+    /// Row id.
+    pub id: Uuid,
+    /// Kind.
+    pub kind: String,
+    /// The sealed message.
+    pub sealed: Vec<u8>,
+    /// Attempts so far (the claim is conditioned on it).
+    pub attempts: i64,
+}
+
+/// The outbox at a glance, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxState {
+    /// Neither delivered nor abandoned.
+    pub queued: i64,
+    /// `created_at` of the oldest of them.
+    pub oldest: Option<i64>,
+    /// Of them, due now.
+    pub due: i64,
+}
+
+/// Adds the insert of `m` to a batch.
+fn queue(b: &mut Batch, m: Outgoing) {
+    b.execute(
+        "INSERT INTO mail_outbox (id, kind, recipient, sealed, created_at, next_attempt_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        vec![
+            m.id.to_string().into(),
+            m.kind.into(),
+            m.recipient.into(),
+            Value::Blob(m.sealed),
+            m.created_at.into(),
+        ],
+    );
+}
+
+/// Adds the insert of `l` to a batch.
+fn insert_link(b: &mut Batch, l: NewLink) {
+    b.execute(
+        "INSERT INTO email_tokens (token_hash, kind, user_id, email, created_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        vec![
+            Value::Blob(l.hash.to_vec()),
+            l.kind.as_str().into(),
+            l.user_id.to_string().into(),
+            l.email.into(),
+            l.created_at.into(),
+            l.expires_at.into(),
+        ],
+    );
+}
+
+impl Db {
+    /// Stores a link and queues the message that carries it, in one write.
+    pub async fn send_link(&self, link: NewLink, mail: Outgoing) -> StoreResult<()> {
+        let mut b = Batch::default();
+        insert_link(&mut b, link);
+        queue(&mut b, mail);
+        self.write_batch(b).await.map(drop)
+    }
+
+    /// Creates an account (as `UserStore::create_user`) with its verification link and the
+    /// message that carries it, in one write.
+    pub async fn create_user_with_link(
+        &self,
+        u: edge_idp_actors::store::NewUser,
+        link: NewLink,
+        mail: Outgoing,
+    ) -> StoreResult<()> {
+        let mut b = super::store::signup_batch(u);
+        insert_link(&mut b, link);
+        queue(&mut b, mail);
+        match self.write_batch(b).await {
+            // The ids and the token are new: the one unique value that can be taken is the
+            // email.
+            Err(edge_idp_actors::StoreError::Conflict(_)) => {
+                Err(edge_idp_actors::StoreError::Conflict("email"))
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Queues a message on its own (a notice).
+    pub async fn queue_mail(&self, mail: Outgoing) -> StoreResult<()> {
+        let mut b = Batch::default();
+        queue(&mut b, mail);
+        self.write_batch(b).await.map(drop)
+    }
+
+    /// The live link of `kind` with this hash: its user and address. Reads only.
+    pub async fn live_link(
+        &self,
+        hash: [u8; 32],
+        kind: LinkKind,
+        now: i64,
+    ) -> StoreResult<Option<(Uuid, String)>> {
+        let mut b = Batch::default();
+        let i = b.query(
+            "SELECT user_id, email FROM email_tokens \
+             WHERE token_hash = ?1 AND kind = ?2 AND used_at IS NULL AND expires_at > ?3",
+            vec![Value::Blob(hash.to_vec()), kind.as_str().into(), now.into()],
+        );
+        // At the primary: a link mailed a second ago is there, and its use is not stale.
+        let done = self.write_batch(b).await?;
+        match done.first(i) {
+            Some(v) => Ok(Some((v.uuid(0)?, v.text(1)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Uses a verification link: the account's address is verified if it is still the one the
+    /// link was sent to. The user and whether the address was verified now (false: it was
+    /// already). `None`: the link is unknown, used, expired, or the address changed since.
+    pub async fn use_verify_link(
+        &self,
+        hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<(Uuid, String, bool)>> {
+        let h = Value::Blob(hash.to_vec());
+        let mut b = Batch::default();
+        let used = b.query(
+            "UPDATE email_tokens SET used_at = ?2 \
+             WHERE token_hash = ?1 AND kind = 'verify' AND used_at IS NULL AND expires_at > ?2 \
+             AND email = (SELECT u.email FROM users u WHERE u.id = email_tokens.user_id) \
+             RETURNING user_id, email",
+            vec![h.clone(), now.into()],
+        );
+        let verified = b.execute(
+            "UPDATE users SET email_verified_at = ?2, updated_at = ?2 \
+             WHERE email_verified_at IS NULL AND id = \
+             (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2)",
+            vec![h, now.into()],
+        );
+        let done = self.write_batch(b).await?;
+        match done.first(used) {
+            Some(v) => Ok(Some((v.uuid(0)?, v.text(1)?, done.changed(verified) > 0))),
+            None => Ok(None),
+        }
+    }
+
+    /// Uses a reset link: sets `new_hash` as the password of the link's user if the link is
+    /// live, is `user_id`'s, and was sent to the account's address; marks the address verified
+    /// (the link proved it), clears the failed-login count, ends the user's other reset links,
+    /// and queues `notice`. All in one write; false when the link did not qualify.
+    pub async fn use_reset_link(
+        &self,
+        hash: [u8; 32],
+        user_id: Uuid,
+        new_hash: String,
+        now: i64,
+        notice: Outgoing,
+    ) -> StoreResult<bool> {
+        let h = Value::Blob(hash.to_vec());
+        let uid = user_id.to_string();
+        let mut b = Batch::default();
+        let used = b.execute(
+            "UPDATE email_tokens SET used_at = ?2 \
+             WHERE token_hash = ?1 AND kind = 'reset' AND user_id = ?3 AND used_at IS NULL \
+             AND expires_at > ?2 \
+             AND email = (SELECT u.email FROM users u WHERE u.id = ?3)",
+            vec![h.clone(), now.into(), uid.clone().into()],
+        );
+        // Each later statement runs only if this batch used the link (`EXISTS … used_at = ?2`).
+        b.execute(
+            "UPDATE users SET password_hash = ?4, updated_at = ?2, failed_logins = 0, \
+             email_verified_at = COALESCE(email_verified_at, ?2) WHERE id = ?3 \
+             AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2 AND kind = 'reset')",
+            vec![h.clone(), now.into(), uid.clone().into(), new_hash.into()],
+        );
+        b.execute(
+            "UPDATE email_tokens SET used_at = ?2 WHERE user_id = ?3 AND kind = 'reset' \
+             AND used_at IS NULL \
+             AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2 AND kind = 'reset')",
+            vec![h.clone(), now.into(), uid.into()],
+        );
+        b.execute(
+            "INSERT INTO mail_outbox (id, kind, recipient, sealed, created_at, next_attempt_at) \
+             SELECT ?3, ?4, ?5, ?6, ?2, ?2 \
+             WHERE EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2 AND kind = 'reset')",
+            vec![
+                h,
+                now.into(),
+                notice.id.to_string().into(),
+                notice.kind.into(),
+                notice.recipient.into(),
+                Value::Blob(notice.sealed),
+            ],
+        );
+        let done = self.write_batch(b).await?;
+        Ok(done.changed(used) > 0)
+    }
+
+    /// Takes or renews lease `name` for `holder` until `until`: true when `holder` has it.
+    pub async fn take_lease(
+        &self,
+        name: &'static str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<bool> {
+        let mut b = Batch::default();
+        let i = b.query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?4) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3 \
+             RETURNING holder",
+            vec![name.into(), holder.into(), now.into(), until.into()],
+        );
+        let done = self.write_batch(b).await?;
+        Ok(done.first(i).is_some())
+    }
+
+    /// Gives lease `name` up if `holder` has it (a stopping instance), so another takes over
+    /// at once.
+    pub async fn release_lease(&self, name: &'static str, holder: &str) -> StoreResult<()> {
+        let mut b = Batch::default();
+        b.execute(
+            "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+            vec![name.into(), holder.into()],
+        );
+        self.write_batch(b).await.map(drop)
+    }
+
+    /// Counts of the outbox (read where reads go: a replica may be a moment behind).
+    pub async fn outbox_state(&self, now: i64) -> StoreResult<OutboxState> {
+        self.run(move |c| async move {
+            let Some(r) = super::store::first_row(
+                &c,
+                "SELECT COUNT(*), MIN(created_at), COALESCE(SUM(next_attempt_at <= ?1), 0) \
+                 FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL",
+                [now],
+            )
+            .await?
+            else {
+                return Ok(OutboxState::default());
+            };
+            Ok(OutboxState {
+                queued: r.get(0).map_err(super::map_err)?,
+                oldest: r.get(1).map_err(super::map_err)?,
+                due: r.get(2).map_err(super::map_err)?,
+            })
+        })
+        .await
+    }
+
+    /// Up to `limit` messages due now, oldest first, read at the primary.
+    pub async fn due_mail(&self, now: i64, limit: i64) -> StoreResult<Vec<DueMail>> {
+        let mut b = Batch::default();
+        let i = b.query(
+            "SELECT id, kind, sealed, attempts FROM mail_outbox \
+             WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at, created_at LIMIT ?2",
+            vec![now.into(), limit.into()],
+        );
+        let done = self.write_batch(b).await?;
+        done.rows(i)
+            .iter()
+            .map(|v| {
+                Ok(DueMail {
+                    id: v.uuid(0)?,
+                    kind: v.text(1)?,
+                    sealed: v.opt_blob(2)?.unwrap_or_default(),
+                    attempts: v.int(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Claims the next attempt at `id`: counts it and puts the message off until `retry_at`,
+    /// so that a crash while sending leads to one retry then, not to a resend at once. True
+    /// when this caller has the attempt.
+    pub async fn claim_mail(
+        &self,
+        id: Uuid,
+        attempts: i64,
+        now: i64,
+        retry_at: i64,
+    ) -> StoreResult<bool> {
+        let mut b = Batch::default();
+        let i = b.execute(
+            "UPDATE mail_outbox SET attempts = attempts + 1, next_attempt_at = ?4 \
+             WHERE id = ?1 AND attempts = ?2 AND next_attempt_at <= ?3 \
+             AND sent_at IS NULL AND failed_at IS NULL",
+            vec![
+                id.to_string().into(),
+                attempts.into(),
+                now.into(),
+                retry_at.into(),
+            ],
+        );
+        Ok(self.write_batch(b).await?.changed(i) > 0)
+    }
+
+    /// Marks `id` delivered and forgets its body.
+    pub async fn mail_sent(&self, id: Uuid, now: i64) -> StoreResult<()> {
+        let mut b = Batch::default();
+        b.execute(
+            "UPDATE mail_outbox SET sent_at = ?2, sealed = NULL, last_error = NULL WHERE id = ?1",
+            vec![id.to_string().into(), now.into()],
+        );
+        self.write_batch(b).await.map(drop)
+    }
+
+    /// Records a failed attempt at `id`; `abandon` gives the message up (and forgets its body).
+    pub async fn mail_failed(
+        &self,
+        id: Uuid,
+        error: String,
+        now: i64,
+        abandon: bool,
+    ) -> StoreResult<()> {
+        let mut b = Batch::default();
+        b.execute(
+            "UPDATE mail_outbox SET last_error = ?2, \
+             failed_at = CASE WHEN ?4 THEN ?3 ELSE NULL END, \
+             sealed = CASE WHEN ?4 THEN NULL ELSE sealed END \
+             WHERE id = ?1 AND sent_at IS NULL",
+            vec![
+                id.to_string().into(),
+                error.into(),
+                now.into(),
+                i64::from(abandon).into(),
+            ],
+        );
+        self.write_batch(b).await.map(drop)
+    }
+}

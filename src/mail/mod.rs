@@ -1,0 +1,314 @@
+//! Mail: what each message says (templates) and how it leaves (SMTP, or files in development).
+//!
+//! Nothing here touches storage. The application layer renders a [`Letter`] into a
+//! [`Rendered`] message when it queues it (in the same write as the change that causes it, see
+//! `app::email`), and its outbox sender hands each due message to [`Delivery::deliver`]. So a
+//! request never waits for an SMTP server, and a server that is down delays mail without
+//! losing it.
+//!
+//! - **Templates**: askama, one plain-text and one HTML file per kind under `templates/mail/`,
+//!   checked at compile time; the HTML is escaped by default. Links are built from the issuer
+//!   (`<ISSUER>/<page>?token=<token>`), so they reach the hosted page of this deployment.
+//! - **SMTP**: lettre, from `SMTP_URL` (`smtps://`, `smtp://…?tls=required` for STARTTLS, plain
+//!   `smtp://` for a loopback relay). A refusal the server calls permanent (5xx) is not
+//!   retried; everything else is.
+//! - **Files** (no `SMTP_URL`): each message is written whole (`.eml`, as a mail client would
+//!   open it) under `DATA_DIR/mail/`, and its link logged, so that `cargo run` alone lets a
+//!   person click through every flow. Only in this mode is a link ever logged.
+//! - Every message carries a `Message-ID` made from its outbox row's id, so a message sent twice
+//!   (a crash between the server's acceptance and the outbox's update) is the same message to
+//!   the receiving side.
+
+use askama::Template;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use uuid::Uuid;
+
+/// A message ready to send: what the outbox stores (sealed).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rendered {
+    /// The recipient's address.
+    pub to: String,
+    /// Subject line.
+    pub subject: String,
+    /// The plain-text part.
+    pub text: String,
+    /// The HTML part.
+    pub html: String,
+    /// The link the message carries, if any (logged in development mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// What a message is about, with what it needs to say it.
+#[derive(Debug, Clone)]
+pub enum Letter {
+    /// "Confirm your address": the verification link.
+    Verify {
+        /// The link with its token.
+        link: String,
+        /// Hours it works.
+        hours: i64,
+    },
+    /// "Reset your password": the reset link.
+    Reset {
+        /// The link with its token.
+        link: String,
+        /// Minutes it works.
+        minutes: i64,
+    },
+    /// Notice: the password was changed (or reset).
+    PasswordChanged {
+        /// `reset` (through a mailed link) or `changed` (signed in).
+        how: &'static str,
+    },
+}
+
+impl Letter {
+    /// The kind's stable name (outbox rows, metrics, audit).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Letter::Verify { .. } => "verify_email",
+            Letter::Reset { .. } => "password_reset",
+            Letter::PasswordChanged { .. } => "password_changed",
+        }
+    }
+
+    /// The message for `to`, from `product`.
+    pub fn render(&self, product: &str, to: &str) -> Result<Rendered, MailError> {
+        let (subject, text, html, link) = match self {
+            Letter::Verify { link, hours } => {
+                let t = VerifyMail {
+                    product,
+                    link,
+                    hours: *hours,
+                };
+                (
+                    format!("Confirm your email address for {product}"),
+                    t.render()?,
+                    VerifyMailHtml { m: &t }.render()?,
+                    Some(link.clone()),
+                )
+            }
+            Letter::Reset { link, minutes } => {
+                let t = ResetMail {
+                    product,
+                    link,
+                    minutes: *minutes,
+                };
+                (
+                    format!("Reset your {product} password"),
+                    t.render()?,
+                    ResetMailHtml { m: &t }.render()?,
+                    Some(link.clone()),
+                )
+            }
+            Letter::PasswordChanged { how } => {
+                let t = NoticeMail {
+                    product,
+                    what: if *how == "reset" {
+                        "Your password was reset through a link sent to this address."
+                    } else {
+                        "Your password was changed."
+                    },
+                };
+                (
+                    format!("Your {product} password was changed"),
+                    t.render()?,
+                    NoticeMailHtml { m: &t }.render()?,
+                    None,
+                )
+            }
+        };
+        Ok(Rendered {
+            to: to.to_owned(),
+            subject,
+            text,
+            html,
+            link,
+        })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "mail/verify.txt")]
+struct VerifyMail<'a> {
+    product: &'a str,
+    link: &'a str,
+    hours: i64,
+}
+
+#[derive(Template)]
+#[template(path = "mail/verify.html")]
+struct VerifyMailHtml<'a> {
+    m: &'a VerifyMail<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "mail/reset.txt")]
+struct ResetMail<'a> {
+    product: &'a str,
+    link: &'a str,
+    minutes: i64,
+}
+
+#[derive(Template)]
+#[template(path = "mail/reset.html")]
+struct ResetMailHtml<'a> {
+    m: &'a ResetMail<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "mail/notice.txt")]
+struct NoticeMail<'a> {
+    product: &'a str,
+    what: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/notice.html")]
+struct NoticeMailHtml<'a> {
+    m: &'a NoticeMail<'a>,
+}
+
+/// Why a message was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// A template failed to render (a bug: templates are checked at compile time).
+    #[error("template: {0}")]
+    Template(#[from] askama::Error),
+    /// The message could not be built (an address lettre refuses).
+    #[error("message: {0}")]
+    Build(String),
+    /// The server refused it for good (5xx): retrying would not help.
+    #[error("refused: {0}")]
+    Permanent(String),
+    /// The server is unreachable, busy or refused it for now: try again later.
+    #[error("not delivered yet: {0}")]
+    Transient(String),
+}
+
+impl MailError {
+    /// Whether trying again cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            MailError::Permanent(_) | MailError::Build(_) | MailError::Template(_)
+        )
+    }
+}
+
+/// How long one SMTP conversation may take before it counts as a failed attempt.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where messages go.
+#[derive(Clone)]
+pub enum Delivery {
+    /// Through an SMTP server.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// Written as `.eml` files into a folder (development).
+    Files(PathBuf),
+}
+
+impl Delivery {
+    /// SMTP when `smtp_url` is set, else files under `dir`.
+    pub fn new(smtp_url: Option<&str>, dir: PathBuf) -> Result<Self, MailError> {
+        match smtp_url {
+            Some(url) => {
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| MailError::Build(e.to_string()))?
+                    .timeout(Some(SMTP_TIMEOUT))
+                    .build();
+                Ok(Delivery::Smtp(transport))
+            }
+            None => Ok(Delivery::Files(dir)),
+        }
+    }
+
+    /// Sends one message: `id` is its outbox row (its `Message-ID`), `host` the issuer's host.
+    pub async fn deliver(
+        &self,
+        id: Uuid,
+        from: &str,
+        host: &str,
+        date: SystemTime,
+        m: &Rendered,
+    ) -> Result<(), MailError> {
+        let from: Mailbox = from.parse().map_err(|e| MailError::Build(format!("{e}")))?;
+        let to: Mailbox =
+            m.to.parse()
+                .map_err(|e| MailError::Build(format!("recipient: {e}")))?;
+        let message = Message::builder()
+            .from(from)
+            .to(to)
+            .subject(m.subject.clone())
+            .message_id(Some(format!("<{id}@{host}>")))
+            .date(date)
+            .multipart(MultiPart::alternative_plain_html(
+                m.text.clone(),
+                m.html.clone(),
+            ))
+            .map_err(|e| MailError::Build(e.to_string()))?;
+        match self {
+            Delivery::Smtp(t) => match t.send(message).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(MailError::Permanent(e.to_string())),
+                Err(e) => Err(MailError::Transient(e.to_string())),
+            },
+            Delivery::Files(dir) => {
+                let bytes = message.formatted();
+                let dir = dir.clone();
+                let link = m.link.clone();
+                let to = m.to.clone();
+                tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(&dir)?;
+                    let path = dir.join(format!("{id}.eml"));
+                    let tmp = dir.join(format!(".{id}.eml.tmp"));
+                    std::fs::write(&tmp, &bytes)?;
+                    std::fs::rename(&tmp, &path)?;
+                    // Development only (no SMTP_URL): the person running the server is the
+                    // one the mail is for, and the log is where they look.
+                    tracing::info!(to = %to, path = %path.display(), link = link.as_deref().unwrap_or("-"), "mail written (no SMTP_URL)");
+                    Ok::<_, std::io::Error>(())
+                })
+                .await
+                .map_err(|e| MailError::Transient(e.to_string()))?
+                .map_err(|e| MailError::Transient(format!("writing the mail: {e}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_letter_renders_both_parts_with_its_link_escaped_in_html() {
+        let link = "https://id.example.com/email/verify?token=a&b<c";
+        let r = Letter::Verify {
+            link: link.into(),
+            hours: 24,
+        }
+        .render("Example", "ann@example.com")
+        .unwrap();
+        assert_eq!(r.subject, "Confirm your email address for Example");
+        assert!(r.text.contains(link), "{}", r.text);
+        assert!(r.html.contains("token=a&#38;b&#60;c"), "{}", r.html);
+        assert!(!r.html.contains("b<c"));
+        for l in [
+            Letter::Reset {
+                link: "https://x/p?token=t".into(),
+                minutes: 30,
+            },
+            Letter::PasswordChanged { how: "reset" },
+        ] {
+            let r = l.render("Example", "ann@example.com").unwrap();
+            assert!(!r.text.is_empty() && r.html.contains("<html"));
+            assert!(r.text.contains("Example"));
+        }
+    }
+}

@@ -1,0 +1,900 @@
+//! Mail: verification, password reset, the outbox, delivered through a real SMTP server.
+//!
+//! The server is aiosmtpd (PyPI), run as a process per test on a free loopback port with the
+//! handler in `tests/smtp/sink.py`, which writes each accepted message as JSON (decoded parts)
+//! beside its raw form. `.ci/run` installs aiosmtpd; in CI (`CI=true`) a missing one fails the
+//! test, elsewhere it prints SKIPPED.
+
+use crate::helpers::*;
+use crate::mfa::enroll_and_confirm;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running aiosmtpd, and the folder its sink writes to.
+pub struct Smtp {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// Whether aiosmtpd is installed (`None` with a visible note outside CI; a panic in CI).
+fn aiosmtpd(test: &str) -> Option<()> {
+    let ok = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(());
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: python3 with aiosmtpd is required when CI=true (pip install aiosmtpd)");
+    }
+    eprintln!("SKIPPED {test}: no python3 aiosmtpd (pip install aiosmtpd)");
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Smtp {
+    /// Starts a server, or `None` (SKIPPED) without aiosmtpd outside CI.
+    pub async fn start(test: &str) -> Option<Self> {
+        aiosmtpd(test)?;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Smtp {
+            child: None,
+            port: free_port(),
+            dir: tmp.path().join("mail"),
+            _tmp: tmp,
+        };
+        s.up().await;
+        Some(s)
+    }
+
+    /// `SMTP_URL` for this server.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on its port and waits until it accepts connections.
+    pub async fn up(&mut self) {
+        let sink = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp");
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "sink.JsonSink"])
+            .arg(&self.dir)
+            .env("PYTHONPATH", sink)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 -m aiosmtpd");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "aiosmtpd did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server (the port refuses connections after).
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every message received so far (decoded), oldest first by file name is not promised.
+    pub fn received(&self) -> Vec<Value> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// Waits (at most 20 s) until `n` messages have arrived; they.
+    pub async fn wait_for(&self, n: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} messages expected, {} arrived: {got:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The one message to `to` (waiting for it), failing on a second.
+    pub async fn message_to(&self, to: &str, subject_has: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got: Vec<Value> = self
+                .received()
+                .into_iter()
+                .filter(|m| m["rcpt_tos"] == json!([to]))
+                .filter(|m| m["subject"].as_str().unwrap().contains(subject_has))
+                .collect();
+            match got.len() {
+                1 => return got.into_iter().next().unwrap(),
+                0 => {}
+                n => panic!("{n} messages to {to} about {subject_has:?}: {got:?}"),
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no message to {to} about {subject_has:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// A server that mails through `smtp`, looking at its outbox every 20 ms.
+pub fn mailing(smtp: &Smtp) -> Opts {
+    Opts::default()
+        .arg("--smtp-url", smtp.url())
+        .arg("--mail-poll-ms", 20)
+}
+
+/// The link of `page` in a message's text part, and its token.
+pub fn link_in(m: &Value, page: &str) -> (String, String) {
+    let text = m["text"].as_str().expect("a text part");
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains(page))
+        .unwrap_or_else(|| panic!("no {page} link in {text}"))
+        .to_owned();
+    let token = link.split("token=").nth(1).expect("token").to_owned();
+    let html = m["html"].as_str().expect("an HTML part");
+    assert!(
+        html.contains(&format!("href=\"{link}\"")),
+        "the HTML part links the same address: {html}"
+    );
+    (link, token)
+}
+
+async fn me(app: &TestApp, access: &str) -> Value {
+    let r = app.get_as("/auth/me", access).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn signup_mails_a_verification_link_through_smtp_that_verifies_the_address_once() {
+    let Some(smtp) = Smtp::start("signup_mails_a_verification_link").await else {
+        return;
+    };
+    let app = spawn_with(mailing(&smtp).arg("--product-name", "Acme ID")).await;
+    app.signup("ada@example.com").await;
+    let m = smtp.message_to("ada@example.com", "Confirm").await;
+    assert_eq!(m["subject"], "Confirm your email address for Acme ID");
+    assert_eq!(m["mail_from"], "no-reply@localhost");
+    let from = m["from"].as_str().unwrap();
+    assert!(
+        from.contains("Acme ID") && from.ends_with("<no-reply@localhost>"),
+        "{from}"
+    );
+    assert_eq!(m["content_type"], "multipart/alternative");
+    let (link, token) = link_in(&m, "/email/verify");
+    assert_eq!(
+        link,
+        format!("http://localhost:8000/email/verify?token={token}")
+    );
+    assert_eq!(token.len(), 43);
+
+    let tokens = app.login("ada@example.com").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(me(&app, access).await["user"]["email_verified"], false);
+
+    // The link's page (the server's own address stands in for the issuer's host).
+    let page = app.get(&format!("/email/verify?token={token}")).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Verify my email address"), "{html}");
+
+    let r = app
+        .post("/auth/email/verify", &json!({"token": token}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["email"], "ada@example.com");
+    assert_eq!(b["email_verified"], true);
+    assert_eq!(me(&app, access).await["user"]["email_verified"], true);
+    let info: Value = app
+        .get_as("/oauth2/userinfo", access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["email_verified"], true);
+
+    // Once only.
+    assert_problem(
+        app.post("/auth/email/verify", &json!({"token": token}))
+            .await,
+        400,
+        "invalid_email_token",
+    )
+    .await;
+    assert_problem(
+        app.post("/auth/email/verify", &json!({"token": "x".repeat(43)}))
+            .await,
+        400,
+        "invalid_email_token",
+    )
+    .await;
+    // Verified: a resend is refused.
+    let r = app
+        .http
+        .post(app.url("/auth/email/verify/resend"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 409, "email_already_verified").await;
+}
+
+#[tokio::test]
+async fn resend_sends_a_new_link_within_its_limit_and_require_verified_email_gates_sign_in() {
+    let Some(smtp) = Smtp::start("resend_and_require_verified").await else {
+        return;
+    };
+    let app = spawn_with(
+        mailing(&smtp)
+            .arg("--rate-limit-email", "2/3600")
+            .arg("--require-verified-email", "true"),
+    )
+    .await;
+    app.signup("bo@example.com").await;
+    smtp.message_to("bo@example.com", "Confirm").await;
+    // The right password only learns that the address is not verified.
+    let wrong = app
+        .post(
+            "/auth/login",
+            &json!({"email": "bo@example.com", "password": "not the password at all"}),
+        )
+        .await;
+    assert_problem(wrong, 401, "invalid_credentials").await;
+    let right = app
+        .post(
+            "/auth/login",
+            &json!({"email": "bo@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_problem(right, 403, "email_not_verified").await;
+
+    // A signed-in user (the gate lifted for the test's own server) asks again.
+    let mut opts = mailing(&smtp).arg("--rate-limit-email", "2/3600");
+    opts.data_dir = Some(app.dir.clone());
+    // One clock for both: mail is due by the queuing instance's clock, so the sender's must
+    // not lag behind it (a real fleet's skew delays mail by as much).
+    opts.clock = Some(app.clock.clone());
+    let open = spawn_with(opts).await;
+    let tokens = open.login("bo@example.com").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let resend = || async {
+        open.http
+            .post(open.url("/auth/email/verify/resend"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = resend().await;
+    assert_eq!(r.status(), 202);
+    assert!(r.headers().contains_key("ratelimit-remaining"));
+    assert_eq!(r.json::<Value>().await.unwrap()["email"], "bo@example.com");
+    let all = smtp.wait_for(2).await;
+    assert_eq!(all.len(), 2, "the signup's and the resend's");
+    assert_eq!(resend().await.status(), 202);
+    assert_problem(resend().await, 429, "rate_limited").await;
+
+    // The newest link verifies; then the gated server lets the password in.
+    let all = smtp.wait_for(3).await;
+    let (_, token) = link_in(&all[0], "/email/verify");
+    let r = app
+        .post("/auth/email/verify", &json!({"token": token}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.login("bo@example.com").await["token_type"], "Bearer");
+    open.stop().await;
+}
+
+#[tokio::test]
+async fn forgot_password_answers_alike_for_every_address_and_its_link_resets_once() {
+    let Some(smtp) = Smtp::start("forgot_password").await else {
+        return;
+    };
+    let app = spawn_with(mailing(&smtp)).await;
+    app.signup("cy@example.com").await;
+    smtp.message_to("cy@example.com", "Confirm").await;
+    let before = app.login("cy@example.com").await;
+
+    let ask = |email: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .post("/auth/password/forgot", &json!({"email": email}))
+                .await;
+            let status = r.status();
+            let mut headers: BTreeMap<String, String> = r
+                .headers()
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "date" | "x-request-id"))
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            // The per-IP count runs on between the two requests (and is the tighter limit).
+            headers.remove("ratelimit-remaining");
+            headers.remove("ratelimit-reset");
+            (status, headers, r.bytes().await.unwrap())
+        }
+    };
+    let unknown = ask("nobody@example.com").await;
+    let known = ask("CY@example.com ").await;
+    assert_eq!(unknown.0, StatusCode::ACCEPTED);
+    assert_eq!(unknown, known, "no oracle: status, headers and body alike");
+
+    let m = smtp.message_to("cy@example.com", "Reset").await;
+    assert_eq!(m["subject"], "Reset your edge-idp password");
+    let (link, token) = link_in(&m, "/password/reset");
+    assert!(link.starts_with("http://localhost:8000/password/reset?token="));
+    // Nothing was queued for the unknown address.
+    let db = direct_db(&app.dir).await;
+    let mut rows = db
+        .conn
+        .query(
+            "SELECT COUNT(*) FROM mail_outbox WHERE recipient = 'nobody@example.com'",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.next().await.unwrap().unwrap().get::<i64>(0).unwrap(),
+        0
+    );
+
+    // A refused password leaves the link working.
+    assert_problem(
+        app.post(
+            "/auth/password/reset",
+            &json!({"token": token, "new_password": "password"}),
+        )
+        .await,
+        422,
+        "weak_password",
+    )
+    .await;
+    let new_password = "a brand new correct horse";
+    let r = app
+        .post(
+            "/auth/password/reset",
+            &json!({"token": token, "new_password": new_password}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    // Once only.
+    assert_problem(
+        app.post(
+            "/auth/password/reset",
+            &json!({"token": token, "new_password": "another new password here"}),
+        )
+        .await,
+        400,
+        "invalid_email_token",
+    )
+    .await;
+    // Every session ended; the old password is gone, the new one works, the address counts as
+    // proven, and a notice went out.
+    let r = app.refresh(before["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 401);
+    let r = app
+        .get_as("/auth/me", before["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(r.status(), 401);
+    let old = app
+        .post(
+            "/auth/login",
+            &json!({"email": "cy@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_problem(old, 401, "invalid_credentials").await;
+    let r = app
+        .post(
+            "/auth/login",
+            &json!({"email": "cy@example.com", "password": new_password}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(me(&app, &access).await["user"]["email_verified"], true);
+    let notice = smtp.message_to("cy@example.com", "was changed").await;
+    assert!(notice["text"]
+        .as_str()
+        .unwrap()
+        .contains("reset through a link"));
+    let resets = crate::audit::rows(&app)
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "password_reset")
+        .count();
+    assert_eq!(resets, 1);
+}
+
+#[tokio::test]
+async fn a_reset_keeps_the_second_factor_and_links_expire_and_are_hashed_at_rest() {
+    let Some(smtp) = Smtp::start("reset_keeps_mfa").await else {
+        return;
+    };
+    let app = spawn_with(mailing(&smtp)).await;
+    app.signup("di@example.com").await;
+    let verify = smtp.message_to("di@example.com", "Confirm").await;
+    let (_, verify_token) = link_in(&verify, "/email/verify");
+    enroll_and_confirm(&app, "di@example.com").await;
+
+    let r = app
+        .post("/auth/password/forgot", &json!({"email": "di@example.com"}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let m = smtp.message_to("di@example.com", "Reset").await;
+    let (_, token) = link_in(&m, "/password/reset");
+
+    // No link is in the database files in clear, nor in the outbox's sealed bodies.
+    for f in std::fs::read_dir(&app.dir).unwrap() {
+        let path = f.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            for t in [&token, &verify_token] {
+                assert!(
+                    !bytes.windows(t.len()).any(|w| w == t.as_bytes()),
+                    "a token in clear in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    // Thirty minutes later the reset link no longer works; a new one does.
+    app.clock.advance(30 * 60);
+    assert_problem(
+        app.post(
+            "/auth/password/reset",
+            &json!({"token": token, "new_password": "a brand new correct horse"}),
+        )
+        .await,
+        400,
+        "invalid_email_token",
+    )
+    .await;
+    let page = app.get(&format!("/password/reset?token={token}")).await;
+    assert_eq!(page.status(), 400);
+    let r = app
+        .post("/auth/password/forgot", &json!({"email": "di@example.com"}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let all = smtp.wait_for(3).await;
+    let fresh = all
+        .iter()
+        .filter(|m| m["subject"].as_str().unwrap().starts_with("Reset"))
+        .map(|m| link_in(m, "/password/reset").1)
+        .find(|t| *t != token)
+        .expect("a second reset link");
+    let r = app
+        .post(
+            "/auth/password/reset",
+            &json!({"token": fresh, "new_password": "a brand new correct horse"}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    // MFA is not bypassed: the new password leads to the second factor.
+    let r = app
+        .post(
+            "/auth/login",
+            &json!({"email": "di@example.com", "password": "a brand new correct horse"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["mfa_required"], true);
+
+    // A day later the verification link has expired too.
+    app.clock.advance(24 * 3600);
+    assert_problem(
+        app.post("/auth/email/verify", &json!({"token": verify_token}))
+            .await,
+        400,
+        "invalid_email_token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn forgot_password_is_limited_per_address_and_per_ip() {
+    let app = spawn_with(Opts::default().arg("--rate-limit-email", "2/3600")).await;
+    let ask = |email: &'static str| {
+        let app = &app;
+        async move {
+            app.post("/auth/password/forgot", &json!({"email": email}))
+                .await
+        }
+    };
+    assert_eq!(ask("a@example.com").await.status(), 202);
+    assert_eq!(ask("a@example.com").await.status(), 202);
+    // Per address (known or not), before the IP's own count runs out.
+    assert_problem(ask("a@example.com").await, 429, "rate_limited").await;
+    // Per IP: the two refused and admitted so far counted against it.
+    assert_problem(ask("b@example.com").await, 429, "rate_limited").await;
+}
+
+#[tokio::test]
+async fn with_smtp_down_requests_succeed_and_every_mail_arrives_once_when_it_is_back() {
+    let Some(mut smtp) = Smtp::start("smtp_down_then_back").await else {
+        return;
+    };
+    smtp.down();
+    let mut opts = mailing(&smtp);
+    opts.args
+        .push(("--metrics-token".into(), "metrics-token-for-tests".into()));
+    let app = spawn_with(opts).await;
+    for i in 0..3 {
+        app.signup(&format!("down{i}@example.com")).await;
+    }
+    // Each waits in the outbox after a failed attempt.
+    let metrics = || async {
+        app.http
+            .get(app.url("/metrics"))
+            .bearer_auth("metrics-token-for-tests")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metrics().await;
+        if m.contains("edge_idp_mail_attempts_failed_total{outcome=\"retry\"}")
+            && m.contains("edge_idp_mail_outbox_queued 3")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    smtp.up().await;
+    // The retry is due after the backoff; time is the test's.
+    app.clock.advance(edge_idp::app::email::backoff(0) + 1);
+    let got = smtp.wait_for(3).await;
+    app.clock.advance(3600);
+    // Every message is marked sent (so none can go again), and each arrived once.
+    let db = direct_db(&app.dir).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut rows = db
+            .conn
+            .query(
+                "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL OR sealed IS NOT NULL",
+                (),
+            )
+            .await
+            .unwrap();
+        if rows.next().await.unwrap().unwrap().get::<i64>(0).unwrap() == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut to: Vec<String> = smtp
+        .received()
+        .iter()
+        .map(|m| m["rcpt_tos"][0].as_str().unwrap().to_owned())
+        .collect();
+    to.sort();
+    assert_eq!(
+        to,
+        [
+            "down0@example.com",
+            "down1@example.com",
+            "down2@example.com"
+        ],
+        "{got:?}"
+    );
+    // The gauges follow at the sender's next look.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !metrics().await.contains("edge_idp_mail_outbox_queued 0") {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_instances_sharing_one_outbox_never_send_a_message_twice() {
+    let Some(mut smtp) = Smtp::start("two_instances_one_outbox").await else {
+        return;
+    };
+    smtp.down();
+    let clock = edge_idp_actors::Clock::manual_now();
+    let mut a_opts = mailing(&smtp);
+    a_opts.clock = Some(clock.clone());
+    let a = spawn_with(a_opts).await;
+    let mut b_opts = mailing(&smtp);
+    b_opts.clock = Some(clock.clone());
+    b_opts.data_dir = Some(a.dir.clone());
+    let b = spawn_with(b_opts).await;
+    for i in 0..10 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.signup(&format!("pair{i}@example.com")).await;
+    }
+    // Both instances see all ten due once the server is back.
+    smtp.up().await;
+    clock.advance(edge_idp::app::email::backoff(0) + 1);
+    smtp.wait_for(10).await;
+    clock.advance(3600);
+    let db = direct_db(&a.dir).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut rows = db
+            .conn
+            .query("SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL", ())
+            .await
+            .unwrap();
+        if rows.next().await.unwrap().unwrap().get::<i64>(0).unwrap() == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut to: Vec<String> = smtp
+        .received()
+        .iter()
+        .map(|m| m["rcpt_tos"][0].as_str().unwrap().to_owned())
+        .collect();
+    to.sort();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("pair{i}@example.com")).collect();
+    expected.sort();
+    assert_eq!(to, expected, "each message once");
+    b.stop().await;
+    a.stop().await;
+}
+
+/// Quoted-printable, as lettre may encode a long text part.
+fn unquote(s: &str) -> String {
+    let s = s.replace("=\r\n", "").replace("=\n", "");
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn without_smtp_the_mail_is_an_eml_file_whose_link_works() {
+    let app = spawn_app().await;
+    app.signup("eve@example.com").await;
+    let dir = app.dir.join("mail");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let eml = loop {
+        let found = std::fs::read_dir(&dir).ok().and_then(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "eml"))
+        });
+        if let Some(p) = found {
+            break std::fs::read_to_string(p).unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no .eml under {dir:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(eml.contains("To: eve@example.com"), "{eml}");
+    assert!(eml.contains("Subject: Confirm your email address for edge-idp"));
+    let text = unquote(&eml);
+    let token = text
+        .split("/email/verify?token=")
+        .nth(1)
+        .expect("a link")
+        .get(..43)
+        .unwrap()
+        .to_owned();
+    let r = app
+        .post("/auth/email/verify", &json!({"token": token}))
+        .await;
+    assert_eq!(r.status(), 200, "{text}");
+}
+
+/// A browser's visit without a browser: the CSRF cookie a page sets, sent back with its form.
+struct Visit<'a> {
+    app: &'a TestApp,
+    cookie: String,
+}
+
+impl<'a> Visit<'a> {
+    /// GETs `path`, keeping the CSRF cookie it sets; the page's status and HTML.
+    async fn get(app: &'a TestApp, path: &str) -> (Self, u16, String) {
+        let r = app.get(path).await;
+        let cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .find(|c| c.starts_with("edge_idp_csrf="))
+            .expect("a csrf cookie");
+        let status = r.status().as_u16();
+        (Visit { app, cookie }, status, r.text().await.unwrap())
+    }
+
+    /// POSTs `fields` (and the CSRF token) as the page's form.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let csrf = self.cookie.split_once('=').unwrap().1.to_owned();
+        let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+        form.extend_from_slice(fields);
+        let r = self
+            .app
+            .http
+            .post(self.app.url(path))
+            .header("cookie", &self.cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn a_person_verifies_the_address_and_resets_the_password_on_the_hosted_pages() {
+    let Some(smtp) = Smtp::start("hosted_email_pages").await else {
+        return;
+    };
+    let app = spawn_with(mailing(&smtp)).await;
+    app.signup("fay@example.com").await;
+    let (_, token) = link_in(
+        &smtp.message_to("fay@example.com", "Confirm").await,
+        "/email/verify",
+    );
+
+    // The link's page uses nothing until its button is pressed.
+    let (visit, status, html) = Visit::get(&app, &format!("/email/verify?token={token}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&format!("name=\"token\" value=\"{token}\"")));
+    let (status, html) = visit.post("/email/verify", &[("token", &token)]).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Email address verified") && html.contains("fay@example.com"));
+    let (status, html) = visit.post("/email/verify", &[("token", &token)]).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("This link does not work"));
+    // A form without its CSRF cookie is refused.
+    let r = app
+        .http
+        .post(app.url("/email/verify"))
+        .form(&[("csrf", "x"), ("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Forgot: the sign-in page links it; the page says the same for any address.
+    let (visit, status, html) = Visit::get(&app, "/password/forgot").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Reset your password"));
+    let (status, unknown) = visit
+        .post("/password/forgot", &[("email", "nobody@example.com")])
+        .await;
+    assert_eq!(status, 200);
+    let (_, known) = visit
+        .post("/password/forgot", &[("email", "fay@example.com")])
+        .await;
+    assert_eq!(unknown, known);
+    assert!(known.contains("Check your email"));
+    let (_, token) = link_in(
+        &smtp.message_to("fay@example.com", "Reset").await,
+        "/password/reset",
+    );
+
+    let (visit, status, html) = Visit::get(&app, &format!("/password/reset?token={token}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Choose a new password"));
+    let new = "a brand new correct horse";
+    let (status, html) = visit
+        .post(
+            "/password/reset",
+            &[
+                ("token", &token),
+                ("new_password", new),
+                ("confirm_password", "other"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("The two passwords differ"));
+    let (status, html) = visit
+        .post(
+            "/password/reset",
+            &[
+                ("token", &token),
+                ("new_password", "password"),
+                ("confirm_password", "password"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Choose another password"), "{html}");
+    let (status, html) = visit
+        .post(
+            "/password/reset",
+            &[
+                ("token", &token),
+                ("new_password", new),
+                ("confirm_password", new),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Password changed"), "{html}");
+    let r = app
+        .post(
+            "/auth/login",
+            &json!({"email": "fay@example.com", "password": new}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (status, _) = visit
+        .post(
+            "/password/reset",
+            &[
+                ("token", &token),
+                ("new_password", new),
+                ("confirm_password", new),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+}
