@@ -37,7 +37,7 @@ mod store;
 pub use batch::{Batch, Outcome};
 pub use clients::ClientRecord;
 pub use guards::{Attempt, Failure};
-pub use mail::{DueMail, LinkKind, NewLink, OutboxState, Outgoing};
+pub use mail::{ChangeOutcome, DueMail, LinkKind, NewLink, OutboxState, Outgoing};
 pub use migrate::{migrate, MigrateError, MIGRATIONS};
 pub use oauth::{BrowserSession, CodeGrant, CodeState, Consent, RefreshTokenInfo};
 pub use orgs::{Acceptance, Invitation, PendingInvitation, Profile, Removal, SessionRow};
@@ -447,11 +447,20 @@ impl Db {
                 let conn = this.checkout().await?;
                 let result = op(conn.clone()).await;
                 // A connection whose operation failed is not reused: its Hrana stream may be
-                // left interrupted or expired by the server.
+                // left interrupted or expired by the server. Nor are the idle ones: a failure
+                // is most often the primary restarting or going away, which ends their
+                // streams too, and the next operation would fail on them in turn.
                 if result.is_ok() && conn.is_autocommit() {
                     this.checkin(conn);
-                } else if !conn.is_autocommit() {
-                    let _ = conn.execute("ROLLBACK", ()).await;
+                } else {
+                    if !conn.is_autocommit() {
+                        let _ = conn.execute("ROLLBACK", ()).await;
+                    }
+                    this.inner
+                        .idle
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
                 }
                 result
             });
