@@ -49,3 +49,13 @@ CREATE TABLE leases (
     holder      TEXT NOT NULL,
     expires_at  INTEGER NOT NULL
 );
+
+-- The devices (SHA-256 of the `User-Agent`) each account has signed in from, kept only when
+-- `NEW_SIGN_IN_NOTICE` is on: a sign-in from one not listed mails a notice.
+CREATE TABLE known_devices (
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    device_hash BLOB NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_hash)
+);

@@ -173,6 +173,10 @@ pub struct Config {
     /// a retry, goes out).
     #[arg(long, env = "MAIL_POLL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub mail_poll_ms: u64,
+    /// Mail a notice when an account signs in from a device (`User-Agent`) it has not signed
+    /// in from before.
+    #[arg(long, env = "NEW_SIGN_IN_NOTICE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub new_sign_in_notice: bool,
     /// Refuse sign-in (after the right password) to accounts whose address is not verified.
     #[arg(long, env = "REQUIRE_VERIFIED_EMAIL", default_value_t = false, action = clap::ArgAction::Set)]
     pub require_verified_email: bool,
@@ -434,6 +438,8 @@ pub struct MailSettings {
     pub from: String,
     /// How often the outbox is looked at.
     pub poll: Duration,
+    /// Notices of sign-ins from new devices (`NEW_SIGN_IN_NOTICE`).
+    pub new_sign_in_notice: bool,
 }
 
 /// The mail settings: `SMTP_URL` parsed by lettre itself (a URL it cannot use is refused at
@@ -490,6 +496,7 @@ fn mail_settings(c: &Config, issuer: &str, product: &str) -> Result<MailSettings
         dir: c.data_dir.join("mail"),
         from,
         poll: Duration::from_millis(c.mail_poll_ms),
+        new_sign_in_notice: c.new_sign_in_notice,
     })
 }
 

@@ -21,7 +21,7 @@
 //!   what differs (looking the account up, writing the link) runs after the answer.
 
 use super::{App, AppError, Caller, Client, Metered};
-use crate::db::{LinkKind, NewLink, Outgoing};
+use crate::db::{ChangeOutcome, LinkKind, NewLink, Outgoing};
 use crate::mail::{Letter, MailError, Rendered};
 use crate::ops::audit::AuditEvent;
 use crate::security::passwords::{check_policy, context_words};
@@ -132,6 +132,13 @@ impl App {
                     hours: VERIFY_TTL / 3600,
                 },
             ),
+            LinkKind::Change => (
+                VERIFY_TTL,
+                Letter::ConfirmChange {
+                    link: self.link(VERIFY_PAGE, &token),
+                    hours: VERIFY_TTL / 3600,
+                },
+            ),
             LinkKind::Reset => (
                 RESET_TTL,
                 Letter::Reset {
@@ -179,7 +186,48 @@ impl App {
         }
     }
 
-    /// `POST /auth/email/verify` and the hosted page: uses a verification link.
+    /// Queues a notice to `user_id`'s current address (read now: a token's `email` claim may
+    /// predate an address change).
+    pub(super) async fn notify_user(&self, letter: Letter, user_id: Uuid) {
+        match self.db.profile(user_id).await {
+            Ok(Some(p)) => self.notify(letter, &p.email).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(kind = letter.kind(), error = %e, "notice not queued"),
+        }
+    }
+
+    /// With `NEW_SIGN_IN_NOTICE`, remembers the device of a sign-in and mails a notice when the
+    /// account had signed in before but never from it. Never fails the sign-in.
+    pub(super) async fn signed_in_from(&self, client: &Client, user_id: Uuid) {
+        if !self.settings.mail.new_sign_in_notice {
+            return;
+        }
+        let device = client.user_agent.clone().unwrap_or_default();
+        let hash = sha256(device.as_bytes());
+        match self
+            .db
+            .remember_device(user_id, hash, self.clock.now())
+            .await
+        {
+            Ok(true) => {
+                let letter = Letter::NewSignIn {
+                    device: if device.is_empty() {
+                        "an unnamed browser or app".into()
+                    } else {
+                        device.chars().take(200).collect()
+                    },
+                    ip: client.ip.to_string(),
+                };
+                self.notify_user(letter, user_id).await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "sign-in device not recorded"),
+        }
+    }
+
+    /// `POST /auth/email/verify` and the hosted page: uses a verification link, or an
+    /// email-change link (the account's address becomes the new one, proven; `email_taken`
+    /// when another account has it by now).
     pub async fn verify_email(
         &self,
         client: &Client,
@@ -188,13 +236,10 @@ impl App {
         if !super::sessions::token_shaped(token.expose()) {
             return Err(AppError::InvalidEmailToken);
         }
-        let used = self
-            .db
-            .use_verify_link(sha256(token.expose().as_bytes()), self.clock.now())
-            .await?;
-        let Some((user_id, email, _)) = used else {
-            self.audit.record(client.event("email_verify_failed"));
-            return Err(AppError::InvalidEmailToken);
+        let hash = sha256(token.expose().as_bytes());
+        let now = self.clock.now();
+        let Some((user_id, email, _)) = self.db.use_verify_link(hash, now).await? else {
+            return self.change_email(client, hash, now).await;
         };
         self.profiles.forget([user_id]);
         self.audit.record(AuditEvent {
@@ -202,6 +247,109 @@ impl App {
             ..client.event("email_verified")
         });
         Ok(VerifiedEmail { user_id, email })
+    }
+
+    /// The email-change half of [`App::verify_email`].
+    async fn change_email(
+        &self,
+        client: &Client,
+        hash: [u8; 32],
+        now: i64,
+    ) -> Result<VerifiedEmail, AppError> {
+        match self.db.use_change_link(hash, now).await? {
+            ChangeOutcome::Changed {
+                user_id,
+                old_email,
+                new_email,
+            } => {
+                self.profiles.forget([user_id]);
+                self.audit.record(AuditEvent {
+                    user_id: Some(user_id),
+                    detail: Some(format!("from {old_email}")),
+                    ..client.event("email_changed")
+                });
+                self.notify(
+                    Letter::EmailChanged {
+                        new_email: new_email.clone(),
+                    },
+                    &old_email,
+                )
+                .await;
+                Ok(VerifiedEmail {
+                    user_id,
+                    email: new_email,
+                })
+            }
+            ChangeOutcome::Taken => {
+                self.audit.record(AuditEvent {
+                    detail: Some("address taken meanwhile".into()),
+                    ..client.event("email_change_failed")
+                });
+                Err(AppError::EmailTaken)
+            }
+            ChangeOutcome::Invalid => {
+                self.audit.record(client.event("email_verify_failed"));
+                Err(AppError::InvalidEmailToken)
+            }
+        }
+    }
+
+    /// `POST /auth/email`: asks to change the caller's address to `new_email`. The current
+    /// password is checked (under the login limits); a link goes to the new address, which
+    /// must confirm, and a notice to the old one. The address the link went to.
+    pub async fn request_email_change(
+        &self,
+        caller: &Caller,
+        new_email: String,
+        password: SecretString,
+    ) -> Result<Metered<String>, AppError> {
+        use edge_idp_actors::store::UserStore;
+        let user = self
+            .db
+            .user_by_id(caller.user_id)
+            .await?
+            .ok_or(AppError::InvalidToken)?;
+        let mut decision = self.login_limits(&caller.client, &user.email).await?;
+        let outcome = async {
+            if password.expose().chars().count() > super::login::MAX_PASSWORD_CHARS {
+                return Err(AppError::InvalidCredentials);
+            }
+            let verified = self
+                .passwords
+                .verify(password, Some(user.password_hash.clone()))
+                .await?;
+            if !verified.ok {
+                self.audit.record(AuditEvent {
+                    user_id: Some(user.id),
+                    detail: Some("wrong password".into()),
+                    ..caller.client.event("email_change_failed")
+                });
+                return Err(AppError::InvalidCredentials);
+            }
+            decision = self
+                .limited(&[(Policy::EmailAccount, &account_key(&new_email))])
+                .await?;
+            if new_email == user.email || self.db.user_by_email(&new_email).await?.is_some() {
+                return Err(AppError::EmailTaken);
+            }
+            let (link, confirm) = self.new_link(LinkKind::Change, user.id, &new_email)?;
+            let notice = self.outgoing(
+                &Letter::EmailChangeRequested {
+                    new_email: new_email.clone(),
+                },
+                &user.email,
+            )?;
+            self.db.send_link(link, vec![confirm, notice]).await?;
+            self.mail_queued();
+            self.audit.record(AuditEvent {
+                user_id: Some(user.id),
+                session_id: Some(caller.session_id),
+                ..caller.client.event("email_change_requested")
+            });
+            Ok(new_email)
+        }
+        .await;
+        Ok(Metered { decision, outcome })
     }
 
     /// `POST /auth/email/verify/resend`: a new verification link to the caller's address,
@@ -220,7 +368,7 @@ impl App {
             .await?;
         let outcome = async {
             let (link, mail) = self.new_link(LinkKind::Verify, caller.user_id, &profile.email)?;
-            self.db.send_link(link, mail).await?;
+            self.db.send_link(link, vec![mail]).await?;
             self.mail_queued();
             self.audit.record(AuditEvent {
                 user_id: Some(caller.user_id),
@@ -270,7 +418,7 @@ impl App {
             return Ok(());
         };
         let (link, mail) = self.new_link(LinkKind::Reset, user.id, &user.email)?;
-        self.db.send_link(link, mail).await?;
+        self.db.send_link(link, vec![mail]).await?;
         self.mail_queued();
         self.audit.record(AuditEvent {
             user_id: Some(user.id),

@@ -282,6 +282,7 @@ impl App {
             detail: Some(format!("amr={}", principal.amr.join("+"))),
             ..client.event("login")
         });
+        self.signed_in_from(client, user_id).await;
         Ok(self.tokens_for(access, Some(issued)))
     }
 

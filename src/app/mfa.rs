@@ -139,10 +139,16 @@ impl App {
         caller: &Caller,
         code: SecretString,
     ) -> Result<Metered<()>, AppError> {
-        self.change_second_factor(caller, "mfa_disabled", async {
-            Ok(self.totp().disable(caller.user_id, &code).await?)
-        })
-        .await
+        let m = self
+            .change_second_factor(caller, "mfa_disabled", async {
+                Ok(self.totp().disable(caller.user_id, &code).await?)
+            })
+            .await?;
+        if m.outcome.is_ok() {
+            self.notify_user(crate::mail::Letter::MfaDisabled, caller.user_id)
+                .await;
+        }
+        Ok(m)
     }
 
     /// Turns the caller's second factor on or off (`change`): counted against the login limits

@@ -278,6 +278,13 @@ impl App {
                 detail: Some(format!("kind={}", key_kind(&row))),
                 ..caller.client.event("passkey_registered")
             });
+            self.notify_user(
+                crate::mail::Letter::PasskeyAdded {
+                    name: row.name.clone(),
+                },
+                caller.user_id,
+            )
+            .await;
             Ok(row)
         }
         .await;

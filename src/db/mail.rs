@@ -19,6 +19,8 @@ pub enum LinkKind {
     Verify,
     /// Sets a new password.
     Reset,
+    /// Makes `email` the account's address.
+    Change,
 }
 
 impl LinkKind {
@@ -26,6 +28,7 @@ impl LinkKind {
         match self {
             LinkKind::Verify => "verify",
             LinkKind::Reset => "reset",
+            LinkKind::Change => "change",
         }
     }
 }
@@ -75,6 +78,24 @@ pub struct DueMail {
     pub attempts: i64,
 }
 
+/// What using an email-change link did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    /// The account's address is now `new_email`.
+    Changed {
+        /// The account.
+        user_id: Uuid,
+        /// Its address before.
+        old_email: String,
+        /// Its address now.
+        new_email: String,
+    },
+    /// The link is live but another account has the address now; nothing changed.
+    Taken,
+    /// Unknown, used or expired.
+    Invalid,
+}
+
 /// The outbox at a glance, for the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxState {
@@ -118,12 +139,59 @@ fn insert_link(b: &mut Batch, l: NewLink) {
 }
 
 impl Db {
-    /// Stores a link and queues the message that carries it, in one write.
-    pub async fn send_link(&self, link: NewLink, mail: Outgoing) -> StoreResult<()> {
+    /// Stores a link and queues the messages it goes with (the one carrying it first), in
+    /// one write.
+    pub async fn send_link(&self, link: NewLink, mails: Vec<Outgoing>) -> StoreResult<()> {
         let mut b = Batch::default();
         insert_link(&mut b, link);
-        queue(&mut b, mail);
+        for m in mails {
+            queue(&mut b, m);
+        }
         self.write_batch(b).await.map(drop)
+    }
+
+    /// Uses an email-change link: the account's address becomes the one the link was sent to
+    /// (verified), unless another account has it by now; the user's other change links end.
+    pub async fn use_change_link(&self, hash: [u8; 32], now: i64) -> StoreResult<ChangeOutcome> {
+        let h = Value::Blob(hash.to_vec());
+        let mut b = Batch::default();
+        let live = b.query(
+            "SELECT u.email FROM email_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = ?1 AND t.kind = 'change' AND t.used_at IS NULL AND t.expires_at > ?2",
+            vec![h.clone(), now.into()],
+        );
+        let used = b.query(
+            "UPDATE email_tokens SET used_at = ?2 \
+             WHERE token_hash = ?1 AND kind = 'change' AND used_at IS NULL AND expires_at > ?2 \
+             AND NOT EXISTS (SELECT 1 FROM users u WHERE u.email = email_tokens.email) \
+             RETURNING user_id, email",
+            vec![h.clone(), now.into()],
+        );
+        b.execute(
+            "UPDATE users SET email = (SELECT email FROM email_tokens WHERE token_hash = ?1), \
+             email_verified_at = ?2, updated_at = ?2 \
+             WHERE id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2 AND kind = 'change')",
+            vec![h.clone(), now.into()],
+        );
+        b.execute(
+            "UPDATE email_tokens SET used_at = ?2 WHERE kind = 'change' AND used_at IS NULL \
+             AND user_id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2 AND kind = 'change')",
+            vec![h, now.into()],
+        );
+        let done = match self.write_batch(b).await {
+            // Another account took the address in between (the unique index decided).
+            Err(edge_idp_actors::StoreError::Conflict(_)) => return Ok(ChangeOutcome::Taken),
+            other => other?,
+        };
+        Ok(match (done.first(used), done.first(live)) {
+            (Some(v), Some(old)) => ChangeOutcome::Changed {
+                user_id: v.uuid(0)?,
+                old_email: old.text(0)?,
+                new_email: v.text(1)?,
+            },
+            (None, Some(_)) => ChangeOutcome::Taken,
+            _ => ChangeOutcome::Invalid,
+        })
     }
 
     /// Creates an account (as `UserStore::create_user`) with its verification link and the
@@ -257,6 +325,38 @@ impl Db {
         Ok(done.changed(used) > 0)
     }
 
+    /// Records a sign-in of `user_id` from `device`: whether the device is new to an account
+    /// that had signed in from another before (the case a notice is for).
+    pub async fn remember_device(
+        &self,
+        user_id: Uuid,
+        device: [u8; 32],
+        now: i64,
+    ) -> StoreResult<bool> {
+        let (uid, dev) = (user_id.to_string(), Value::Blob(device.to_vec()));
+        let mut b = Batch::default();
+        let before = b.query(
+            "SELECT COUNT(*) FROM known_devices WHERE user_id = ?1",
+            vec![uid.clone().into()],
+        );
+        let added = b.execute(
+            "INSERT OR IGNORE INTO known_devices (user_id, device_hash, first_seen, last_seen) \
+             VALUES (?1, ?2, ?3, ?3)",
+            vec![uid.clone().into(), dev.clone(), now.into()],
+        );
+        b.execute(
+            "UPDATE known_devices SET last_seen = ?3 WHERE user_id = ?1 AND device_hash = ?2",
+            vec![uid.into(), dev, now.into()],
+        );
+        let done = self.write_batch(b).await?;
+        let others = done
+            .first(before)
+            .map(|v| v.int(0))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(others > 0 && done.changed(added) > 0)
+    }
+
     /// Takes or renews lease `name` for `holder` until `until`: true when `holder` has it.
     pub async fn take_lease(
         &self,
@@ -316,7 +416,7 @@ impl Db {
         let i = b.query(
             "SELECT id, kind, sealed, attempts FROM mail_outbox \
              WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?1 \
-             ORDER BY next_attempt_at, created_at LIMIT ?2",
+             ORDER BY next_attempt_at, created_at, id LIMIT ?2",
             vec![now.into(), limit.into()],
         );
         let done = self.write_batch(b).await?;

@@ -1,5 +1,5 @@
-//! Mailed links on the JSON API: `/auth/email/verify`, `/auth/email/verify/resend`,
-//! `/auth/password/forgot`, `/auth/password/reset`; the flows are `app::email`. The hosted
+//! Mailed links on the JSON API: `/auth/email` (change), `/auth/email/verify`,
+//! `/auth/email/verify/resend`, `/auth/password/forgot`, `/auth/password/reset`; the flows are `app::email`. The hosted
 //! pages the links open (`pages::email`) call the same flows.
 
 use super::bearer::Auth;
@@ -40,6 +40,26 @@ pub struct ResendResponse {
     email: String,
 }
 
+/// `POST /auth/email`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEmailRequest {
+    /// The address to change to; trimmed and lower-cased.
+    #[schema(example = "ada@example.org", format = Email)]
+    pub new_email: String,
+    /// The current password.
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+/// `202` of `POST /auth/email`.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeEmailResponse {
+    /// The address the confirmation link went to; the account's address changes when it is
+    /// used.
+    pending_email: String,
+}
+
 /// `POST /auth/password/forgot`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +97,7 @@ pub struct ResetPasswordRequest {
     responses(
         (status = 200, description = "The address is verified: `email_verified` is true in `/auth/me`, userinfo and ID tokens from now on", body = VerifyEmailResponse),
         (status = 400, description = "`invalid_email_token`: unknown, expired (24 hours), used, or for an address the account no longer has", body = Problem),
+        (status = 409, description = "`email_taken`: an email-change link whose address another account has taken meanwhile", body = Problem),
     ))]
 #[instrument(skip_all, fields(ip = %client.ip))]
 pub async fn verify(app: SharedApp, client: Client, body: Body) -> Result<Response, ApiError> {
@@ -86,6 +107,30 @@ pub async fn verify(app: SharedApp, client: Client, body: Body) -> Result<Respon
         user_id: v.user_id,
         email: v.email,
         email_verified: true,
+    }))
+}
+
+/// `POST /auth/email`: asks to change the caller's address. The new address gets a link
+/// (24 hours) that makes the change (`POST /auth/email/verify`); the old one gets a notice.
+#[utoipa::path(post, path = "/auth/email", tag = "email", security(("bearer" = [])),
+    request_body = ChangeEmailRequest,
+    responses(
+        (status = 202, description = "The confirmation is queued for the new address; nothing changes until it is used", body = ChangeEmailResponse),
+        (status = 401, description = "`invalid_credentials`: the current password is wrong", body = Problem),
+        (status = 409, description = "`email_taken`: another account has the address (or it is the caller's already)", body = Problem),
+        (status = 429, description = "`rate_limited` (the login limits for the password, `RATE_LIMIT_EMAIL` per new address), with `Retry-After` and `RateLimit-*`", body = Problem),
+    ))]
+#[instrument(skip_all)]
+pub async fn change(app: SharedApp, auth: Auth, body: Body) -> Result<Response, ApiError> {
+    let caller = auth?;
+    let req: ChangeEmailRequest = extract::parse(body)?;
+    let email =
+        extract::email("new_email", &req.new_email).map_err(|e| ApiError::Validation(vec![e]))?;
+    let m = app
+        .request_email_change(&caller, email, req.password)
+        .await?;
+    Ok(metered(m, |pending_email| {
+        json(StatusCode::ACCEPTED, &ChangeEmailResponse { pending_email })
     }))
 }
 

@@ -61,6 +61,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/auth/password", "POST"),
     ("/auth/password/forgot", "POST"),
     ("/auth/password/reset", "POST"),
+    ("/auth/email", "POST"),
     ("/auth/email/verify", "POST"),
     ("/auth/email/verify/resend", "POST"),
     ("/auth/invitations", "GET"),
@@ -72,6 +73,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/orgs/{org_id}/members/{user_id}", "DELETE"),
     ("/oauth2/authorize", "GET, POST"),
     ("/oauth2/sign-in", "POST"),
+    ("/oauth2/sign-up", "POST"),
     ("/oauth2/sign-in/mfa", "POST"),
     ("/oauth2/sign-in/passkey", "POST"),
     ("/account/passkeys", "GET, POST"),
@@ -491,6 +493,12 @@ fn email_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .and(cl())
         .and(json_body())
         .then(move |s, c, b| async move { r(email::verify(s, c, b).await).await });
+    let change = warp::path!("auth" / "email")
+        .and(warp::post())
+        .and(st())
+        .and(auth())
+        .and(json_body())
+        .then(move |s, a, b| async move { r(email::change(s, a, b).await).await });
     let resend = warp::path!("auth" / "email" / "verify" / "resend")
         .and(warp::post())
         .and(st())
@@ -521,6 +529,13 @@ fn email_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .and(cookie())
         .and(form_body())
         .then(pages::verify_post);
+    let sign_up = warp::path!("oauth2" / "sign-up")
+        .and(warp::post())
+        .and(st())
+        .and(cl())
+        .and(cookie())
+        .and(form_body())
+        .then(pages::sign_up);
     let forgot_page = warp::path!("password" / "forgot")
         .and(warp::get())
         .and(st())
@@ -548,6 +563,8 @@ fn email_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .then(pages::reset_post);
 
     verify
+        .or(change)
+        .unify()
         .or(resend)
         .unify()
         .or(forgot)
@@ -557,6 +574,8 @@ fn email_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
         .or(verify_page)
         .unify()
         .or(verify_post)
+        .unify()
+        .or(sign_up)
         .unify()
         .or(forgot_page)
         .unify()

@@ -46,8 +46,15 @@ pub struct Rendered {
 /// What a message is about, with what it needs to say it.
 #[derive(Debug, Clone)]
 pub enum Letter {
-    /// "Confirm your address": the verification link.
+    /// "Confirm your address" after signup: the verification link.
     Verify {
+        /// The link with its token.
+        link: String,
+        /// Hours it works.
+        hours: i64,
+    },
+    /// "Confirm your new address": the link that makes it the account's address.
+    ConfirmChange {
         /// The link with its token.
         link: String,
         /// Hours it works.
@@ -65,6 +72,30 @@ pub enum Letter {
         /// `reset` (through a mailed link) or `changed` (signed in).
         how: &'static str,
     },
+    /// Notice: the second factor was turned off.
+    MfaDisabled,
+    /// Notice: a passkey was added.
+    PasskeyAdded {
+        /// Its name.
+        name: String,
+    },
+    /// Notice: a sign-in from a device not seen on this account before.
+    NewSignIn {
+        /// The device's `User-Agent`, as sent.
+        device: String,
+        /// The client IP.
+        ip: String,
+    },
+    /// Notice to the old address: a change to `new_email` waits for its confirmation.
+    EmailChangeRequested {
+        /// The address asked for.
+        new_email: String,
+    },
+    /// Notice to the old address: the account's address is now `new_email`.
+    EmailChanged {
+        /// The new address.
+        new_email: String,
+    },
 }
 
 impl Letter {
@@ -72,27 +103,58 @@ impl Letter {
     pub fn kind(&self) -> &'static str {
         match self {
             Letter::Verify { .. } => "verify_email",
+            Letter::ConfirmChange { .. } => "confirm_email_change",
             Letter::Reset { .. } => "password_reset",
             Letter::PasswordChanged { .. } => "password_changed",
+            Letter::MfaDisabled => "mfa_disabled",
+            Letter::PasskeyAdded { .. } => "passkey_added",
+            Letter::NewSignIn { .. } => "new_sign_in",
+            Letter::EmailChangeRequested { .. } => "email_change_requested",
+            Letter::EmailChanged { .. } => "email_changed",
         }
     }
 
     /// The message for `to`, from `product`.
     pub fn render(&self, product: &str, to: &str) -> Result<Rendered, MailError> {
+        let link_mail = |subject: String, intro: &str, link: &str, hours: i64| {
+            let t = VerifyMail {
+                product,
+                intro,
+                link,
+                hours,
+            };
+            Ok::<_, MailError>((
+                subject,
+                t.render()?,
+                VerifyMailHtml { m: &t }.render()?,
+                Some(link.to_owned()),
+            ))
+        };
+        let notice = |subject: String, what: String| {
+            let t = NoticeMail {
+                product,
+                what: &what,
+            };
+            Ok::<_, MailError>((
+                subject,
+                t.render()?,
+                NoticeMailHtml { m: &t }.render()?,
+                None,
+            ))
+        };
         let (subject, text, html, link) = match self {
-            Letter::Verify { link, hours } => {
-                let t = VerifyMail {
-                    product,
-                    link,
-                    hours: *hours,
-                };
-                (
-                    format!("Confirm your email address for {product}"),
-                    t.render()?,
-                    VerifyMailHtml { m: &t }.render()?,
-                    Some(link.clone()),
-                )
-            }
+            Letter::Verify { link, hours } => link_mail(
+                format!("Confirm your email address for {product}"),
+                "created an account with this address",
+                link,
+                *hours,
+            )?,
+            Letter::ConfirmChange { link, hours } => link_mail(
+                format!("Confirm your new email address for {product}"),
+                "asked to make this the address of their account",
+                link,
+                *hours,
+            )?,
             Letter::Reset { link, minutes } => {
                 let t = ResetMail {
                     product,
@@ -106,22 +168,34 @@ impl Letter {
                     Some(link.clone()),
                 )
             }
-            Letter::PasswordChanged { how } => {
-                let t = NoticeMail {
-                    product,
-                    what: if *how == "reset" {
-                        "Your password was reset through a link sent to this address."
-                    } else {
-                        "Your password was changed."
-                    },
-                };
-                (
-                    format!("Your {product} password was changed"),
-                    t.render()?,
-                    NoticeMailHtml { m: &t }.render()?,
-                    None,
-                )
-            }
+            Letter::PasswordChanged { how } => notice(
+                format!("Your {product} password was changed"),
+                if *how == "reset" {
+                    "Your password was reset through a link sent to this address.".into()
+                } else {
+                    "Your password was changed.".into()
+                },
+            )?,
+            Letter::MfaDisabled => notice(
+                format!("Two-step verification was turned off for your {product} account"),
+                "The second factor (authenticator app) of your account was turned off: your password alone now signs in.".into(),
+            )?,
+            Letter::PasskeyAdded { name } => notice(
+                format!("A passkey was added to your {product} account"),
+                format!("A passkey named \u{201c}{name}\u{201d} was added to your account: it can now sign in without your password."),
+            )?,
+            Letter::NewSignIn { device, ip } => notice(
+                format!("New sign-in to your {product} account"),
+                format!("Your account was signed in to from a device it had not been used on before ({device}, from {ip})."),
+            )?,
+            Letter::EmailChangeRequested { new_email } => notice(
+                format!("Your {product} email address is being changed"),
+                format!("Someone signed in to your account asked to change its address to {new_email}. Nothing changes unless that address confirms the change."),
+            )?,
+            Letter::EmailChanged { new_email } => notice(
+                format!("Your {product} email address was changed"),
+                format!("Your account's address is now {new_email}; mail about it goes there from now on."),
+            )?,
         };
         Ok(Rendered {
             to: to.to_owned(),
@@ -137,6 +211,8 @@ impl Letter {
 #[template(path = "mail/verify.txt")]
 struct VerifyMail<'a> {
     product: &'a str,
+    /// What someone did: "created an account with this address", …
+    intro: &'a str,
     link: &'a str,
     hours: i64,
 }
@@ -305,9 +381,28 @@ mod tests {
                 minutes: 30,
             },
             Letter::PasswordChanged { how: "reset" },
+            Letter::MfaDisabled,
+            Letter::PasskeyAdded {
+                name: "Laptop <b>".into(),
+            },
+            Letter::NewSignIn {
+                device: "Firefox".into(),
+                ip: "192.0.2.1".into(),
+            },
+            Letter::EmailChangeRequested {
+                new_email: "new@example.com".into(),
+            },
+            Letter::EmailChanged {
+                new_email: "new@example.com".into(),
+            },
+            Letter::ConfirmChange {
+                link: "https://x/email/verify?token=t".into(),
+                hours: 24,
+            },
         ] {
             let r = l.render("Example", "ann@example.com").unwrap();
             assert!(!r.text.is_empty() && r.html.contains("<html"));
+            assert!(!r.html.contains("<b>"), "escaped: {}", r.html);
             assert!(r.text.contains("Example"));
         }
     }

@@ -763,3 +763,142 @@ async fn a_person_adds_a_passkey_then_signs_in_to_an_application_with_it() {
     );
     chrome.close().await;
 }
+
+/// Issue #22's walk: a person creates an account on the hosted pages on the way to an
+/// application, opens the verification link from the mail a real SMTP server received, forgets
+/// the password, resets it through the mailed link, and signs in to the application with the
+/// new one. JavaScript is off throughout.
+#[tokio::test]
+async fn a_person_signs_up_verifies_the_address_and_resets_the_password_in_the_browser() {
+    let test = "browser::a_person_signs_up_verifies_the_address_and_resets_the_password";
+    let Some((driver, chromium)) = binaries(test) else {
+        return;
+    };
+    let Some(smtp) = crate::email::Smtp::start(test).await else {
+        return;
+    };
+    let mut opts = crate::email::mailing(&smtp);
+    opts.own_issuer = true;
+    let app = spawn_with(opts).await;
+    let site = application_pages().await;
+    let callback = format!("{site}/callback");
+    let rp = register(&app, &["--redirect-uri", &callback, "--first-party"]);
+    let discovered = openidconnect::core::CoreProviderMetadata::discover_async(
+        IssuerUrl::new(app.issuer.clone()).unwrap(),
+        &http(),
+    )
+    .await
+    .expect("discovery");
+    let client = CoreClient::from_provider_metadata(
+        discovered,
+        ClientId::new(rp.id.clone()),
+        rp.secret.clone().map(ClientSecret::new),
+    )
+    .set_redirect_uri(RedirectUrl::new(callback.clone()).unwrap());
+    let authorize = || {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = client
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("email".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        (url, state, nonce, verifier)
+    };
+    // The code the browser brought back, redeemed: the verified ID token's email_verified.
+    let verified_of = |back: url::Url, state: CsrfToken, nonce: Nonce, verifier| {
+        let client = &client;
+        async move {
+            assert_eq!(
+                query(&back, "state").as_deref(),
+                Some(state.secret().as_str())
+            );
+            let code = AuthorizationCode::new(query(&back, "code").expect("a code"));
+            let tokens = client
+                .exchange_code(code)
+                .unwrap()
+                .set_pkce_verifier(verifier)
+                .request_async(&http())
+                .await
+                .expect("code exchange");
+            let claims = tokens
+                .id_token()
+                .expect("id_token")
+                .claims(&client.id_token_verifier(), &nonce)
+                .expect("ID token verifies")
+                .clone();
+            assert_eq!(claims.email().map(|e| e.as_str()), Some("gil@example.com"));
+            claims.email_verified()
+        }
+    };
+    let mut chrome = Chrome::start(&driver, &chromium).await;
+
+    // Sign up on the way to the application.
+    let (url, state, nonce, verifier) = authorize();
+    chrome.c().goto(url.as_str()).await.unwrap();
+    chrome.press("#sign-up").await;
+    assert!(chrome.text().await.contains("Create your account"));
+    chrome.page("email-1-sign-up").await;
+    chrome.fill("name", "Gil").await;
+    chrome.fill("email", "gil@example.com").await;
+    chrome.fill("password", "password").await;
+    chrome.press("button[type=submit]").await;
+    assert!(chrome.text().await.contains("Choose another password"));
+    chrome.page("email-2-sign-up-weak").await;
+    chrome.fill("password", PASSWORD).await;
+    chrome.press("button[type=submit]").await;
+    let back = chrome.url().await;
+    assert!(back.as_str().starts_with(&callback), "{back}");
+    assert_eq!(verified_of(back, state, nonce, verifier).await, Some(false));
+
+    // The verification link, from the mail, in the browser.
+    let m = smtp.message_to("gil@example.com", "Confirm").await;
+    let (link, _) = crate::email::link_in(&m, "/email/verify");
+    assert!(link.starts_with(&app.issuer), "{link}");
+    chrome.c().goto(&link).await.unwrap();
+    assert!(chrome.text().await.contains("Verify your email address"));
+    chrome.page("email-3-verify").await;
+    chrome.press("button[type=submit]").await;
+    assert!(chrome.text().await.contains("Email address verified"));
+    chrome.page("email-4-verified").await;
+
+    // Forgot: from the sign-in page's link.
+    chrome
+        .c()
+        .goto(&format!("{}/password/forgot", app.issuer))
+        .await
+        .unwrap();
+    chrome.page("email-5-forgot").await;
+    chrome.fill("email", "gil@example.com").await;
+    chrome.press("button[type=submit]").await;
+    assert!(chrome.text().await.contains("Check your email"));
+    chrome.page("email-6-forgot-sent").await;
+    let m = smtp.message_to("gil@example.com", "Reset").await;
+    let (link, _) = crate::email::link_in(&m, "/password/reset");
+    chrome.c().goto(&link).await.unwrap();
+    chrome.page("email-7-reset").await;
+    let new = "a brand new correct horse";
+    chrome.fill("new_password", new).await;
+    chrome.fill("confirm_password", new).await;
+    chrome.press("button[type=submit]").await;
+    assert!(chrome.text().await.contains("Password changed"));
+    chrome.page("email-8-reset-done").await;
+
+    // The reset ended the browser session: sign in again, with the new password.
+    let (url, state, nonce, verifier) = authorize();
+    chrome.c().goto(url.as_str()).await.unwrap();
+    assert!(chrome.text().await.contains("Forgot your password?"));
+    chrome.fill("email", "gil@example.com").await;
+    chrome.fill("password", new).await;
+    chrome
+        .press("form[action=\"/oauth2/sign-in\"] button[type=submit]")
+        .await;
+    let back = chrome.url().await;
+    assert!(back.as_str().starts_with(&callback), "{back}");
+    assert_eq!(verified_of(back, state, nonce, verifier).await, Some(true));
+    assert!(chrome.errors.is_empty(), "{:?}", chrome.errors);
+    chrome.close().await;
+}

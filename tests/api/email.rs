@@ -713,29 +713,37 @@ fn unquote(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// Waits (at most 20 s) for a development mail (`DATA_DIR/mail/*.eml`, written without
+/// `SMTP_URL`) whose subject is `subject`; its text.
+pub async fn eml_with_subject(data_dir: &Path, subject: &str) -> String {
+    let dir = data_dir.join("mail");
+    let header = format!("Subject: {subject}\r\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = std::fs::read_dir(&dir).ok().and_then(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .map(|p| std::fs::read_to_string(p).unwrap())
+                .find(|text| text.contains(&header))
+        });
+        if let Some(text) = found {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no .eml about {subject:?} under {dir:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn without_smtp_the_mail_is_an_eml_file_whose_link_works() {
     let app = spawn_app().await;
     app.signup("eve@example.com").await;
-    let dir = app.dir.join("mail");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let eml = loop {
-        let found = std::fs::read_dir(&dir).ok().and_then(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path())
-                .find(|p| p.extension().is_some_and(|x| x == "eml"))
-        });
-        if let Some(p) = found {
-            break std::fs::read_to_string(p).unwrap();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no .eml under {dir:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let eml = eml_with_subject(&app.dir, "Confirm your email address for edge-idp").await;
     assert!(eml.contains("To: eve@example.com"), "{eml}");
-    assert!(eml.contains("Subject: Confirm your email address for edge-idp"));
     let text = unquote(&eml);
     let token = text
         .split("/email/verify?token=")
@@ -897,4 +905,169 @@ async fn a_person_verifies_the_address_and_resets_the_password_on_the_hosted_pag
         )
         .await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn an_email_change_waits_for_the_new_address_and_tells_the_old_one() {
+    let Some(smtp) = Smtp::start("email_change").await else {
+        return;
+    };
+    let app = spawn_with(mailing(&smtp)).await;
+    app.signup("old@example.com").await;
+    smtp.message_to("old@example.com", "Confirm").await;
+    let tokens = app.login("old@example.com").await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let change = |new: &str, password: &str| {
+        let body = json!({"new_email": new, "password": password});
+        let access = access.clone();
+        let app = &app;
+        async move {
+            app.http
+                .post(app.url("/auth/email"))
+                .bearer_auth(access)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_problem(
+        change("new@example.com", "wrong password here").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert_problem(
+        change("old@example.com", PASSWORD).await,
+        409,
+        "email_taken",
+    )
+    .await;
+    let r = change(" NEW@example.com", PASSWORD).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["pending_email"],
+        "new@example.com"
+    );
+
+    let confirm = smtp.message_to("new@example.com", "Confirm your new").await;
+    let notice = smtp.message_to("old@example.com", "is being changed").await;
+    assert!(notice["text"].as_str().unwrap().contains("new@example.com"));
+    assert!(notice["text"]
+        .as_str()
+        .unwrap()
+        .contains("Nothing changes unless"));
+    // Nothing changed yet.
+    assert_eq!(me(&app, &access).await["user"]["email"], "old@example.com");
+    app.login("old@example.com").await;
+
+    let (_, token) = link_in(&confirm, "/email/verify");
+    let r = app
+        .post("/auth/email/verify", &json!({"token": token}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["email"], "new@example.com");
+    let profile = me(&app, &access).await;
+    assert_eq!(profile["user"]["email"], "new@example.com");
+    assert_eq!(profile["user"]["email_verified"], true);
+    app.login("new@example.com").await;
+    assert_problem(
+        app.post(
+            "/auth/login",
+            &json!({"email": "old@example.com", "password": PASSWORD}),
+        )
+        .await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    smtp.message_to("old@example.com", "was changed").await;
+
+    // Another account takes the address before its link is used: checked again, refused.
+    let r = change("third@example.com", PASSWORD).await;
+    assert_eq!(r.status(), 202);
+    let confirm = smtp
+        .message_to("third@example.com", "Confirm your new")
+        .await;
+    app.signup("third@example.com").await;
+    let (_, token) = link_in(&confirm, "/email/verify");
+    assert_problem(
+        app.post("/auth/email/verify", &json!({"token": token}))
+            .await,
+        409,
+        "email_taken",
+    )
+    .await;
+    assert_eq!(me(&app, &access).await["user"]["email"], "new@example.com");
+}
+
+#[tokio::test]
+async fn security_notices_go_out_for_a_disabled_second_factor_and_a_new_device() {
+    let Some(smtp) = Smtp::start("security_notices").await else {
+        return;
+    };
+    let app = spawn_with(mailing(&smtp).arg("--new-sign-in-notice", "true")).await;
+    app.signup("hal@example.com").await;
+    smtp.message_to("hal@example.com", "Confirm").await;
+    let login_as = |agent: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .post(app.url("/auth/login"))
+                .header("user-agent", agent)
+                .json(&json!({"email": "hal@example.com", "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // The first device is the account's own; again from it, nothing; from another, a notice.
+    login_as("Firefox/1").await;
+    login_as("Firefox/1").await;
+    login_as("Safari/2").await;
+    let m = smtp.message_to("hal@example.com", "New sign-in").await;
+    assert!(m["text"].as_str().unwrap().contains("Safari/2"));
+    login_as("Safari/2").await;
+
+    // MFA off mails a notice.
+    let (totp, _, session) = enroll_and_confirm(&app, "hal@example.com").await;
+    let r = app
+        .http
+        .post(app.url("/auth/mfa/disable"))
+        .bearer_auth(session["access_token"].as_str().unwrap())
+        .json(&json!({"code": totp.code_at(app.clock.now() + 30)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    smtp.message_to("hal@example.com", "Two-step verification was turned off")
+        .await;
+    // Exactly: the verification; two new devices (Safari, then the enrollment's login, whose
+    // client sends no User-Agent); MFA off.
+    let mut subjects: Vec<String> = smtp
+        .received()
+        .iter()
+        .map(|m| {
+            m["subject"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "Confirm your email",
+            "New sign-in to",
+            "New sign-in to",
+            "Two-step verification was"
+        ],
+    );
 }

@@ -244,6 +244,8 @@ async fn a_passkey_registers_then_signs_in_alone_without_a_username() {
         .collect();
     assert!(kinds.contains(&json!("passkey_registered")));
     assert!(kinds.contains(&json!("passkey_login")));
+    // The owner is told by mail (here a development `.eml` file: no SMTP_URL).
+    crate::email::eml_with_subject(&app.dir, "A passkey was added to your edge-idp account").await;
 }
 
 fn b64url(bytes: &[u8]) -> String {

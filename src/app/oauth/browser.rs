@@ -16,6 +16,22 @@ use edge_idp_actors::crypto::{b64url, random_bytes, sha256};
 use edge_idp_actors::SecretString;
 use uuid::Uuid;
 
+/// What the sign-up page leads to.
+pub enum SignedUp {
+    /// Signed up and signed in: the cookie to set and its session.
+    Session {
+        /// The cookie's value.
+        cookie: SecretString,
+        /// The session.
+        session: BrowserSession,
+    },
+    /// Signed up; sign-in waits until the link mailed to `email` is used.
+    VerifyFirst {
+        /// The address the link went to.
+        email: String,
+    },
+}
+
 /// What a right password on the sign-in page leads to.
 pub enum SignIn {
     /// Signed in: the cookie to set and its session.
@@ -52,6 +68,31 @@ impl App {
             .db
             .browser_session(sha256(cookie.expose().as_bytes()), self.clock.now())
             .await?)
+    }
+
+    /// The sign-up page: the account as `/auth/signup` makes it (same policy, limit and
+    /// verification mail), then a browser session, unless sign-in waits for the address to be
+    /// verified (`REQUIRE_VERIFIED_EMAIL`).
+    pub async fn sign_up(
+        &self,
+        client: &Client,
+        req: crate::app::signup::Signup,
+    ) -> Result<Metered<SignedUp>, AppError> {
+        let m = self.signup(client, req).await?;
+        let outcome = match m.outcome {
+            Ok(u) if self.settings.require_verified_email => {
+                Ok(SignedUp::VerifyFirst { email: u.email })
+            }
+            Ok(u) => self
+                .start_browser_session(client, u.user_id, u.email, vec!["pwd".into()])
+                .await
+                .map(|(cookie, session)| SignedUp::Session { cookie, session }),
+            Err(e) => Err(e),
+        };
+        Ok(Metered {
+            decision: m.decision,
+            outcome,
+        })
     }
 
     /// The password step on the sign-in page.
@@ -173,6 +214,7 @@ impl App {
             detail: Some(format!("browser session; amr={}", session.amr.join("+"))),
             ..client.event("login")
         });
+        self.signed_in_from(client, user_id).await;
         Ok((cookie, session))
     }
 }

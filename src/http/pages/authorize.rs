@@ -8,7 +8,7 @@
 use super::{form_of, session_of, Cookies, Form, Page, Reply};
 use crate::app::login::Login;
 use crate::app::oauth::authorize::{AuthRequest, AuthorizeError, AuthorizeParams, Step};
-use crate::app::oauth::browser::SignIn;
+use crate::app::oauth::browser::{SignIn, SignedUp};
 use crate::app::{AppError, Client, SharedApp};
 use crate::http::error::ApiError;
 use askama::Template;
@@ -27,6 +27,37 @@ struct SignInPage<'a> {
     error: Option<&'a str>,
     /// Passkeys are on: the page offers one (it then loads the passkey script).
     passkeys: bool,
+}
+
+#[derive(Template)]
+#[template(path = "sign_up.html")]
+struct SignUpPage<'a> {
+    page: Page<'a>,
+    client_name: &'a str,
+    authz: &'a str,
+    email: &'a str,
+    name: &'a str,
+    error: Option<&'a str>,
+    /// Signed up; the address must be verified before signing in.
+    verify_first: Option<&'a str>,
+}
+
+/// The sign-up page's form.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct SignUpForm {
+    /// Equal to the `csrf` cookie.
+    csrf: String,
+    /// The authorization request.
+    authz: String,
+    /// `form` (show the page, from the sign-in page's link) or `create`.
+    step: String,
+    /// With `create`.
+    email: Option<String>,
+    /// With `create`.
+    password: Option<String>,
+    /// With `create`, optional.
+    name: Option<String>,
 }
 
 #[derive(Template)]
@@ -140,6 +171,28 @@ impl Reply {
             email,
             error,
             passkeys: self.app.passkeys_enabled(),
+        }
+        .render();
+        self.html(StatusCode::OK, body)
+    }
+
+    fn sign_up(
+        self,
+        req: &AuthRequest,
+        email: &str,
+        name: &str,
+        error: Option<&str>,
+        verify_first: Option<&str>,
+    ) -> Response {
+        let authz = req.params.encode();
+        let body = SignUpPage {
+            page: self.page(),
+            client_name: &req.client.name,
+            authz: &authz,
+            email,
+            name,
+            error,
+            verify_first,
         }
         .render();
         self.html(StatusCode::OK, body)
@@ -386,6 +439,95 @@ pub async fn sign_in(
             Some(
                 "Verify your email address first: open the link we sent to it, then sign in again.",
             ),
+        ),
+        Err(e) => reply.failed(e),
+    }
+}
+
+/// `POST /oauth2/sign-up`: the sign-up page (`step=form`, from the sign-in page) and the new
+/// account (`step=create`): as `/auth/signup` makes it, verification mail included; then
+/// signed in and on to the application, or, with `REQUIRE_VERIFIED_EMAIL`, a page that asks
+/// to open the mailed link first.
+#[utoipa::path(post, path = "/oauth2/sign-up", tag = "oauth",
+    request_body(content = SignUpForm, content_type = "application/x-www-form-urlencoded",
+        description = "The sign-up page's form"),
+    responses(
+        (status = 200, description = "The sign-up page (again, with what was wrong), the next page (consent), or \"check your email\"", content_type = "text/html", body = String),
+        (status = 303, description = "Back to the client's redirect URI with `code`, `state` and `iss`"),
+        (status = 400, description = "An error page: the carried request is no longer valid", content_type = "text/html", body = String),
+        (status = 403, description = "An error page: the CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
+        (status = 429, description = "Too many sign-ups from here (an error page)", content_type = "text/html", body = String),
+    ))]
+pub async fn sign_up(
+    app: SharedApp,
+    client: Client,
+    cookie: Option<String>,
+    body: Result<Bytes, ApiError>,
+) -> Response {
+    let Posted {
+        cookies: _,
+        form,
+        mut reply,
+        req,
+    } = match Posted::read(&app, cookie, body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if form.get("step") != "create" {
+        return reply.sign_up(&req, "", "", None, None);
+    }
+    let (typed, name) = (form.get("email").trim(), form.get("name").trim());
+    let Ok(email) = crate::http::extract::email("email", typed) else {
+        return reply.sign_up(
+            &req,
+            typed,
+            name,
+            Some("Enter a valid email address."),
+            None,
+        );
+    };
+    let Ok(name) = crate::http::extract::text("name", Some(name), 100) else {
+        return reply.sign_up(
+            &req,
+            typed,
+            name,
+            Some("A name has at most 100 characters."),
+            None,
+        );
+    };
+    let password = form.get("password");
+    if password.contains('\0') {
+        return reply.sign_up(&req, typed, "", Some("That password cannot be used."), None);
+    }
+    let shown_name = name.clone().unwrap_or_default();
+    let signup = crate::app::signup::Signup {
+        email: email.clone(),
+        password: SecretString::new(password.to_owned()),
+        name,
+        org_name: None,
+    };
+    let metered = match app.sign_up(&client, signup).await {
+        Ok(m) => m,
+        Err(AppError::WeakPassword(why)) => {
+            let message = format!("Choose another password: {why}.");
+            return reply.sign_up(&req, &email, &shown_name, Some(&message), None);
+        }
+        Err(e) => return reply.failed(e),
+    };
+    match metered.outcome {
+        Ok(SignedUp::Session { cookie, session }) => {
+            reply.start_session(&cookie);
+            reply.step(app.authorize(&client, req, Some(session), true).await)
+        }
+        Ok(SignedUp::VerifyFirst { email }) => {
+            reply.sign_up(&req, &email, "", None, Some(&email))
+        }
+        Err(AppError::EmailTaken) => reply.sign_up(
+            &req,
+            &email,
+            &shown_name,
+            Some("An account with this address exists already: sign in instead, or reset its password."),
+            None,
         ),
         Err(e) => reply.failed(e),
     }
