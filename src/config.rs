@@ -456,7 +456,10 @@ fn mail_settings(c: &Config, issuer: &str, product: &str) -> Result<MailSettings
         Some(u) => {
             let parsed = url::Url::parse(u)
                 .ok()
-                .filter(|p| matches!(p.scheme(), "smtp" | "smtps") && p.host_str().is_some())
+                .filter(|p| {
+                    matches!(p.scheme(), "smtp" | "smtps")
+                        && p.host_str().is_some_and(|h| !h.is_empty())
+                })
                 .ok_or_else(|| bad("SMTP_URL", "must be smtp://… or smtps://… with a host"))?;
             lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(u)
                 .map_err(|e| bad("SMTP_URL", format!("cannot be used: {e}")))?;
@@ -464,12 +467,13 @@ fn mail_settings(c: &Config, issuer: &str, product: &str) -> Result<MailSettings
                 || parsed
                     .query_pairs()
                     .any(|(k, v)| k == "tls" && v == "required");
-            let loopback = match parsed.host() {
-                Some(url::Host::Ipv4(a)) => a.is_loopback(),
-                Some(url::Host::Ipv6(a)) => a.is_loopback(),
-                Some(url::Host::Domain(d)) => d == "localhost",
-                None => false,
-            };
+            // `smtp` is not a scheme the URL standard knows, so its host stays text.
+            let loopback = parsed.host_str().is_some_and(|h| {
+                h == "localhost"
+                    || h.trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|a| a.is_loopback())
+            });
             if c.app_env == AppEnv::Production && !encrypted && !loopback {
                 return Err(bad(
                     "SMTP_URL",
@@ -987,6 +991,60 @@ mod tests {
             ]),
             "WEBAUTHN_ORIGINS"
         );
+    }
+
+    #[test]
+    fn smtp_url_is_parsed_by_lettre_and_production_refuses_plain_smtp_off_loopback() {
+        let key = MasterKey::generate().unwrap();
+        let mail = |env: &str, url: &str| {
+            parse(&[
+                "--app-env",
+                env,
+                "--issuer",
+                "https://idp.example.com",
+                "--smtp-url",
+                url,
+            ])
+            .validate(key.clone())
+            .map(|s| s.mail)
+        };
+        for ok in [
+            "smtps://user:pass@mail.example.com",
+            "smtp://user:pass@mail.example.com:587?tls=required",
+            "smtp://127.0.0.1:2525",
+            "smtp://localhost:25",
+            "smtp://[::1]:25",
+        ] {
+            let m = mail("production", ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(m.smtp_url.unwrap().expose(), ok);
+            assert_eq!(m.from, "\"edge-idp\" <no-reply@idp.example.com>");
+        }
+        for plain in [
+            "smtp://mail.example.com:25",
+            "smtp://user:pass@mail.example.com:587?tls=opportunistic",
+        ] {
+            assert_eq!(mail("production", plain).unwrap_err().var, "SMTP_URL");
+            assert!(mail("development", plain).is_ok(), "{plain}");
+        }
+        for bad in [
+            "http://mail.example.com",
+            "smtp://",
+            "mail.example.com",
+            "smtp://h?tls=maybe",
+        ] {
+            assert_eq!(
+                mail("development", bad).unwrap_err().var,
+                "SMTP_URL",
+                "{bad}"
+            );
+        }
+        let err = parse(&["--mail-from", "not a mailbox"])
+            .validate(key.clone())
+            .unwrap_err();
+        assert_eq!(err.var, "MAIL_FROM");
+        let s = parse(&[]).validate(key).unwrap();
+        assert!(s.mail.smtp_url.is_none(), "development default: files");
+        assert!(s.mail.dir.ends_with("mail"));
     }
 
     #[test]

@@ -18,7 +18,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use openidconnect::core::{CoreClient, CoreResponseType, CoreUserInfoClaims};
 use openidconnect::{
     AccessTokenHash, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PostLogoutRedirectUrl,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
     ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::{json, Value};
@@ -254,6 +255,78 @@ impl Drop for Chrome {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// A stock OpenID Connect client as discovery configures it.
+type Rp = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// A first-party client of `app` returning to `callback`, registered with the operator's
+/// command and configured by discovery from the issuer, as an application would be.
+async fn first_party_client(app: &TestApp, callback: &str) -> Rp {
+    let rp = register(app, &["--redirect-uri", callback, "--first-party"]);
+    let discovered = openidconnect::core::CoreProviderMetadata::discover_async(
+        IssuerUrl::new(app.issuer.clone()).unwrap(),
+        &http(),
+    )
+    .await
+    .expect("discovery");
+    CoreClient::from_provider_metadata(
+        discovered,
+        ClientId::new(rp.id.clone()),
+        rp.secret.clone().map(ClientSecret::new),
+    )
+    .set_redirect_uri(RedirectUrl::new(callback.to_owned()).unwrap())
+}
+
+/// An authorization request for `openid email` with PKCE: its URL, state, nonce, verifier.
+fn email_request(client: &Rp) -> (url::Url, CsrfToken, Nonce, PkceCodeVerifier) {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state, nonce) = client
+        .authorize_url(
+            AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("email".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    (url, state, nonce, verifier)
+}
+
+/// Redeems the code the browser brought back to `back` (its `state` checked); the ID token's
+/// claims, verified.
+async fn redeem(
+    client: &Rp,
+    back: url::Url,
+    state: CsrfToken,
+    nonce: Nonce,
+    verifier: PkceCodeVerifier,
+) -> openidconnect::core::CoreIdTokenClaims {
+    assert_eq!(
+        query(&back, "state").as_deref(),
+        Some(state.secret().as_str())
+    );
+    let code = AuthorizationCode::new(query(&back, "code").expect("a code"));
+    let tokens = client
+        .exchange_code(code)
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http())
+        .await
+        .expect("code exchange");
+    tokens
+        .id_token()
+        .expect("id_token")
+        .claims(&client.id_token_verifier(), &nonce)
+        .expect("ID token verifies")
+        .clone()
 }
 
 /// A stand-in for the application's own pages: answers 200 with a short page to everything.
@@ -596,54 +669,13 @@ async fn a_person_adds_a_passkey_then_signs_in_to_an_application_with_it() {
     let (totp, _) = with_mfa(&app, email).await;
     let site = application_pages().await;
     let callback = format!("{site}/callback");
-    let rp = register(&app, &["--redirect-uri", &callback, "--first-party"]);
-    let discovered = openidconnect::core::CoreProviderMetadata::discover_async(
-        IssuerUrl::new(app.issuer.clone()).unwrap(),
-        &http(),
-    )
-    .await
-    .expect("discovery");
-    let client = CoreClient::from_provider_metadata(
-        discovered,
-        ClientId::new(rp.id.clone()),
-        rp.secret.clone().map(ClientSecret::new),
-    )
-    .set_redirect_uri(RedirectUrl::new(callback.clone()).unwrap());
-    let authorize = || {
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = client
-            .authorize_url(
-                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
-                CsrfToken::new_random,
-                Nonce::new_random,
-            )
-            .add_scope(Scope::new("email".into()))
-            .set_pkce_challenge(challenge)
-            .url();
-        (url, state, nonce, verifier)
-    };
+    let client = first_party_client(&app, &callback).await;
+    let authorize = || email_request(&client);
     // The code the browser brought back, redeemed; the ID token's `amr`.
     let amr_of = |back: url::Url, state: CsrfToken, nonce: Nonce, verifier| {
         let client = &client;
         async move {
-            assert_eq!(
-                query(&back, "state").as_deref(),
-                Some(state.secret().as_str())
-            );
-            let code = AuthorizationCode::new(query(&back, "code").expect("a code"));
-            let tokens = client
-                .exchange_code(code)
-                .unwrap()
-                .set_pkce_verifier(verifier)
-                .request_async(&http())
-                .await
-                .expect("code exchange");
-            let claims = tokens
-                .id_token()
-                .expect("id_token")
-                .claims(&client.id_token_verifier(), &nonce)
-                .expect("ID token verifies")
-                .clone();
+            let claims = redeem(client, back, state, nonce, verifier).await;
             assert_eq!(claims.email().map(|e| e.as_str()), Some(email));
             claims
                 .auth_method_refs()
@@ -782,54 +814,13 @@ async fn a_person_signs_up_verifies_the_address_and_resets_the_password_in_the_b
     let app = spawn_with(opts).await;
     let site = application_pages().await;
     let callback = format!("{site}/callback");
-    let rp = register(&app, &["--redirect-uri", &callback, "--first-party"]);
-    let discovered = openidconnect::core::CoreProviderMetadata::discover_async(
-        IssuerUrl::new(app.issuer.clone()).unwrap(),
-        &http(),
-    )
-    .await
-    .expect("discovery");
-    let client = CoreClient::from_provider_metadata(
-        discovered,
-        ClientId::new(rp.id.clone()),
-        rp.secret.clone().map(ClientSecret::new),
-    )
-    .set_redirect_uri(RedirectUrl::new(callback.clone()).unwrap());
-    let authorize = || {
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = client
-            .authorize_url(
-                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
-                CsrfToken::new_random,
-                Nonce::new_random,
-            )
-            .add_scope(Scope::new("email".into()))
-            .set_pkce_challenge(challenge)
-            .url();
-        (url, state, nonce, verifier)
-    };
+    let client = first_party_client(&app, &callback).await;
+    let authorize = || email_request(&client);
     // The code the browser brought back, redeemed: the verified ID token's email_verified.
     let verified_of = |back: url::Url, state: CsrfToken, nonce: Nonce, verifier| {
         let client = &client;
         async move {
-            assert_eq!(
-                query(&back, "state").as_deref(),
-                Some(state.secret().as_str())
-            );
-            let code = AuthorizationCode::new(query(&back, "code").expect("a code"));
-            let tokens = client
-                .exchange_code(code)
-                .unwrap()
-                .set_pkce_verifier(verifier)
-                .request_async(&http())
-                .await
-                .expect("code exchange");
-            let claims = tokens
-                .id_token()
-                .expect("id_token")
-                .claims(&client.id_token_verifier(), &nonce)
-                .expect("ID token verifies")
-                .clone();
+            let claims = redeem(client, back, state, nonce, verifier).await;
             assert_eq!(claims.email().map(|e| e.as_str()), Some("gil@example.com"));
             claims.email_verified()
         }

@@ -163,6 +163,39 @@ impl Drop for Smtp {
     }
 }
 
+/// Waits (at most 20 s) until every message in the outbox under `dir` is marked sent and its
+/// body erased: none can go again.
+async fn outbox_sent(dir: &Path) {
+    let db = direct_db(dir).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut rows = db
+            .conn
+            .query(
+                "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL OR sealed IS NOT NULL",
+                (),
+            )
+            .await
+            .unwrap();
+        if rows.next().await.unwrap().unwrap().get::<i64>(0).unwrap() == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "mail left unsent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The recipient of every message received, sorted.
+fn recipients(smtp: &Smtp) -> Vec<String> {
+    let mut to: Vec<String> = smtp
+        .received()
+        .iter()
+        .map(|m| m["rcpt_tos"][0].as_str().unwrap().to_owned())
+        .collect();
+    to.sort();
+    to
+}
+
 /// A server that mails through `smtp`, looking at its outbox every 20 ms.
 pub fn mailing(smtp: &Smtp) -> Opts {
     Opts::default()
@@ -603,31 +636,9 @@ async fn with_smtp_down_requests_succeed_and_every_mail_arrives_once_when_it_is_
     let got = smtp.wait_for(3).await;
     app.clock.advance(3600);
     // Every message is marked sent (so none can go again), and each arrived once.
-    let db = direct_db(&app.dir).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut rows = db
-            .conn
-            .query(
-                "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL OR sealed IS NOT NULL",
-                (),
-            )
-            .await
-            .unwrap();
-        if rows.next().await.unwrap().unwrap().get::<i64>(0).unwrap() == 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut to: Vec<String> = smtp
-        .received()
-        .iter()
-        .map(|m| m["rcpt_tos"][0].as_str().unwrap().to_owned())
-        .collect();
-    to.sort();
+    outbox_sent(&app.dir).await;
     assert_eq!(
-        to,
+        recipients(&smtp),
         [
             "down0@example.com",
             "down1@example.com",
@@ -652,7 +663,7 @@ async fn two_instances_sharing_one_outbox_never_send_a_message_twice() {
     let clock = edge_idp_actors::Clock::manual_now();
     let mut a_opts = mailing(&smtp);
     a_opts.clock = Some(clock.clone());
-    let a = spawn_with(a_opts).await;
+    let mut a = spawn_with(a_opts).await;
     let mut b_opts = mailing(&smtp);
     b_opts.clock = Some(clock.clone());
     b_opts.data_dir = Some(a.dir.clone());
@@ -666,31 +677,23 @@ async fn two_instances_sharing_one_outbox_never_send_a_message_twice() {
     clock.advance(edge_idp::app::email::backoff(0) + 1);
     smtp.wait_for(10).await;
     clock.advance(3600);
-    let db = direct_db(&a.dir).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut rows = db
-            .conn
-            .query("SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL", ())
-            .await
-            .unwrap();
-        if rows.next().await.unwrap().unwrap().get::<i64>(0).unwrap() == 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut to: Vec<String> = smtp
-        .received()
-        .iter()
-        .map(|m| m["rcpt_tos"][0].as_str().unwrap().to_owned())
-        .collect();
-    to.sort();
+    outbox_sent(&a.dir).await;
     let mut expected: Vec<String> = (0..10).map(|i| format!("pair{i}@example.com")).collect();
     expected.sort();
-    assert_eq!(to, expected, "each message once");
+    assert_eq!(recipients(&smtp), expected, "each message once");
+
+    // The sender stops with mail waiting: the other instance takes the lease and sends it.
+    smtp.down();
+    a.signup("handover@example.com").await;
+    // B works on A's folder: it outlives A.
+    let _folder = a.keep_dir();
+    let dir = a.stop().await;
+    smtp.up().await;
+    clock.advance(edge_idp::app::email::backoff(0) + 1);
+    smtp.message_to("handover@example.com", "Confirm").await;
+    outbox_sent(&dir).await;
+    assert_eq!(recipients(&smtp).len(), 11, "each message once");
     b.stop().await;
-    a.stop().await;
 }
 
 /// Quoted-printable, as lettre may encode a long text part.
