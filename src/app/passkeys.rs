@@ -465,6 +465,15 @@ impl App {
                 format!("sign counter {} was overtaken by a concurrent sign-in: possibly a cloned authenticator", result.counter()),
             ));
         }
+        // As after a right password: told only to whoever proved the passkey.
+        if self.settings.require_verified_email && !user.email_verified {
+            self.audit.record(AuditEvent {
+                user_id: Some(user.id),
+                detail: Some("email not verified".into()),
+                ..client.event("login_refused")
+            });
+            return Err(AppError::EmailNotVerified);
+        }
         let kind = key_kind(&row).to_owned();
         let (org, amr) = match (ceremony.kind, ceremony.mfa_token_hash) {
             (CeremonyKind::SecondFactor, Some(hash)) => {

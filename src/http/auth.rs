@@ -120,7 +120,7 @@ pub async fn signup(app: SharedApp, client: Client, body: Body) -> Result<Respon
     responses(
         (status = 200, description = "Tokens; or, when MFA is on, a challenge and no tokens", body = LoginResponse),
         (status = 401, description = "`invalid_credentials`, for a wrong password and an unknown email alike", body = Problem),
-        (status = 403, description = "`not_a_member` of the requested organization", body = Problem),
+        (status = 403, description = "`not_a_member` of the requested organization; `email_not_verified` with `REQUIRE_VERIFIED_EMAIL` (both only after the right password)", body = Problem),
         (status = 429, description = "`rate_limited`, with `Retry-After` and `RateLimit-*`", body = Problem),
     ))]
 #[instrument(skip_all, fields(ip = %client.ip))]

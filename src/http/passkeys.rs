@@ -204,6 +204,7 @@ pub async fn login_begin(app: SharedApp, client: Client, body: Body) -> Result<R
     responses(
         (status = 200, description = "Tokens; `amr` `[\"hwk\"|\"swk\", \"mfa\"]`, or `[\"pwd\", \"hwk\"|\"swk\", \"mfa\"]` as a second factor", body = TokenResponse),
         (status = 401, description = "`invalid_passkey`: unknown credential, or the assertion failed its checks (signature, challenge, origin, RP id, user verification, a counter that did not move forward); `invalid_mfa_token`", body = Problem),
+        (status = 403, description = "`email_not_verified`: `REQUIRE_VERIFIED_EMAIL` and the account's address is not verified (only after a valid assertion)", body = Problem),
         (status = 404, description = "`not_found`: unknown, used or expired ceremony", body = Problem),
         (status = 429, description = "`rate_limited`: the login limits, or too many wrong second-factor answers", body = Problem),
     ))]

@@ -1074,3 +1074,47 @@ async fn security_notices_go_out_for_a_disabled_second_factor_and_a_new_device()
         ],
     );
 }
+
+#[tokio::test]
+async fn require_verified_email_also_holds_for_a_passkey_sign_in() {
+    use crate::passkeys::{register, sign_in, Device};
+    let mut open = spawn_app().await;
+    open.signup("ivy@example.com").await;
+    let tokens = open.login("ivy@example.com").await;
+    let mut device = Device::new();
+    register(&open, &tokens, &mut device, "Laptop").await;
+    let _folder = open.keep_dir();
+    let clock = open.clock.clone();
+    let dir = open.stop().await;
+
+    let gated = spawn_with(
+        Opts {
+            data_dir: Some(dir),
+            clock: Some(clock),
+            ..Default::default()
+        }
+        .arg("--require-verified-email", "true"),
+    )
+    .await;
+    assert_problem(
+        sign_in(&gated, &mut device).await,
+        403,
+        "email_not_verified",
+    )
+    .await;
+    // The development mail's link proves the address; then the passkey signs in.
+    let eml =
+        unquote(&eml_with_subject(&gated.dir, "Confirm your email address for edge-idp").await);
+    let token = eml
+        .split("/email/verify?token=")
+        .nth(1)
+        .unwrap()
+        .get(..43)
+        .unwrap()
+        .to_owned();
+    let r = gated
+        .post("/auth/email/verify", &json!({"token": token}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(sign_in(&gated, &mut device).await.status(), 200);
+}

@@ -154,6 +154,13 @@ pub async fn sign_in_passkey(
             "",
             Some("The verification step expired. Sign in again."),
         ),
+        Err(AppError::EmailNotVerified) => reply.sign_in(
+            &req,
+            "",
+            Some(
+                "Verify your email address first: open the link we sent to it, then sign in again.",
+            ),
+        ),
         Err(e) => reply.failed(e),
     }
 }
