@@ -245,16 +245,24 @@ impl Application {
                 None
             }
         };
+        let development = settings.app_env == crate::config::AppEnv::Development;
         let delivery = crate::mail::Delivery::new(
             settings.mail.smtp_url.as_ref().map(|u| u.expose()),
             settings.mail.dir.clone(),
+            development,
         )
         .map_err(|e| StartError::Startup {
             what: "SMTP_URL",
             source: Box::new(e),
         })?;
-        if settings.mail.smtp_url.is_none() {
-            tracing::info!(dir = %settings.mail.dir.display(), "no SMTP_URL: mail is written as files and its links logged");
+        match (&settings.mail.smtp_url, development) {
+            (Some(_), _) => {}
+            (None, true) => {
+                tracing::info!(dir = %settings.mail.dir.display(), "no SMTP_URL: mail is written as files and its links logged")
+            }
+            (None, false) => {
+                tracing::warn!(dir = %settings.mail.dir.display(), "no SMTP_URL: mail is only written as files; set SMTP_URL to deliver it")
+            }
         }
         let state = Arc::new(App::new(Parts {
             delivery,

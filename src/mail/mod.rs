@@ -13,8 +13,8 @@
 //!   `smtp://` for a loopback relay). A refusal the server calls permanent (5xx) is not
 //!   retried; everything else is.
 //! - **Files** (no `SMTP_URL`): each message is written whole (`.eml`, as a mail client would
-//!   open it) under `DATA_DIR/mail/`, and its link logged, so that `cargo run` alone lets a
-//!   person click through every flow. Only in this mode is a link ever logged.
+//!   open it) under `DATA_DIR/mail/`, and in development its link is logged, so that
+//!   `cargo run` alone lets a person click through every flow. Nothing else ever logs a link.
 //! - Every message carries a `Message-ID` made from its outbox row's id, so a message sent twice
 //!   (a crash between the server's acceptance and the outbox's update) is the same message to
 //!   the receiving side.
@@ -285,13 +285,20 @@ pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 pub enum Delivery {
     /// Through an SMTP server.
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    /// Written as `.eml` files into a folder (development).
-    Files(PathBuf),
+    /// Written as `.eml` files into a folder (development); links logged when `log_links`
+    /// (development mode only: production never logs one).
+    Files {
+        /// The folder.
+        dir: PathBuf,
+        /// Log each message's link.
+        log_links: bool,
+    },
 }
 
 impl Delivery {
-    /// SMTP when `smtp_url` is set, else files under `dir`.
-    pub fn new(smtp_url: Option<&str>, dir: PathBuf) -> Result<Self, MailError> {
+    /// SMTP when `smtp_url` is set, else files under `dir` (their links logged if
+    /// `log_links`).
+    pub fn new(smtp_url: Option<&str>, dir: PathBuf, log_links: bool) -> Result<Self, MailError> {
         match smtp_url {
             Some(url) => {
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
@@ -300,7 +307,7 @@ impl Delivery {
                     .build();
                 Ok(Delivery::Smtp(transport))
             }
-            None => Ok(Delivery::Files(dir)),
+            None => Ok(Delivery::Files { dir, log_links }),
         }
     }
 
@@ -334,10 +341,10 @@ impl Delivery {
                 Err(e) if e.is_permanent() => Err(MailError::Permanent(e.to_string())),
                 Err(e) => Err(MailError::Transient(e.to_string())),
             },
-            Delivery::Files(dir) => {
+            Delivery::Files { dir, log_links } => {
                 let bytes = message.formatted();
                 let dir = dir.clone();
-                let link = m.link.clone();
+                let link = m.link.clone().filter(|_| *log_links);
                 let to = m.to.clone();
                 tokio::task::spawn_blocking(move || {
                     std::fs::create_dir_all(&dir)?;
@@ -345,8 +352,8 @@ impl Delivery {
                     let tmp = dir.join(format!(".{id}.eml.tmp"));
                     std::fs::write(&tmp, &bytes)?;
                     std::fs::rename(&tmp, &path)?;
-                    // Development only (no SMTP_URL): the person running the server is the
-                    // one the mail is for, and the log is where they look.
+                    // In development the person running the server is the one the mail is
+                    // for, and the log is where they look; production logs no link.
                     tracing::info!(to = %to, path = %path.display(), link = link.as_deref().unwrap_or("-"), "mail written (no SMTP_URL)");
                     Ok::<_, std::io::Error>(())
                 })

@@ -1118,3 +1118,46 @@ async fn require_verified_email_also_holds_for_a_passkey_sign_in() {
     assert_eq!(r.status(), 200);
     assert_eq!(sign_in(&gated, &mut device).await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_without_smtp_logs_no_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = crate::multiprocess::start_logged(
+        tmp.path(),
+        &[
+            "--app-env",
+            "production",
+            "--issuer",
+            "https://idp.example.com",
+            "--argon2-memory-kib",
+            "19456",
+            "--argon2-iterations",
+            "2",
+        ],
+        "info",
+    );
+    let r = crate::multiprocess::post(
+        &server.base,
+        "/auth/signup",
+        json!({"email": "prod@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let eml =
+        unquote(&eml_with_subject(tmp.path(), "Confirm your email address for edge-idp").await);
+    let token = eml
+        .split("/email/verify?token=")
+        .nth(1)
+        .expect("the mail holds its link")
+        .get(..43)
+        .unwrap()
+        .to_owned();
+    assert!(server.terminate().success());
+    let log = server.lines.lock().unwrap().join("\n");
+    assert!(
+        log.contains("set SMTP_URL to deliver it"),
+        "the start warns"
+    );
+    assert!(log.contains("mail written (no SMTP_URL)"), "{log}");
+    assert!(!log.contains(&token), "production logged a link's token");
+}
