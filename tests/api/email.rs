@@ -696,6 +696,17 @@ async fn two_instances_sharing_one_outbox_never_send_a_message_twice() {
     b.stop().await;
 }
 
+/// The token of the verification link in a raw `.eml` message.
+fn verify_token_in(eml: &str) -> String {
+    unquote(eml)
+        .split("/email/verify?token=")
+        .nth(1)
+        .expect("the mail holds its link")
+        .get(..43)
+        .expect("a whole token")
+        .to_owned()
+}
+
 /// Quoted-printable, as lettre may encode a long text part.
 fn unquote(s: &str) -> String {
     let s = s.replace("=\r\n", "").replace("=\n", "");
@@ -747,18 +758,11 @@ async fn without_smtp_the_mail_is_an_eml_file_whose_link_works() {
     app.signup("eve@example.com").await;
     let eml = eml_with_subject(&app.dir, "Confirm your email address for edge-idp").await;
     assert!(eml.contains("To: eve@example.com"), "{eml}");
-    let text = unquote(&eml);
-    let token = text
-        .split("/email/verify?token=")
-        .nth(1)
-        .expect("a link")
-        .get(..43)
-        .unwrap()
-        .to_owned();
+    let token = verify_token_in(&eml);
     let r = app
         .post("/auth/email/verify", &json!({"token": token}))
         .await;
-    assert_eq!(r.status(), 200, "{text}");
+    assert_eq!(r.status(), 200, "{eml}");
 }
 
 /// A browser's visit without a browser: the CSRF cookie a page sets, sent back with its form.
@@ -1103,15 +1107,8 @@ async fn require_verified_email_also_holds_for_a_passkey_sign_in() {
     )
     .await;
     // The development mail's link proves the address; then the passkey signs in.
-    let eml =
-        unquote(&eml_with_subject(&gated.dir, "Confirm your email address for edge-idp").await);
-    let token = eml
-        .split("/email/verify?token=")
-        .nth(1)
-        .unwrap()
-        .get(..43)
-        .unwrap()
-        .to_owned();
+    let eml = eml_with_subject(&gated.dir, "Confirm your email address for edge-idp").await;
+    let token = verify_token_in(&eml);
     let r = gated
         .post("/auth/email/verify", &json!({"token": token}))
         .await;
@@ -1143,15 +1140,8 @@ async fn production_without_smtp_logs_no_link() {
     )
     .await;
     assert_eq!(r.status(), 201);
-    let eml =
-        unquote(&eml_with_subject(tmp.path(), "Confirm your email address for edge-idp").await);
-    let token = eml
-        .split("/email/verify?token=")
-        .nth(1)
-        .expect("the mail holds its link")
-        .get(..43)
-        .unwrap()
-        .to_owned();
+    let eml = eml_with_subject(tmp.path(), "Confirm your email address for edge-idp").await;
+    let token = verify_token_in(&eml);
     assert!(server.terminate().success());
     let log = server.lines.lock().unwrap().join("\n");
     assert!(
