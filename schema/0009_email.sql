@@ -10,7 +10,9 @@ ALTER TABLE users ADD COLUMN email_verified_at INTEGER;
 -- 'change' (makes `email` the user's address). `email` is the address the link was sent to:
 -- a verification only counts while it is still the user's address. A link is used by a
 -- conditional write at the primary (`used_at IS NULL AND expires_at > now`), so it works once
--- whichever instance receives it.
+-- whichever instance receives it; that write stamps `used_by` with a random value of its own
+-- batch, and the batch's later statements act only on the row carrying it, so a second use
+-- in the same second changes nothing.
 CREATE TABLE email_tokens (
     token_hash  BLOB PRIMARY KEY,
     kind        TEXT NOT NULL CHECK (kind IN ('verify', 'reset', 'change')),
@@ -18,7 +20,8 @@ CREATE TABLE email_tokens (
     email       TEXT NOT NULL,
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
-    used_at     INTEGER
+    used_at     INTEGER,
+    used_by     BLOB
 );
 CREATE INDEX email_tokens_user ON email_tokens(user_id, kind);
 CREATE INDEX email_tokens_expiry ON email_tokens(expires_at);

@@ -129,6 +129,7 @@ impl App {
                 ..caller.client.event("password_changed")
             });
             self.end_pending_challenges(user.id).await?;
+            self.db.end_change_links(user.id, self.clock.now()).await?;
             self.notify(
                 crate::mail::Letter::PasswordChanged { how: "changed" },
                 &user.email,

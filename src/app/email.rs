@@ -38,8 +38,9 @@ use uuid::Uuid;
 pub const VERIFY_TTL: i64 = 24 * 3600;
 /// How long a password-reset link works, seconds.
 pub const RESET_TTL: i64 = 30 * 60;
-/// Attempts at one message before it is given up (about a day with the backoff).
-pub const MAX_ATTEMPTS: i64 = 12;
+/// Attempts at one message before it is given up: with the backoff, the last is just over 24
+/// hours after the first, so an outage of a day loses nothing.
+pub const MAX_ATTEMPTS: i64 = 31;
 /// The sender's lease: how long it holds without renewing, seconds.
 const LEASE_SECS: i64 = 60;
 /// The lease's name in the `leases` table.
@@ -233,12 +234,13 @@ impl App {
         client: &Client,
         token: &SecretString,
     ) -> Result<VerifiedEmail, AppError> {
+        self.link_limited(client).await?;
         if !super::sessions::token_shaped(token.expose()) {
             return Err(AppError::InvalidEmailToken);
         }
         let hash = sha256(token.expose().as_bytes());
         let now = self.clock.now();
-        let Some((user_id, email, _)) = self.db.use_verify_link(hash, now).await? else {
+        let Some((user_id, email)) = self.db.use_verify_link(hash, now).await? else {
             return self.change_email(client, hash, now).await;
         };
         self.profiles.forget([user_id]);
@@ -427,8 +429,22 @@ impl App {
         Ok(())
     }
 
+    /// Every use of a mailed link (and a look at one) counts against the login limit of the
+    /// client IP, as a guess at a password would: tokens cannot be guessed, but each try is a
+    /// request to the primary.
+    async fn link_limited(&self, client: &Client) -> Result<(), AppError> {
+        self.limited(&[(Policy::LoginIp, &client.rate_key())])
+            .await
+            .map(drop)
+    }
+
     /// Whether `token` is a live reset link (the hosted page asks before it shows its form).
-    pub async fn reset_link_live(&self, token: &SecretString) -> Result<bool, AppError> {
+    pub async fn reset_link_live(
+        &self,
+        client: &Client,
+        token: &SecretString,
+    ) -> Result<bool, AppError> {
+        self.link_limited(client).await?;
         if !super::sessions::token_shaped(token.expose()) {
             return Ok(false);
         }
@@ -451,6 +467,7 @@ impl App {
         token: &SecretString,
         new_password: SecretString,
     ) -> Result<(), AppError> {
+        self.link_limited(client).await?;
         if !super::sessions::token_shaped(token.expose()) {
             return Err(AppError::InvalidEmailToken);
         }
@@ -551,10 +568,21 @@ impl App {
                             .and_then(|u| u.host_str().map(str::to_owned))
                             .unwrap_or_else(|| "localhost".into());
                         let date = UNIX_EPOCH + Duration::from_secs(now.max(0) as u64);
-                        self.mailer
-                            .delivery
-                            .deliver(m.id, &self.settings.mail.from, &host, date, &r)
-                            .await
+                        // Bounded as a whole (lettre's timeout is per socket operation), well
+                        // inside the backoff and the lease, so no other attempt can overlap.
+                        let send = self.mailer.delivery.deliver(
+                            m.id,
+                            &self.settings.mail.from,
+                            &host,
+                            date,
+                            &r,
+                        );
+                        match tokio::time::timeout(crate::mail::SMTP_TIMEOUT, send).await {
+                            Ok(sent) => sent,
+                            Err(_) => Err(MailError::Transient(
+                                "the mail server did not finish in time".into(),
+                            )),
+                        }
                     }
                     Err(e) => Err(MailError::Build(format!("stored message: {e}"))),
                 },
@@ -592,6 +620,16 @@ impl App {
         Ok(delivered)
     }
 
+    /// Deletes development mail files a week old (the outbox keeps its rows as long).
+    pub(super) async fn prune_mail_files(&self) {
+        let week = Duration::from_secs(7 * 24 * 3600);
+        match self.mailer.delivery.prune_files(week).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned old mail files"),
+            Err(e) => tracing::warn!(error = %e, "mail file prune failed; will retry"),
+        }
+    }
+
     /// Waits until mail is queued on this instance or `every` passes.
     pub async fn mail_wait(&self, every: Duration) {
         let _ = tokio::time::timeout(every, self.mailer.wake.notified()).await;
@@ -608,6 +646,12 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_attempts_span_a_day_of_outage() {
+        let span: i64 = (0..MAX_ATTEMPTS - 1).map(backoff).sum();
+        assert!((24 * 3600..30 * 3600).contains(&span), "{span} s");
+    }
 
     #[test]
     fn backoff_doubles_from_thirty_seconds_to_an_hour() {

@@ -44,5 +44,6 @@ impl App {
         {
             tracing::warn!(error = %e, "audit prune failed; will retry");
         }
+        self.prune_mail_files().await;
     }
 }

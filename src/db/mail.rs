@@ -107,6 +107,13 @@ pub struct OutboxState {
     pub due: i64,
 }
 
+/// A random value that marks the rows one batch used (`email_tokens.used_by`).
+fn use_mark() -> StoreResult<Value> {
+    edge_idp_actors::crypto::random_bytes::<16>()
+        .map(|b| Value::Blob(b.to_vec()))
+        .map_err(|e| edge_idp_actors::StoreError::Other(e.to_string()))
+}
+
 /// Adds the insert of `m` to a batch.
 fn queue(b: &mut Batch, m: Outgoing) {
     b.execute(
@@ -150,50 +157,6 @@ impl Db {
         self.write_batch(b).await.map(drop)
     }
 
-    /// Uses an email-change link: the account's address becomes the one the link was sent to
-    /// (verified), unless another account has it by now; the user's other change links end.
-    pub async fn use_change_link(&self, hash: [u8; 32], now: i64) -> StoreResult<ChangeOutcome> {
-        let h = Value::Blob(hash.to_vec());
-        let mut b = Batch::default();
-        let live = b.query(
-            "SELECT u.email FROM email_tokens t JOIN users u ON u.id = t.user_id \
-             WHERE t.token_hash = ?1 AND t.kind = 'change' AND t.used_at IS NULL AND t.expires_at > ?2",
-            vec![h.clone(), now.into()],
-        );
-        let used = b.query(
-            "UPDATE email_tokens SET used_at = ?2 \
-             WHERE token_hash = ?1 AND kind = 'change' AND used_at IS NULL AND expires_at > ?2 \
-             AND NOT EXISTS (SELECT 1 FROM users u WHERE u.email = email_tokens.email) \
-             RETURNING user_id, email",
-            vec![h.clone(), now.into()],
-        );
-        b.execute(
-            "UPDATE users SET email = (SELECT email FROM email_tokens WHERE token_hash = ?1), \
-             email_verified_at = ?2, updated_at = ?2 \
-             WHERE id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2 AND kind = 'change')",
-            vec![h.clone(), now.into()],
-        );
-        b.execute(
-            "UPDATE email_tokens SET used_at = ?2 WHERE kind = 'change' AND used_at IS NULL \
-             AND user_id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2 AND kind = 'change')",
-            vec![h, now.into()],
-        );
-        let done = match self.write_batch(b).await {
-            // Another account took the address in between (the unique index decided).
-            Err(edge_idp_actors::StoreError::Conflict(_)) => return Ok(ChangeOutcome::Taken),
-            other => other?,
-        };
-        Ok(match (done.first(used), done.first(live)) {
-            (Some(v), Some(old)) => ChangeOutcome::Changed {
-                user_id: v.uuid(0)?,
-                old_email: old.text(0)?,
-                new_email: v.text(1)?,
-            },
-            (None, Some(_)) => ChangeOutcome::Taken,
-            _ => ChangeOutcome::Invalid,
-        })
-    }
-
     /// Creates an account (as `UserStore::create_user`) with its verification link and the
     /// message that carries it, in one write.
     pub async fn create_user_with_link(
@@ -222,61 +185,117 @@ impl Db {
         self.write_batch(b).await.map(drop)
     }
 
-    /// The live link of `kind` with this hash: its user and address. Reads only.
+    /// The live link of `kind` with this hash: its user and address. Reads only, fresh from
+    /// the primary (an embedded replica is synced first: a link mailed a moment ago is there).
     pub async fn live_link(
         &self,
         hash: [u8; 32],
         kind: LinkKind,
         now: i64,
     ) -> StoreResult<Option<(Uuid, String)>> {
+        self.sync_replica().await?;
+        self.run(move |c| async move {
+            let Some(r) = super::store::first_row(
+                &c,
+                "SELECT user_id, email FROM email_tokens \
+                 WHERE token_hash = ?1 AND kind = ?2 AND used_at IS NULL AND expires_at > ?3",
+                libsql::params![hash.to_vec(), kind.as_str(), now],
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some((
+                super::store::uuid(&r, 0)?,
+                r.get(1).map_err(super::map_err)?,
+            )))
+        })
+        .await
+    }
+
+    /// Uses a verification link: the account's address is verified if it is still the one the
+    /// link was sent to. The user and its address. `None`: the link is unknown, used, expired,
+    /// or the address changed since.
+    pub async fn use_verify_link(
+        &self,
+        hash: [u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<(Uuid, String)>> {
+        let (h, mark) = (Value::Blob(hash.to_vec()), use_mark()?);
         let mut b = Batch::default();
-        let i = b.query(
-            "SELECT user_id, email FROM email_tokens \
-             WHERE token_hash = ?1 AND kind = ?2 AND used_at IS NULL AND expires_at > ?3",
-            vec![Value::Blob(hash.to_vec()), kind.as_str().into(), now.into()],
+        let used = b.query(
+            "UPDATE email_tokens SET used_at = ?2, used_by = ?3 \
+             WHERE token_hash = ?1 AND kind = 'verify' AND used_at IS NULL AND expires_at > ?2 \
+             AND email = (SELECT u.email FROM users u WHERE u.id = email_tokens.user_id) \
+             RETURNING user_id, email",
+            vec![h.clone(), now.into(), mark.clone()],
         );
-        // At the primary: a link mailed a second ago is there, and its use is not stale.
+        b.execute(
+            "UPDATE users SET email_verified_at = ?2, updated_at = ?2 \
+             WHERE email_verified_at IS NULL AND id = \
+             (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_by = ?3)",
+            vec![h, now.into(), mark],
+        );
         let done = self.write_batch(b).await?;
-        match done.first(i) {
+        match done.first(used) {
             Some(v) => Ok(Some((v.uuid(0)?, v.text(1)?))),
             None => Ok(None),
         }
     }
 
-    /// Uses a verification link: the account's address is verified if it is still the one the
-    /// link was sent to. The user and whether the address was verified now (false: it was
-    /// already). `None`: the link is unknown, used, expired, or the address changed since.
-    pub async fn use_verify_link(
-        &self,
-        hash: [u8; 32],
-        now: i64,
-    ) -> StoreResult<Option<(Uuid, String, bool)>> {
-        let h = Value::Blob(hash.to_vec());
+    /// Uses an email-change link: the account's address becomes the one the link was sent to
+    /// (verified), unless another account has it by now; the user's other change links end.
+    pub async fn use_change_link(&self, hash: [u8; 32], now: i64) -> StoreResult<ChangeOutcome> {
+        let (h, mark) = (Value::Blob(hash.to_vec()), use_mark()?);
         let mut b = Batch::default();
-        let used = b.query(
-            "UPDATE email_tokens SET used_at = ?2 \
-             WHERE token_hash = ?1 AND kind = 'verify' AND used_at IS NULL AND expires_at > ?2 \
-             AND email = (SELECT u.email FROM users u WHERE u.id = email_tokens.user_id) \
-             RETURNING user_id, email",
+        let live = b.query(
+            "SELECT u.email FROM email_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = ?1 AND t.kind = 'change' AND t.used_at IS NULL AND t.expires_at > ?2",
             vec![h.clone(), now.into()],
         );
-        let verified = b.execute(
-            "UPDATE users SET email_verified_at = ?2, updated_at = ?2 \
-             WHERE email_verified_at IS NULL AND id = \
-             (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2)",
-            vec![h, now.into()],
+        let used = b.query(
+            "UPDATE email_tokens SET used_at = ?2, used_by = ?3 \
+             WHERE token_hash = ?1 AND kind = 'change' AND used_at IS NULL AND expires_at > ?2 \
+             AND NOT EXISTS (SELECT 1 FROM users u WHERE u.email = email_tokens.email) \
+             RETURNING user_id, email",
+            vec![h.clone(), now.into(), mark.clone()],
         );
-        let done = self.write_batch(b).await?;
-        match done.first(used) {
-            Some(v) => Ok(Some((v.uuid(0)?, v.text(1)?, done.changed(verified) > 0))),
-            None => Ok(None),
-        }
+        // Each later statement acts only if this batch used the link (`used_by = ?3`).
+        b.execute(
+            "UPDATE users SET email = (SELECT email FROM email_tokens WHERE token_hash = ?1), \
+             email_verified_at = ?2, updated_at = ?2 \
+             WHERE id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_by = ?3)",
+            vec![h.clone(), now.into(), mark.clone()],
+        );
+        b.execute(
+            "UPDATE email_tokens SET used_at = ?2 WHERE kind = 'change' AND used_at IS NULL \
+             AND user_id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_by = ?3)",
+            vec![h, now.into(), mark],
+        );
+        let done = match self.write_batch(b).await {
+            // Another account took the address in between (the unique index decided).
+            Err(edge_idp_actors::StoreError::Conflict(_)) => return Ok(ChangeOutcome::Taken),
+            other => other?,
+        };
+        Ok(match (done.first(used), done.first(live)) {
+            (Some(v), Some(old)) => ChangeOutcome::Changed {
+                user_id: v.uuid(0)?,
+                old_email: old.text(0)?,
+                new_email: v.text(1)?,
+            },
+            (None, Some(_)) => ChangeOutcome::Taken,
+            _ => ChangeOutcome::Invalid,
+        })
     }
 
     /// Uses a reset link: sets `new_hash` as the password of the link's user if the link is
-    /// live, is `user_id`'s, and was sent to the account's address; marks the address verified
-    /// (the link proved it), clears the failed-login count, ends the user's other reset links,
-    /// and queues `notice`. All in one write; false when the link did not qualify.
+    /// live, is `user_id`'s, and was sent to the account's address; clears the failed-login
+    /// count, ends the user's other reset and email-change links (a change asked with the old
+    /// password must not outlive it), and queues `notice`. If the reset is what first proves
+    /// the address, the account was set up by whoever created it, not necessarily by the
+    /// address's owner: its passkeys and second factor go, so that none of them outlives the
+    /// reset. The address is then marked verified. All in one write; false when the link did
+    /// not qualify.
     pub async fn use_reset_link(
         &self,
         hash: [u8; 32],
@@ -285,37 +304,63 @@ impl Db {
         now: i64,
         notice: Outgoing,
     ) -> StoreResult<bool> {
-        let h = Value::Blob(hash.to_vec());
+        let (h, mark) = (Value::Blob(hash.to_vec()), use_mark()?);
         let uid = user_id.to_string();
         let mut b = Batch::default();
         let used = b.execute(
-            "UPDATE email_tokens SET used_at = ?2 \
+            "UPDATE email_tokens SET used_at = ?2, used_by = ?4 \
              WHERE token_hash = ?1 AND kind = 'reset' AND user_id = ?3 AND used_at IS NULL \
              AND expires_at > ?2 \
              AND email = (SELECT u.email FROM users u WHERE u.id = ?3)",
-            vec![h.clone(), now.into(), uid.clone().into()],
+            vec![h.clone(), now.into(), uid.clone().into(), mark.clone()],
         );
-        // Each later statement runs only if this batch used the link (`EXISTS … used_at = ?2`).
+        // Each later statement acts only if this batch used the link (`used_by = ?4`).
+        for sql in [
+            "DELETE FROM passkeys WHERE user_id = ?3 \
+             AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_by = ?4) \
+             AND (SELECT email_verified_at FROM users WHERE id = ?3) IS NULL",
+            "DELETE FROM mfa_recovery_codes WHERE user_id = ?3 \
+             AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_by = ?4) \
+             AND (SELECT email_verified_at FROM users WHERE id = ?3) IS NULL",
+            "DELETE FROM mfa_secrets WHERE user_id = ?3 \
+             AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_by = ?4) \
+             AND (SELECT email_verified_at FROM users WHERE id = ?3) IS NULL",
+            "UPDATE users SET mfa_enabled = 0 WHERE id = ?3 \
+             AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_by = ?4) \
+             AND email_verified_at IS NULL",
+        ] {
+            b.execute(
+                sql,
+                vec![h.clone(), now.into(), uid.clone().into(), mark.clone()],
+            );
+        }
         b.execute(
-            "UPDATE users SET password_hash = ?4, updated_at = ?2, failed_logins = 0, \
+            "UPDATE users SET password_hash = ?5, updated_at = ?2, failed_logins = 0, \
              email_verified_at = COALESCE(email_verified_at, ?2) WHERE id = ?3 \
-             AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2 AND kind = 'reset')",
-            vec![h.clone(), now.into(), uid.clone().into(), new_hash.into()],
+             AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_by = ?4)",
+            vec![
+                h.clone(),
+                now.into(),
+                uid.clone().into(),
+                mark.clone(),
+                new_hash.into(),
+            ],
         );
         b.execute(
-            "UPDATE email_tokens SET used_at = ?2 WHERE user_id = ?3 AND kind = 'reset' \
-             AND used_at IS NULL \
-             AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2 AND kind = 'reset')",
-            vec![h.clone(), now.into(), uid.into()],
+            "UPDATE email_tokens SET used_at = ?2 WHERE user_id = ?3 \
+             AND kind IN ('reset', 'change') AND used_at IS NULL \
+             AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_by = ?4)",
+            vec![h.clone(), now.into(), uid.into(), mark.clone()],
         );
         b.execute(
             "INSERT INTO mail_outbox (id, kind, recipient, sealed, created_at, next_attempt_at) \
-             SELECT ?3, ?4, ?5, ?6, ?2, ?2 \
-             WHERE EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_at = ?2 AND kind = 'reset')",
+             SELECT ?3, ?5, ?6, ?7, ?2, ?2 \
+             WHERE EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_by = ?4)",
             vec![
                 h,
                 now.into(),
                 notice.id.to_string().into(),
+                mark,
                 notice.kind.into(),
                 notice.recipient.into(),
                 Value::Blob(notice.sealed),
@@ -323,6 +368,18 @@ impl Db {
         );
         let done = self.write_batch(b).await?;
         Ok(done.changed(used) > 0)
+    }
+
+    /// Ends `user_id`'s pending email-change links (its password changed: a change asked with
+    /// the old one must not outlive it).
+    pub async fn end_change_links(&self, user_id: Uuid, now: i64) -> StoreResult<()> {
+        let mut b = Batch::default();
+        b.execute(
+            "UPDATE email_tokens SET used_at = ?2 WHERE user_id = ?1 AND kind = 'change' \
+             AND used_at IS NULL",
+            vec![user_id.to_string().into(), now.into()],
+        );
+        self.write_batch(b).await.map(drop)
     }
 
     /// Records a sign-in of `user_id` from `device`: whether the device is new to an account

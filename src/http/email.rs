@@ -98,6 +98,7 @@ pub struct ResetPasswordRequest {
         (status = 200, description = "The address is verified: `email_verified` is true in `/auth/me`, userinfo and ID tokens from now on", body = VerifyEmailResponse),
         (status = 400, description = "`invalid_email_token`: unknown, expired (24 hours), used, or for an address the account no longer has", body = Problem),
         (status = 409, description = "`email_taken`: an email-change link whose address another account has taken meanwhile", body = Problem),
+        (status = 429, description = "`rate_limited`: every use of a link counts against `RATE_LIMIT_LOGIN` per client IP", body = Problem),
     ))]
 #[instrument(skip_all, fields(ip = %client.ip))]
 pub async fn verify(app: SharedApp, client: Client, body: Body) -> Result<Response, ApiError> {
@@ -178,6 +179,7 @@ pub async fn forgot(app: SharedApp, client: Client, body: Body) -> Result<Respon
         (status = 204, description = "Set: every session of the user is revoked, the address counts as verified, a notice is mailed; a second factor is still asked at the next sign-in"),
         (status = 400, description = "`invalid_email_token`: unknown, expired, used, or for an address the account no longer has", body = Problem),
         (status = 422, description = "`validation_failed` or `weak_password` (the link still works)", body = Problem),
+        (status = 429, description = "`rate_limited`: every use of a link counts against `RATE_LIMIT_LOGIN` per client IP", body = Problem),
     ))]
 #[instrument(skip_all, fields(ip = %client.ip))]
 pub async fn reset(app: SharedApp, client: Client, body: Body) -> Result<Response, ApiError> {

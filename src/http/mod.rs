@@ -551,6 +551,7 @@ fn email_routes(state: &SharedApp) -> BoxedFilter<(Response,)> {
     let reset_page = warp::path!("password" / "reset")
         .and(warp::get())
         .and(st())
+        .and(cl())
         .and(cookie())
         .and(query())
         .then(pages::reset_get);

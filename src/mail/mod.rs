@@ -277,7 +277,9 @@ impl MailError {
     }
 }
 
-/// How long one SMTP conversation may take before it counts as a failed attempt.
+/// How long one SMTP conversation may take before it counts as a failed attempt: well inside
+/// the first backoff (30 s) and the sender's lease (60 s), so no other attempt at the same
+/// message can overlap it.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where messages go.
@@ -350,7 +352,9 @@ impl Delivery {
                     std::fs::create_dir_all(&dir)?;
                     let path = dir.join(format!("{id}.eml"));
                     let tmp = dir.join(format!(".{id}.eml.tmp"));
-                    std::fs::write(&tmp, &bytes)?;
+                    // Owner-only: the file holds the link's token in clear.
+                    let _ = std::fs::remove_file(&tmp);
+                    edge_idp_actors::fs::write_private(&tmp, &bytes)?;
                     std::fs::rename(&tmp, &path)?;
                     // In development the person running the server is the one the mail is
                     // for, and the log is where they look; production logs no link.
@@ -365,9 +369,62 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// Deletes `.eml` files older than `keep` (files delivery only): their links have expired,
+    /// and the outbox keeps its rows as long. The number deleted.
+    pub async fn prune_files(&self, keep: Duration) -> std::io::Result<usize> {
+        let Delivery::Files { dir, .. } = self else {
+            return Ok(0);
+        };
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(e),
+            };
+            let mut deleted = 0;
+            for entry in entries.filter_map(Result::ok) {
+                let path = entry.path();
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > keep);
+                if old && path.extension().is_some_and(|x| x == "eml") {
+                    std::fs::remove_file(&path)?;
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn old_mail_files_are_pruned_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.eml"), "x").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let files = Delivery::Files {
+            dir: dir.path().to_owned(),
+            log_links: false,
+        };
+        assert_eq!(
+            files.prune_files(Duration::from_secs(3600)).await.unwrap(),
+            0
+        );
+        assert_eq!(files.prune_files(Duration::ZERO).await.unwrap(), 1);
+        assert!(!dir.path().join("a.eml").exists());
+        assert!(dir.path().join("notes.txt").exists());
+    }
 
     #[test]
     fn every_letter_renders_both_parts_with_its_link_escaped_in_html() {

@@ -497,7 +497,15 @@ async fn a_reset_keeps_the_second_factor_and_links_expire_and_are_hashed_at_rest
     };
     let app = spawn_with(mailing(&smtp)).await;
     app.signup("di@example.com").await;
-    let verify = smtp.message_to("di@example.com", "Confirm").await;
+    let mail = smtp.message_to("di@example.com", "Confirm").await;
+    let (_, di_token) = link_in(&mail, "/email/verify");
+    let r = app
+        .post("/auth/email/verify", &json!({"token": di_token}))
+        .await;
+    assert_eq!(r.status(), 200);
+    // Another account's link stays unused, for the expiry below.
+    app.signup("dj@example.com").await;
+    let verify = smtp.message_to("dj@example.com", "Confirm").await;
     let (_, verify_token) = link_in(&verify, "/email/verify");
     enroll_and_confirm(&app, "di@example.com").await;
 
@@ -541,7 +549,7 @@ async fn a_reset_keeps_the_second_factor_and_links_expire_and_are_hashed_at_rest
         .post("/auth/password/forgot", &json!({"email": "di@example.com"}))
         .await;
     assert_eq!(r.status(), 202);
-    let all = smtp.wait_for(3).await;
+    let all = smtp.wait_for(4).await;
     let fresh = all
         .iter()
         .filter(|m| m["subject"].as_str().unwrap().starts_with("Reset"))
@@ -555,7 +563,8 @@ async fn a_reset_keeps_the_second_factor_and_links_expire_and_are_hashed_at_rest
         )
         .await;
     assert_eq!(r.status(), 204);
-    // MFA is not bypassed: the new password leads to the second factor.
+    // MFA is not bypassed (the address was proven before): the new password leads to the
+    // second factor.
     let r = app
         .post(
             "/auth/login",
@@ -977,6 +986,15 @@ async fn an_email_change_waits_for_the_new_address_and_tells_the_old_one() {
     let profile = me(&app, &access).await;
     assert_eq!(profile["user"]["email"], "new@example.com");
     assert_eq!(profile["user"]["email_verified"], true);
+    // Userinfo answers the address and its proof together, not the token's older claim.
+    let info: Value = app
+        .get_as("/oauth2/userinfo", &access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["email"], "new@example.com");
+    assert_eq!(info["email_verified"], true);
     app.login("new@example.com").await;
     assert_problem(
         app.post(
@@ -1150,4 +1168,157 @@ async fn production_without_smtp_logs_no_link() {
     );
     assert!(log.contains("mail written (no SMTP_URL)"), "{log}");
     assert!(!log.contains(&token), "production logged a link's token");
+}
+
+#[tokio::test]
+async fn a_link_works_once_even_twice_in_one_second_and_a_reset_ends_pending_changes() {
+    let Some(smtp) = Smtp::start("link_once_per_second").await else {
+        return;
+    };
+    let app = spawn_with(mailing(&smtp)).await;
+    app.signup("jo@example.com").await;
+    let (_, verify) = link_in(
+        &smtp.message_to("jo@example.com", "Confirm").await,
+        "/email/verify",
+    );
+    assert_eq!(
+        app.post("/auth/email/verify", &json!({"token": verify}))
+            .await
+            .status(),
+        200
+    );
+    let tokens = app.login("jo@example.com").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    // A change asked with the old password…
+    let r = app
+        .http
+        .post(app.url("/auth/email"))
+        .bearer_auth(access)
+        .json(&json!({"new_email": "jo.new@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (_, change) = link_in(
+        &smtp
+            .message_to("jo.new@example.com", "Confirm your new")
+            .await,
+        "/email/verify",
+    );
+
+    let r = app
+        .post("/auth/password/forgot", &json!({"email": "jo@example.com"}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let (_, token) = link_in(
+        &smtp.message_to("jo@example.com", "Reset").await,
+        "/password/reset",
+    );
+    // Two resets with one link in the same second (the manual clock stands still): one wins,
+    // and its password is the one in force.
+    let reset = |password: &'static str| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            let r = app
+                .post(
+                    "/auth/password/reset",
+                    &json!({"token": token, "new_password": password}),
+                )
+                .await;
+            (r.status().as_u16(), password)
+        }
+    };
+    let (a, b) = tokio::join!(
+        reset("first brand new correct horse"),
+        reset("second brand new correct horse")
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [204, 400], "{a:?} {b:?}");
+    let winner = if a.0 == 204 { a.1 } else { b.1 };
+    let loser = if a.0 == 204 { b.1 } else { a.1 };
+    let login = |password: &'static str| {
+        let app = &app;
+        async move {
+            app.post(
+                "/auth/login",
+                &json!({"email": "jo@example.com", "password": password}),
+            )
+            .await
+            .status()
+        }
+    };
+    assert_eq!(login(winner).await, 200);
+    assert_eq!(login(loser).await, 401);
+    // …does not outlive the reset.
+    assert_problem(
+        app.post("/auth/email/verify", &json!({"token": change}))
+            .await,
+        400,
+        "invalid_email_token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_reset_that_first_proves_the_address_removes_what_its_creator_set_up() {
+    let Some(smtp) = Smtp::start("reset_first_proof").await else {
+        return;
+    };
+    let app = spawn_with(mailing(&smtp)).await;
+    // Someone signs up with an address that is not theirs and turns on a second factor.
+    let _ = crate::mfa::with_mfa(&app, "kim@example.com").await;
+    smtp.message_to("kim@example.com", "Confirm").await;
+    // The address's owner resets the password through the link sent to them.
+    let r = app
+        .post(
+            "/auth/password/forgot",
+            &json!({"email": "kim@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let (_, token) = link_in(
+        &smtp.message_to("kim@example.com", "Reset").await,
+        "/password/reset",
+    );
+    let new = "a brand new correct horse";
+    let r = app
+        .post(
+            "/auth/password/reset",
+            &json!({"token": token, "new_password": new}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    // The second factor the creator set up is gone: the new password alone signs in.
+    let r = app
+        .post(
+            "/auth/login",
+            &json!({"email": "kim@example.com", "password": new}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert!(t["access_token"].is_string(), "{t}");
+    assert_eq!(
+        me(&app, t["access_token"].as_str().unwrap()).await["user"]["mfa_enabled"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn every_use_of_a_link_counts_against_the_login_limit_per_ip() {
+    let app = spawn_with(Opts::default().arg("--rate-limit-login", "2/60")).await;
+    let body = json!({"token": "g".repeat(43)});
+    let guess = || app.post("/auth/email/verify", &body);
+    assert_problem(guess().await, 400, "invalid_email_token").await;
+    assert_problem(guess().await, 400, "invalid_email_token").await;
+    assert_problem(guess().await, 429, "rate_limited").await;
+    let r = app
+        .post(
+            "/auth/password/reset",
+            &json!({"token": "g".repeat(43), "new_password": "a brand new correct horse"}),
+        )
+        .await;
+    assert_problem(r, 429, "rate_limited").await;
 }

@@ -514,9 +514,15 @@ impl App {
         } else {
             None
         };
+        // The address and its proof from the same read: a token's `email` claim may predate
+        // an address change, and must not be vouched for by the new address's proof.
         Ok(UserInfo {
             sub: caller.user_id.to_string(),
-            email: email.then(|| caller.claims.email.clone()),
+            email: email.then(|| {
+                profile
+                    .as_ref()
+                    .map_or_else(|| caller.claims.email.clone(), |p| p.email.clone())
+            }),
             email_verified: email.then(|| profile.as_ref().is_some_and(|p| p.email_verified)),
             name,
         })

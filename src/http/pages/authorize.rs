@@ -486,7 +486,8 @@ pub async fn sign_up(
             None,
         );
     };
-    let Ok(name) = crate::http::extract::text("name", Some(name), 100) else {
+    let Ok(name) = crate::http::extract::text("name", (!name.is_empty()).then_some(name), 100)
+    else {
         return reply.sign_up(
             &req,
             typed,

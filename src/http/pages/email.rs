@@ -185,6 +185,8 @@ pub async fn verify_get(app: SharedApp, cookie: Option<String>, query: String) -
         (status = 200, description = "The address is verified", content_type = "text/html", body = String),
         (status = 400, description = "An error page: the link is unknown, expired, used, or for an address the account no longer has", content_type = "text/html", body = String),
         (status = 403, description = "An error page: the CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
+        (status = 409, description = "An error page: an email-change link whose address another account took meanwhile", content_type = "text/html", body = String),
+        (status = 429, description = "An error page: too many attempts from here (`RATE_LIMIT_LOGIN` per IP)", content_type = "text/html", body = String),
     ))]
 pub async fn verify_post(
     app: SharedApp,
@@ -200,6 +202,11 @@ pub async fn verify_post(
     match app.verify_email(&client, &token).await {
         Ok(v) => reply.verify_page("", Some(&v.email)),
         Err(AppError::InvalidEmailToken) => reply.invalid_link("Verification"),
+        Err(AppError::EmailTaken) => reply.error(
+            StatusCode::CONFLICT,
+            "This address is taken",
+            "Another account uses this address now, so yours was not changed. Choose another address.",
+        ),
         Err(e) => reply.failed(e),
     }
 }
@@ -256,15 +263,24 @@ pub async fn forgot_post(
     responses(
         (status = 200, description = "The new-password form (opening the link does not use it)", content_type = "text/html", body = String),
         (status = 400, description = "An error page: the link is unknown, expired or used", content_type = "text/html", body = String),
+        (status = 429, description = "An error page: too many attempts from here (`RATE_LIMIT_LOGIN` per IP)", content_type = "text/html", body = String),
     ))]
-pub async fn reset_get(app: SharedApp, cookie: Option<String>, query: String) -> Response {
+pub async fn reset_get(
+    app: SharedApp,
+    client: Client,
+    cookie: Option<String>,
+    query: String,
+) -> Response {
     let cookies = Cookies::parse(cookie.as_deref());
     let reply = match Reply::new(&app, &cookies, false) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     let token = token_of(&query);
-    match app.reset_link_live(&SecretString::new(token.clone())).await {
+    match app
+        .reset_link_live(&client, &SecretString::new(token.clone()))
+        .await
+    {
         Ok(true) => reply.reset_page(StatusCode::OK, &token, None, false),
         Ok(false) => reply.invalid_link("Password reset"),
         Err(e) => reply.failed(e),
@@ -279,6 +295,7 @@ pub async fn reset_get(app: SharedApp, cookie: Option<String>, query: String) ->
         (status = 200, description = "Changed (every session ended); or the form again with what was wrong (the link still works)", content_type = "text/html", body = String),
         (status = 400, description = "An error page: the link is unknown, expired or used", content_type = "text/html", body = String),
         (status = 403, description = "An error page: the CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
+        (status = 429, description = "An error page: too many attempts from here (`RATE_LIMIT_LOGIN` per IP)", content_type = "text/html", body = String),
     ))]
 pub async fn reset_post(
     app: SharedApp,
