@@ -220,6 +220,21 @@ pub fn link_in(m: &Value, page: &str) -> (String, String) {
     (link, token)
 }
 
+/// `POST /auth/password/reset` with a link's token.
+async fn reset_with(app: &TestApp, token: &str, new_password: &str) -> reqwest::Response {
+    app.post(
+        "/auth/password/reset",
+        &json!({"token": token, "new_password": new_password}),
+    )
+    .await
+}
+
+/// `POST /auth/email/verify` with a link's token.
+async fn verify_with(app: &TestApp, token: &str) -> reqwest::Response {
+    app.post("/auth/email/verify", &json!({"token": token}))
+        .await
+}
+
 async fn me(app: &TestApp, access: &str) -> Value {
     let r = app.get_as("/auth/me", access).await;
     assert_eq!(r.status(), 200);
@@ -259,9 +274,7 @@ async fn signup_mails_a_verification_link_through_smtp_that_verifies_the_address
     let html = page.text().await.unwrap();
     assert!(html.contains("Verify my email address"), "{html}");
 
-    let r = app
-        .post("/auth/email/verify", &json!({"token": token}))
-        .await;
+    let r = verify_with(&app, &token).await;
     assert_eq!(r.status(), 200);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["email"], "ada@example.com");
@@ -276,16 +289,9 @@ async fn signup_mails_a_verification_link_through_smtp_that_verifies_the_address
     assert_eq!(info["email_verified"], true);
 
     // Once only.
+    assert_problem(verify_with(&app, &token).await, 400, "invalid_email_token").await;
     assert_problem(
-        app.post("/auth/email/verify", &json!({"token": token}))
-            .await,
-        400,
-        "invalid_email_token",
-    )
-    .await;
-    assert_problem(
-        app.post("/auth/email/verify", &json!({"token": "x".repeat(43)}))
-            .await,
+        verify_with(&app, &"x".repeat(43)).await,
         400,
         "invalid_email_token",
     )
@@ -359,9 +365,7 @@ async fn resend_sends_a_new_link_within_its_limit_and_require_verified_email_gat
     // The newest link verifies; then the gated server lets the password in.
     let all = smtp.wait_for(3).await;
     let (_, token) = link_in(&all[0], "/email/verify");
-    let r = app
-        .post("/auth/email/verify", &json!({"token": token}))
-        .await;
+    let r = verify_with(&app, &token).await;
     assert_eq!(r.status(), 200);
     assert_eq!(app.login("bo@example.com").await["token_type"], "Bearer");
     open.stop().await;
@@ -422,30 +426,17 @@ async fn forgot_password_answers_alike_for_every_address_and_its_link_resets_onc
 
     // A refused password leaves the link working.
     assert_problem(
-        app.post(
-            "/auth/password/reset",
-            &json!({"token": token, "new_password": "password"}),
-        )
-        .await,
+        reset_with(&app, &token, "password").await,
         422,
         "weak_password",
     )
     .await;
     let new_password = "a brand new correct horse";
-    let r = app
-        .post(
-            "/auth/password/reset",
-            &json!({"token": token, "new_password": new_password}),
-        )
-        .await;
+    let r = reset_with(&app, &token, new_password).await;
     assert_eq!(r.status(), 204);
     // Once only.
     assert_problem(
-        app.post(
-            "/auth/password/reset",
-            &json!({"token": token, "new_password": "another new password here"}),
-        )
-        .await,
+        reset_with(&app, &token, "another new password here").await,
         400,
         "invalid_email_token",
     )
@@ -499,9 +490,7 @@ async fn a_reset_keeps_the_second_factor_and_links_expire_and_are_hashed_at_rest
     app.signup("di@example.com").await;
     let mail = smtp.message_to("di@example.com", "Confirm").await;
     let (_, di_token) = link_in(&mail, "/email/verify");
-    let r = app
-        .post("/auth/email/verify", &json!({"token": di_token}))
-        .await;
+    let r = verify_with(&app, &di_token).await;
     assert_eq!(r.status(), 200);
     // Another account's link stays unused, for the expiry below.
     app.signup("dj@example.com").await;
@@ -534,11 +523,7 @@ async fn a_reset_keeps_the_second_factor_and_links_expire_and_are_hashed_at_rest
     // Thirty minutes later the reset link no longer works; a new one does.
     app.clock.advance(30 * 60);
     assert_problem(
-        app.post(
-            "/auth/password/reset",
-            &json!({"token": token, "new_password": "a brand new correct horse"}),
-        )
-        .await,
+        reset_with(&app, &token, "a brand new correct horse").await,
         400,
         "invalid_email_token",
     )
@@ -556,12 +541,7 @@ async fn a_reset_keeps_the_second_factor_and_links_expire_and_are_hashed_at_rest
         .map(|m| link_in(m, "/password/reset").1)
         .find(|t| *t != token)
         .expect("a second reset link");
-    let r = app
-        .post(
-            "/auth/password/reset",
-            &json!({"token": fresh, "new_password": "a brand new correct horse"}),
-        )
-        .await;
+    let r = reset_with(&app, &fresh, "a brand new correct horse").await;
     assert_eq!(r.status(), 204);
     // MFA is not bypassed (the address was proven before): the new password leads to the
     // second factor.
@@ -577,8 +557,7 @@ async fn a_reset_keeps_the_second_factor_and_links_expire_and_are_hashed_at_rest
     // A day later the verification link has expired too.
     app.clock.advance(24 * 3600);
     assert_problem(
-        app.post("/auth/email/verify", &json!({"token": verify_token}))
-            .await,
+        verify_with(&app, &verify_token).await,
         400,
         "invalid_email_token",
     )
@@ -768,9 +747,7 @@ async fn without_smtp_the_mail_is_an_eml_file_whose_link_works() {
     let eml = eml_with_subject(&app.dir, "Confirm your email address for edge-idp").await;
     assert!(eml.contains("To: eve@example.com"), "{eml}");
     let token = verify_token_in(&eml);
-    let r = app
-        .post("/auth/email/verify", &json!({"token": token}))
-        .await;
+    let r = verify_with(&app, &token).await;
     assert_eq!(r.status(), 200, "{eml}");
 }
 
@@ -978,9 +955,7 @@ async fn an_email_change_waits_for_the_new_address_and_tells_the_old_one() {
     app.login("old@example.com").await;
 
     let (_, token) = link_in(&confirm, "/email/verify");
-    let r = app
-        .post("/auth/email/verify", &json!({"token": token}))
-        .await;
+    let r = verify_with(&app, &token).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["email"], "new@example.com");
     let profile = me(&app, &access).await;
@@ -1016,13 +991,7 @@ async fn an_email_change_waits_for_the_new_address_and_tells_the_old_one() {
         .await;
     app.signup("third@example.com").await;
     let (_, token) = link_in(&confirm, "/email/verify");
-    assert_problem(
-        app.post("/auth/email/verify", &json!({"token": token}))
-            .await,
-        409,
-        "email_taken",
-    )
-    .await;
+    assert_problem(verify_with(&app, &token).await, 409, "email_taken").await;
     assert_eq!(me(&app, &access).await["user"]["email"], "new@example.com");
 }
 
@@ -1127,9 +1096,7 @@ async fn require_verified_email_also_holds_for_a_passkey_sign_in() {
     // The development mail's link proves the address; then the passkey signs in.
     let eml = eml_with_subject(&gated.dir, "Confirm your email address for edge-idp").await;
     let token = verify_token_in(&eml);
-    let r = gated
-        .post("/auth/email/verify", &json!({"token": token}))
-        .await;
+    let r = verify_with(&gated, &token).await;
     assert_eq!(r.status(), 200);
     assert_eq!(sign_in(&gated, &mut device).await.status(), 200);
 }
@@ -1181,12 +1148,7 @@ async fn a_link_works_once_even_twice_in_one_second_and_a_reset_ends_pending_cha
         &smtp.message_to("jo@example.com", "Confirm").await,
         "/email/verify",
     );
-    assert_eq!(
-        app.post("/auth/email/verify", &json!({"token": verify}))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(verify_with(&app, &verify).await.status(), 200);
     let tokens = app.login("jo@example.com").await;
     let access = tokens["access_token"].as_str().unwrap();
     // A change asked with the old password…
@@ -1220,12 +1182,7 @@ async fn a_link_works_once_even_twice_in_one_second_and_a_reset_ends_pending_cha
         let app = &app;
         let token = token.clone();
         async move {
-            let r = app
-                .post(
-                    "/auth/password/reset",
-                    &json!({"token": token, "new_password": password}),
-                )
-                .await;
+            let r = reset_with(app, &token, password).await;
             (r.status().as_u16(), password)
         }
     };
@@ -1252,13 +1209,7 @@ async fn a_link_works_once_even_twice_in_one_second_and_a_reset_ends_pending_cha
     assert_eq!(login(winner).await, 200);
     assert_eq!(login(loser).await, 401);
     // …does not outlive the reset.
-    assert_problem(
-        app.post("/auth/email/verify", &json!({"token": change}))
-            .await,
-        400,
-        "invalid_email_token",
-    )
-    .await;
+    assert_problem(verify_with(&app, &change).await, 400, "invalid_email_token").await;
 }
 
 #[tokio::test]
@@ -1283,12 +1234,7 @@ async fn a_reset_that_first_proves_the_address_removes_what_its_creator_set_up()
         "/password/reset",
     );
     let new = "a brand new correct horse";
-    let r = app
-        .post(
-            "/auth/password/reset",
-            &json!({"token": token, "new_password": new}),
-        )
-        .await;
+    let r = reset_with(&app, &token, new).await;
     assert_eq!(r.status(), 204);
     // The second factor the creator set up is gone: the new password alone signs in.
     let r = app
@@ -1314,11 +1260,6 @@ async fn every_use_of_a_link_counts_against_the_login_limit_per_ip() {
     assert_problem(guess().await, 400, "invalid_email_token").await;
     assert_problem(guess().await, 400, "invalid_email_token").await;
     assert_problem(guess().await, 429, "rate_limited").await;
-    let r = app
-        .post(
-            "/auth/password/reset",
-            &json!({"token": "g".repeat(43), "new_password": "a brand new correct horse"}),
-        )
-        .await;
+    let r = reset_with(&app, &"g".repeat(43), "a brand new correct horse").await;
     assert_problem(r, 429, "rate_limited").await;
 }
