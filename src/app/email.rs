@@ -66,16 +66,22 @@ pub struct Mailer {
     wake: Notify,
     /// This instance's name as a lease holder.
     holder: String,
+    /// The issuer's host: the domain of every `Message-ID`.
+    host: String,
 }
 
 impl Mailer {
-    /// A mailer delivering through `delivery`, sealing with `sealer`.
-    pub fn new(delivery: crate::mail::Delivery, sealer: Sealer) -> Self {
+    /// A mailer delivering through `delivery`, sealing with `sealer`, for `issuer`.
+    pub fn new(delivery: crate::mail::Delivery, sealer: Sealer, issuer: &str) -> Self {
         Self {
             delivery,
             sealer,
             wake: Notify::new(),
             holder: Uuid::now_v7().to_string(),
+            host: url::Url::parse(issuer)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "localhost".into()),
         }
     }
 }
@@ -563,17 +569,13 @@ impl App {
             let outcome = match self.mailer.sealer.open(&m.sealed, m.id.as_bytes()) {
                 Ok(json) => match serde_json::from_slice::<Rendered>(&json) {
                     Ok(r) => {
-                        let host = url::Url::parse(&self.settings.issuer)
-                            .ok()
-                            .and_then(|u| u.host_str().map(str::to_owned))
-                            .unwrap_or_else(|| "localhost".into());
                         let date = UNIX_EPOCH + Duration::from_secs(now.max(0) as u64);
                         // Bounded as a whole (lettre's timeout is per socket operation), well
                         // inside the backoff and the lease, so no other attempt can overlap.
                         let send = self.mailer.delivery.deliver(
                             m.id,
                             &self.settings.mail.from,
-                            &host,
+                            &self.mailer.host,
                             date,
                             &r,
                         );

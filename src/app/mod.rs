@@ -123,7 +123,11 @@ pub struct Parts {
 impl App {
     /// Assembles the application from its parts.
     pub fn new(p: Parts) -> Self {
-        let mailer = email::Mailer::new(p.delivery, p.settings.master_key.sealer(b"mail-outbox"));
+        let mailer = email::Mailer::new(
+            p.delivery,
+            p.settings.master_key.sealer(b"mail-outbox"),
+            &p.settings.issuer,
+        );
         Self {
             settings: p.settings,
             keys: p.keys,
