@@ -1,5 +1,5 @@
 //! The OpenID Foundation's Basic OP test plan, module by module, where no other test already
-//! answers it (the README's checklist names the test of every module). The conformance suite
+//! answers it (docs/conformance.md names the test of every module). The conformance suite
 //! itself cannot run here; these are its requests, sent the same way, with its expectations.
 
 use crate::helpers::*;
@@ -22,7 +22,7 @@ fn error_of(page: &crate::oidc::Page) -> (Option<String>, Option<String>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_basic_op_plan_modules_answer_as_the_readme_says() {
+async fn the_basic_op_plan_modules_answer_as_the_checklist_says() {
     let app = oidc_app().await;
     app.signup("plan@example.com").await;
     let rp = register(&app, &["--first-party"]);
