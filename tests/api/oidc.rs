@@ -805,6 +805,13 @@ async fn a_clients_refresh_token_is_its_own_and_logging_out_everywhere_ends_sing
     assert_eq!(r.status(), 200, "its own client still rotates it");
     let rotated: Value = r.json().await.unwrap();
 
+    // A code the browser session got just before it ended (held back by someone with the
+    // cookie) must not start a session after "log out everywhere".
+    let (held, held_verifier) =
+        pkce_request(&app.base, &rp.id, "openid+offline_access", "held", "");
+    let held_page = browser.get(&held).await;
+    let held_code = code_of(&app, &held_page, &CsrfToken::new("held".into()));
+
     // "Log out everywhere" on the JSON API ends the browser session too: the next
     // authorization asks for the password again.
     let first_party = app.login("sso@example.com").await;
@@ -831,6 +838,12 @@ async fn a_clients_refresh_token_is_its_own_and_logging_out_everywhere_ends_sing
         r.status(),
         400,
         "the client's session ended with the others"
+    );
+    let (status, body) = exchange(&app, &rp, held_code.secret(), &held_verifier).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "a code from the ended browser session starts nothing: {body}"
     );
 }
 
