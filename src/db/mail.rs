@@ -370,13 +370,13 @@ impl Db {
         Ok(done.changed(used) > 0)
     }
 
-    /// Ends `user_id`'s pending email-change links (its password changed: a change asked with
-    /// the old one must not outlive it).
-    pub async fn end_change_links(&self, user_id: Uuid, now: i64) -> StoreResult<()> {
+    /// Ends `user_id`'s pending reset and email-change links (its password changed: a reset
+    /// link mailed before, or a change asked with the old password, must not outlive it).
+    pub async fn end_password_links(&self, user_id: Uuid, now: i64) -> StoreResult<()> {
         let mut b = Batch::default();
         b.execute(
-            "UPDATE email_tokens SET used_at = ?2 WHERE user_id = ?1 AND kind = 'change' \
-             AND used_at IS NULL",
+            "UPDATE email_tokens SET used_at = ?2 WHERE user_id = ?1 \
+             AND kind IN ('reset', 'change') AND used_at IS NULL",
             vec![user_id.to_string().into(), now.into()],
         );
         self.write_batch(b).await.map(drop)

@@ -1213,6 +1213,58 @@ async fn a_link_works_once_even_twice_in_one_second_and_a_reset_ends_pending_cha
 }
 
 #[tokio::test]
+async fn a_password_change_ends_the_pending_reset_and_change_links() {
+    let Some(smtp) = Smtp::start("password_change_links").await else {
+        return;
+    };
+    let app = spawn_with(mailing(&smtp)).await;
+    app.signup("pat@example.com").await;
+    smtp.message_to("pat@example.com", "Confirm").await;
+    let access = app.login("pat@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let post = |path: &'static str, body: Value| {
+        let app = &app;
+        let access = access.clone();
+        async move {
+            let r = app.http.post(app.url(path)).bearer_auth(access);
+            r.json(&body).send().await.unwrap().status().as_u16()
+        }
+    };
+    // A reset link mailed (anyone can ask for one) and a change asked with the old password…
+    assert_eq!(post("/auth/password/forgot", json!({"email": "pat@example.com"})).await, 202);
+    let (_, reset) = link_in(
+        &smtp.message_to("pat@example.com", "Reset").await,
+        "/password/reset",
+    );
+    let change = json!({"new_email": "pat.new@example.com", "password": PASSWORD});
+    assert_eq!(post("/auth/email", change).await, 202);
+    let (_, change) = link_in(
+        &smtp.message_to("pat.new@example.com", "Confirm your new").await,
+        "/email/verify",
+    );
+    // …then the owner changes the password: neither link outlives it.
+    let new_password = "a brand new correct horse";
+    let body = json!({"current_password": PASSWORD, "new_password": new_password});
+    assert_eq!(post("/auth/password", body).await, 204);
+    assert_problem(
+        reset_with(&app, &reset, "someone else's new password").await,
+        400,
+        "invalid_email_token",
+    )
+    .await;
+    assert_problem(verify_with(&app, &change).await, 400, "invalid_email_token").await;
+    let r = app
+        .post(
+            "/auth/login",
+            &json!({"email": "pat@example.com", "password": new_password}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "the changed password is the one in force");
+}
+
+#[tokio::test]
 async fn a_reset_that_first_proves_the_address_removes_what_its_creator_set_up() {
     let Some(smtp) = Smtp::start("reset_first_proof").await else {
         return;
