@@ -264,25 +264,35 @@ impl App {
         hash: [u8; 32],
         now: i64,
     ) -> Result<VerifiedEmail, AppError> {
-        match self.db.use_change_link(hash, now).await? {
+        // The notice to the old address is queued by the write that makes the change (a change
+        // made with a stolen session must not go untold), so it is rendered first, from the
+        // link and the account as they are now.
+        let live = match self.db.live_link(hash, LinkKind::Change, now).await? {
+            Some((user_id, new_email)) => self
+                .db
+                .profile(user_id)
+                .await?
+                .map(|p| (Letter::EmailChanged { new_email }, p.email)),
+            None => None,
+        };
+        let Some((letter, old_email)) = live else {
+            self.audit.record(client.event("email_verify_failed"));
+            return Err(AppError::InvalidEmailToken);
+        };
+        let notice = self.outgoing(&letter, &old_email)?;
+        match self.db.use_change_link(hash, now, notice).await? {
             ChangeOutcome::Changed {
                 user_id,
                 old_email,
                 new_email,
             } => {
                 self.profiles.forget([user_id]);
+                self.mail_queued();
                 self.audit.record(AuditEvent {
                     user_id: Some(user_id),
                     detail: Some(format!("from {old_email}")),
                     ..client.event("email_changed")
                 });
-                self.notify(
-                    Letter::EmailChanged {
-                        new_email: new_email.clone(),
-                    },
-                    &old_email,
-                )
-                .await;
                 Ok(VerifiedEmail {
                     user_id,
                     email: new_email,

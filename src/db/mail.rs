@@ -129,6 +129,25 @@ fn queue(b: &mut Batch, m: Outgoing) {
     );
 }
 
+/// Adds the insert of `m` to a batch, to take effect only if that batch used the link `hash`
+/// (the link's `used_by` carries the batch's `mark`): the notice of a change goes with it.
+fn queue_if_used(b: &mut Batch, m: Outgoing, hash: Value, mark: Value) {
+    b.execute(
+        "INSERT INTO mail_outbox (id, kind, recipient, sealed, created_at, next_attempt_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?5 \
+         WHERE EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?6 AND used_by = ?7)",
+        vec![
+            m.id.to_string().into(),
+            m.kind.into(),
+            m.recipient.into(),
+            Value::Blob(m.sealed),
+            m.created_at.into(),
+            hash,
+            mark,
+        ],
+    );
+}
+
 /// Adds the insert of `l` to a batch.
 fn insert_link(b: &mut Batch, l: NewLink) {
     b.execute(
@@ -244,8 +263,14 @@ impl Db {
     }
 
     /// Uses an email-change link: the account's address becomes the one the link was sent to
-    /// (verified), unless another account has it by now; the user's other change links end.
-    pub async fn use_change_link(&self, hash: [u8; 32], now: i64) -> StoreResult<ChangeOutcome> {
+    /// (verified), unless another account has it by now; the user's other change links end,
+    /// and `notice` (to the old address) is queued, all in one write.
+    pub async fn use_change_link(
+        &self,
+        hash: [u8; 32],
+        now: i64,
+        notice: Outgoing,
+    ) -> StoreResult<ChangeOutcome> {
         let (h, mark) = (Value::Blob(hash.to_vec()), use_mark()?);
         let mut b = Batch::default();
         let live = b.query(
@@ -270,8 +295,9 @@ impl Db {
         b.execute(
             "UPDATE email_tokens SET used_at = ?2 WHERE kind = 'change' AND used_at IS NULL \
              AND user_id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_by = ?3)",
-            vec![h, now.into(), mark],
+            vec![h.clone(), now.into(), mark.clone()],
         );
+        queue_if_used(&mut b, notice, h, mark);
         let done = match self.write_batch(b).await {
             // Another account took the address in between (the unique index decided).
             Err(edge_idp_actors::StoreError::Conflict(_)) => return Ok(ChangeOutcome::Taken),
@@ -352,20 +378,7 @@ impl Db {
              AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_by = ?4)",
             vec![h.clone(), now.into(), uid.into(), mark.clone()],
         );
-        b.execute(
-            "INSERT INTO mail_outbox (id, kind, recipient, sealed, created_at, next_attempt_at) \
-             SELECT ?3, ?5, ?6, ?7, ?2, ?2 \
-             WHERE EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_by = ?4)",
-            vec![
-                h,
-                now.into(),
-                notice.id.to_string().into(),
-                mark,
-                notice.kind.into(),
-                notice.recipient.into(),
-                Value::Blob(notice.sealed),
-            ],
-        );
+        queue_if_used(&mut b, notice, h, mark);
         let done = self.write_batch(b).await?;
         Ok(done.changed(used) > 0)
     }

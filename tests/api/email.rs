@@ -993,6 +993,22 @@ async fn an_email_change_waits_for_the_new_address_and_tells_the_old_one() {
     let (_, token) = link_in(&confirm, "/email/verify");
     assert_problem(verify_with(&app, &token).await, 409, "email_taken").await;
     assert_eq!(me(&app, &access).await["user"]["email"], "new@example.com");
+    // The "was changed" notice is queued by the change itself: one for the one change made,
+    // none for the refused one.
+    let db = direct_db(&app.dir).await;
+    let mut rows = db
+        .conn
+        .query(
+            "SELECT recipient FROM mail_outbox WHERE kind = 'email_changed'",
+            (),
+        )
+        .await
+        .unwrap();
+    let mut told = Vec::new();
+    while let Some(r) = rows.next().await.unwrap() {
+        told.push(r.get::<String>(0).unwrap());
+    }
+    assert_eq!(told, ["old@example.com"]);
 }
 
 #[tokio::test]
