@@ -118,7 +118,9 @@ impl App {
                 // Someone changed it between our read and our write: our check is stale.
                 return Err(AppError::InvalidCredentials);
             }
-            self.db.end_password_links(user.id, self.clock.now()).await?;
+            self.db
+                .end_password_links(user.id, self.clock.now())
+                .await?;
             let keep = caller.session_id;
             let ended = self
                 .end_other_sessions(user.id, Some(keep), "password_changed")

@@ -1249,7 +1249,10 @@ async fn a_password_change_ends_the_pending_reset_and_change_links() {
         }
     };
     // A reset link mailed (anyone can ask for one) and a change asked with the old password…
-    assert_eq!(post("/auth/password/forgot", json!({"email": "pat@example.com"})).await, 202);
+    assert_eq!(
+        post("/auth/password/forgot", json!({"email": "pat@example.com"})).await,
+        202
+    );
     let (_, reset) = link_in(
         &smtp.message_to("pat@example.com", "Reset").await,
         "/password/reset",
@@ -1257,7 +1260,9 @@ async fn a_password_change_ends_the_pending_reset_and_change_links() {
     let change = json!({"new_email": "pat.new@example.com", "password": PASSWORD});
     assert_eq!(post("/auth/email", change).await, 202);
     let (_, change) = link_in(
-        &smtp.message_to("pat.new@example.com", "Confirm your new").await,
+        &smtp
+            .message_to("pat.new@example.com", "Confirm your new")
+            .await,
         "/email/verify",
     );
     // …then the owner changes the password: neither link outlives it.
