@@ -114,38 +114,30 @@ fn use_mark() -> StoreResult<Value> {
         .map_err(|e| edge_idp_actors::StoreError::Other(e.to_string()))
 }
 
-/// Adds the insert of `m` to a batch.
-fn queue(b: &mut Batch, m: Outgoing) {
-    b.execute(
-        "INSERT INTO mail_outbox (id, kind, recipient, sealed, created_at, next_attempt_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        vec![
-            m.id.to_string().into(),
-            m.kind.into(),
-            m.recipient.into(),
-            Value::Blob(m.sealed),
-            m.created_at.into(),
-        ],
-    );
-}
-
-/// Adds the insert of `m` to a batch, to take effect only if that batch used the link `hash`
-/// (the link's `used_by` carries the batch's `mark`): the notice of a change goes with it.
-fn queue_if_used(b: &mut Batch, m: Outgoing, hash: Value, mark: Value) {
-    b.execute(
-        "INSERT INTO mail_outbox (id, kind, recipient, sealed, created_at, next_attempt_at) \
-         SELECT ?1, ?2, ?3, ?4, ?5, ?5 \
-         WHERE EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?6 AND used_by = ?7)",
-        vec![
-            m.id.to_string().into(),
-            m.kind.into(),
-            m.recipient.into(),
-            Value::Blob(m.sealed),
-            m.created_at.into(),
-            hash,
-            mark,
-        ],
-    );
+/// Adds the insert of `m` to a batch; with `if_used` (a link's hash and the batch's mark), only
+/// if that batch used the link (its `used_by` carries the mark): the notice of a change goes
+/// with it.
+fn queue(b: &mut Batch, m: Outgoing, if_used: Option<(Value, Value)>) {
+    let mut params = vec![
+        m.id.to_string().into(),
+        m.kind.into(),
+        m.recipient.into(),
+        Value::Blob(m.sealed),
+        m.created_at.into(),
+    ];
+    let sql = match if_used {
+        None => {
+            "INSERT INTO mail_outbox (id, kind, recipient, sealed, created_at, next_attempt_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)"
+        }
+        Some((hash, mark)) => {
+            params.extend([hash, mark]);
+            "INSERT INTO mail_outbox (id, kind, recipient, sealed, created_at, next_attempt_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?5 \
+             WHERE EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?6 AND used_by = ?7)"
+        }
+    };
+    b.execute(sql, params);
 }
 
 /// Adds the insert of `l` to a batch.
@@ -171,7 +163,7 @@ impl Db {
         let mut b = Batch::default();
         insert_link(&mut b, link);
         for m in mails {
-            queue(&mut b, m);
+            queue(&mut b, m, None);
         }
         self.write_batch(b).await.map(drop)
     }
@@ -186,7 +178,7 @@ impl Db {
     ) -> StoreResult<()> {
         let mut b = super::store::signup_batch(u);
         insert_link(&mut b, link);
-        queue(&mut b, mail);
+        queue(&mut b, mail, None);
         match self.write_batch(b).await {
             // The ids and the token are new: the one unique value that can be taken is the
             // email.
@@ -200,7 +192,7 @@ impl Db {
     /// Queues a message on its own (a notice).
     pub async fn queue_mail(&self, mail: Outgoing) -> StoreResult<()> {
         let mut b = Batch::default();
-        queue(&mut b, mail);
+        queue(&mut b, mail, None);
         self.write_batch(b).await.map(drop)
     }
 
@@ -297,7 +289,7 @@ impl Db {
              AND user_id = (SELECT user_id FROM email_tokens WHERE token_hash = ?1 AND used_by = ?3)",
             vec![h.clone(), now.into(), mark.clone()],
         );
-        queue_if_used(&mut b, notice, h, mark);
+        queue(&mut b, notice, Some((h, mark)));
         let done = match self.write_batch(b).await {
             // Another account took the address in between (the unique index decided).
             Err(edge_idp_actors::StoreError::Conflict(_)) => return Ok(ChangeOutcome::Taken),
@@ -378,7 +370,7 @@ impl Db {
              AND EXISTS (SELECT 1 FROM email_tokens WHERE token_hash = ?1 AND used_by = ?4)",
             vec![h.clone(), now.into(), uid.into(), mark.clone()],
         );
-        queue_if_used(&mut b, notice, h, mark);
+        queue(&mut b, notice, Some((h, mark)));
         let done = self.write_batch(b).await?;
         Ok(done.changed(used) > 0)
     }

@@ -169,15 +169,12 @@ async fn outbox_sent(dir: &Path) {
     let db = direct_db(dir).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let mut rows = db
-            .conn
-            .query(
+        let waiting = db
+            .integers(
                 "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL OR sealed IS NOT NULL",
-                (),
             )
-            .await
-            .unwrap();
-        if rows.next().await.unwrap().unwrap().get::<i64>(0).unwrap() == 0 {
+            .await;
+        if waiting == [0] {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "mail left unsent");
@@ -411,18 +408,10 @@ async fn forgot_password_answers_alike_for_every_address_and_its_link_resets_onc
     assert!(link.starts_with("http://localhost:8000/password/reset?token="));
     // Nothing was queued for the unknown address.
     let db = direct_db(&app.dir).await;
-    let mut rows = db
-        .conn
-        .query(
-            "SELECT COUNT(*) FROM mail_outbox WHERE recipient = 'nobody@example.com'",
-            (),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        rows.next().await.unwrap().unwrap().get::<i64>(0).unwrap(),
-        0
-    );
+    let queued = db
+        .integers("SELECT COUNT(*) FROM mail_outbox WHERE recipient = 'nobody@example.com'")
+        .await;
+    assert_eq!(queued, [0]);
 
     // A refused password leaves the link working.
     assert_problem(
@@ -995,19 +984,10 @@ async fn an_email_change_waits_for_the_new_address_and_tells_the_old_one() {
     assert_eq!(me(&app, &access).await["user"]["email"], "new@example.com");
     // The "was changed" notice is queued by the change itself: one for the one change made,
     // none for the refused one.
-    let db = direct_db(&app.dir).await;
-    let mut rows = db
-        .conn
-        .query(
-            "SELECT recipient FROM mail_outbox WHERE kind = 'email_changed'",
-            (),
-        )
+    let told = direct_db(&app.dir)
         .await
-        .unwrap();
-    let mut told = Vec::new();
-    while let Some(r) = rows.next().await.unwrap() {
-        told.push(r.get::<String>(0).unwrap());
-    }
+        .texts("SELECT recipient FROM mail_outbox WHERE kind = 'email_changed'")
+        .await;
     assert_eq!(told, ["old@example.com"]);
 }
 

@@ -440,12 +440,32 @@ pub async fn direct_db(dir: &Path) -> DirectDb {
     DirectDb { _db: db, conn }
 }
 
+impl DirectDb {
+    /// The first column of every row `sql` answers, as text.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        let mut rows = self.conn.query(sql, ()).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await.unwrap() {
+            out.push(r.get::<String>(0).unwrap());
+        }
+        out
+    }
+
+    /// The first column of every row `sql` answers, as integers.
+    pub async fn integers(&self, sql: &str) -> Vec<i64> {
+        let mut rows = self.conn.query(sql, ()).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await.unwrap() {
+            out.push(r.get::<i64>(0).unwrap());
+        }
+        out
+    }
+}
+
 /// The database in `dir` passes SQLite's `PRAGMA integrity_check`.
 pub async fn integrity_ok(dir: &Path) {
     let db = direct_db(dir).await;
-    let mut rows = db.conn.query("PRAGMA integrity_check", ()).await.unwrap();
-    let row = rows.next().await.unwrap().unwrap();
-    assert_eq!(row.get::<String>(0).unwrap(), "ok");
+    assert_eq!(db.texts("PRAGMA integrity_check").await, ["ok"]);
 }
 
 /// Waits (at most 20 s) until the supervisor has restarted `kind` at least `n` times since start.

@@ -8,17 +8,10 @@ use serde_json::{json, Value};
 
 async fn audit_kinds(app: &TestApp) -> Vec<String> {
     app.flush_audit().await;
-    let db = direct_db(&app.dir).await;
-    let mut rows = db
-        .conn
-        .query("SELECT kind FROM audit_events ORDER BY id", ())
+    direct_db(&app.dir)
         .await
-        .unwrap();
-    let mut kinds = Vec::new();
-    while let Some(r) = rows.next().await.unwrap() {
-        kinds.push(r.get::<String>(0).unwrap());
-    }
-    kinds
+        .texts("SELECT kind FROM audit_events ORDER BY id")
+        .await
 }
 
 /// `POST /auth/mfa/disable` with `code`, as the session of `tokens`.
@@ -255,15 +248,9 @@ async fn a_wrong_password_writes_the_same_rows_for_a_known_and_an_unknown_email(
         assert_eq!(r.status(), 401);
     }
     let db = direct_db(&app.dir).await;
-    let mut rows = db
-        .conn
-        .query("SELECT failures FROM login_lockouts ORDER BY failures", ())
-        .await
-        .unwrap();
-    let mut n = Vec::new();
-    while let Some(r) = rows.next().await.unwrap() {
-        n.push(r.get::<i64>(0).unwrap());
-    }
+    let n = db
+        .integers("SELECT failures FROM login_lockouts ORDER BY failures")
+        .await;
     assert_eq!(
         n,
         vec![1, 1],
