@@ -78,9 +78,10 @@ impl Handles {
         }
     }
 
-    /// How often actors of `kind` were restarted since start.
+    /// How often actors of `kind` were restarted since start (counted once the restarted one
+    /// answers through the handles).
     pub fn restarts(&self, kind: ActorKind) -> u64 {
-        self.restarts[kind.index()].load(Ordering::Relaxed)
+        self.restarts[kind.index()].load(Ordering::Acquire)
     }
 
     /// Runs the KeyManager's periodic check now (reload, rotate if due) and waits for it.
@@ -254,7 +255,10 @@ impl<S: Store> Actor for RootSupervisor<S> {
             Child::Limiter => ActorKind::RateLimiter,
         };
         tracing::error!(actor = kind.name(), reason = %why, "actor died; restarting");
-        st.args.handles.restarts[kind.index()].fetch_add(1, Ordering::Relaxed);
-        st.spawn(child, me.get_cell()).await
+        st.spawn(child, me.get_cell()).await?;
+        // Counted once the new incarnation is what the handles reach: whoever sees the count
+        // (a test, a metric scrape) and then asks, reaches the new one, not the dead one.
+        st.args.handles.restarts[kind.index()].fetch_add(1, Ordering::Release);
+        Ok(())
     }
 }
