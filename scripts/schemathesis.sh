@@ -79,7 +79,7 @@ alive() {
 run bearer -H "Authorization: Bearer $TOKEN" --exclude-name 'DELETE /auth/sessions/{id}' || status=1
 alive "$TOKEN" bearer || status=1
 run session-delete -H "Authorization: Bearer $SESSION_TOKEN" \
-  --include-name 'DELETE /auth/sessions/{id}' || status=1
+  --include-name 'GET /auth/sessions' --include-name 'DELETE /auth/sessions/{id}' || status=1
 # Anonymous: every Bearer endpoint must refuse with its documented 401.
 run anonymous --include-tag account --include-tag mfa --include-tag orgs || status=1
 if grep -q '"level":"ERROR"\|panicked' "$OUT/server.log"; then

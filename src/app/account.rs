@@ -118,9 +118,6 @@ impl App {
                 // Someone changed it between our read and our write: our check is stale.
                 return Err(AppError::InvalidCredentials);
             }
-            self.db
-                .end_password_links(user.id, self.clock.now())
-                .await?;
             let keep = caller.session_id;
             let ended = self
                 .end_other_sessions(user.id, Some(keep), "password_changed")
@@ -132,6 +129,9 @@ impl App {
                 ..caller.client.event("password_changed")
             });
             self.end_pending_challenges(user.id).await?;
+            self.db
+                .end_password_links(user.id, self.clock.now())
+                .await?;
             self.notify(
                 crate::mail::Letter::PasswordChanged { how: "changed" },
                 &user.email,

@@ -97,12 +97,14 @@ impl App {
             return Ok(());
         };
         if all {
+            // Browser sessions first: a code they issued stops redeeming before the sessions
+            // are swept, so none can start a session the sweep misses.
+            self.db
+                .end_user_browser_sessions(user_id, self.clock.now())
+                .await?;
             let ids = self
                 .families
                 .revoke_all(user_id, None, "logout_all")
-                .await?;
-            self.db
-                .end_user_browser_sessions(user_id, self.clock.now())
                 .await?;
             self.audit.record(AuditEvent {
                 user_id: Some(user_id),
@@ -156,14 +158,16 @@ impl App {
         keep: Option<Uuid>,
         reason: &'static str,
     ) -> Result<usize, AppError> {
-        let revoked = self.families.revoke_all(user_id, keep, reason).await?;
-        let n = revoked.len();
-        self.revocations.revoke(revoked);
         // The hosted pages' single sign-on ends with them: a new password or second factor
-        // must be used to sign in there again.
+        // must be used to sign in there again. First, so that a code those browser sessions
+        // issued stops redeeming before the sessions are swept (none starts one the sweep
+        // misses).
         self.db
             .end_user_browser_sessions(user_id, self.clock.now())
             .await?;
+        let revoked = self.families.revoke_all(user_id, keep, reason).await?;
+        let n = revoked.len();
+        self.revocations.revoke(revoked);
         Ok(n)
     }
 

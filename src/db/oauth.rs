@@ -274,7 +274,7 @@ impl Db {
     }
 
     /// Redeems a code and starts the session `s` its exchange issues, in one batch: the code is
-    /// marked used (if it still is unused, unexpired, and the browser session it came from was
+    /// marked used (if it still is unused, unexpired, and the browser session it came from has
     /// not ended meanwhile: a reset, a password change or "log out everywhere" must not leave a
     /// code that starts a session after it) and names `s`, and `s` is inserted only if that
     /// happened. `Ok(None)` when this redemption won; otherwise what the winner left: the
@@ -299,7 +299,8 @@ impl Db {
             "UPDATE oauth_codes SET used_at = ?2, session_id = ?3 \
              WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2 \
              AND EXISTS (SELECT 1 FROM browser_sessions b \
-                         WHERE b.id = oauth_codes.browser_session_id AND b.revoked_at IS NULL)",
+                         WHERE b.id = oauth_codes.browser_session_id AND b.revoked_at IS NULL \
+                         AND b.expires_at > ?2)",
             vec![blob(&code_hash), now.into(), sid.clone().into()],
         );
         b.execute(
