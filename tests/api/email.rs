@@ -200,6 +200,16 @@ pub fn mailing(smtp: &Smtp) -> Opts {
         .arg("--mail-poll-ms", 20)
 }
 
+/// An aiosmtpd, a server mailing through it, and `email` signed up there: with the token of
+/// the verification link it was mailed. `None` (SKIPPED) without aiosmtpd outside CI.
+async fn signed_up(test: &str, email: &str) -> Option<(Smtp, TestApp, String)> {
+    let smtp = Smtp::start(test).await?;
+    let app = spawn_with(mailing(&smtp)).await;
+    app.signup(email).await;
+    let (_, token) = link_in(&smtp.message_to(email, "Confirm").await, "/email/verify");
+    Some((smtp, app, token))
+}
+
 /// The link of `page` in a message's text part, and its token.
 pub fn link_in(m: &Value, page: &str) -> (String, String) {
     let text = m["text"].as_str().expect("a text part");
@@ -370,12 +380,9 @@ async fn resend_sends_a_new_link_within_its_limit_and_require_verified_email_gat
 
 #[tokio::test]
 async fn forgot_password_answers_alike_for_every_address_and_its_link_resets_once() {
-    let Some(smtp) = Smtp::start("forgot_password").await else {
+    let Some((smtp, app, _)) = signed_up("forgot_password", "cy@example.com").await else {
         return;
     };
-    let app = spawn_with(mailing(&smtp)).await;
-    app.signup("cy@example.com").await;
-    smtp.message_to("cy@example.com", "Confirm").await;
     let before = app.login("cy@example.com").await;
 
     let ask = |email: &'static str| {
@@ -472,13 +479,9 @@ async fn forgot_password_answers_alike_for_every_address_and_its_link_resets_onc
 
 #[tokio::test]
 async fn a_reset_keeps_the_second_factor_and_links_expire_and_are_hashed_at_rest() {
-    let Some(smtp) = Smtp::start("reset_keeps_mfa").await else {
+    let Some((smtp, app, di_token)) = signed_up("reset_keeps_mfa", "di@example.com").await else {
         return;
     };
-    let app = spawn_with(mailing(&smtp)).await;
-    app.signup("di@example.com").await;
-    let mail = smtp.message_to("di@example.com", "Confirm").await;
-    let (_, di_token) = link_in(&mail, "/email/verify");
     let r = verify_with(&app, &di_token).await;
     assert_eq!(r.status(), 200);
     // Another account's link stays unused, for the expiry below.
@@ -781,15 +784,9 @@ impl<'a> Visit<'a> {
 
 #[tokio::test]
 async fn a_person_verifies_the_address_and_resets_the_password_on_the_hosted_pages() {
-    let Some(smtp) = Smtp::start("hosted_email_pages").await else {
+    let Some((smtp, app, token)) = signed_up("hosted_email_pages", "fay@example.com").await else {
         return;
     };
-    let app = spawn_with(mailing(&smtp)).await;
-    app.signup("fay@example.com").await;
-    let (_, token) = link_in(
-        &smtp.message_to("fay@example.com", "Confirm").await,
-        "/email/verify",
-    );
 
     // The link's page uses nothing until its button is pressed.
     let (visit, status, html) = Visit::get(&app, &format!("/email/verify?token={token}")).await;
@@ -891,12 +888,9 @@ async fn a_person_verifies_the_address_and_resets_the_password_on_the_hosted_pag
 
 #[tokio::test]
 async fn an_email_change_waits_for_the_new_address_and_tells_the_old_one() {
-    let Some(smtp) = Smtp::start("email_change").await else {
+    let Some((smtp, app, _)) = signed_up("email_change", "old@example.com").await else {
         return;
     };
-    let app = spawn_with(mailing(&smtp)).await;
-    app.signup("old@example.com").await;
-    smtp.message_to("old@example.com", "Confirm").await;
     let tokens = app.login("old@example.com").await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let change = |new: &str, password: &str| {
@@ -1135,15 +1129,10 @@ async fn production_without_smtp_logs_no_link() {
 
 #[tokio::test]
 async fn a_link_works_once_even_twice_in_one_second_and_a_reset_ends_pending_changes() {
-    let Some(smtp) = Smtp::start("link_once_per_second").await else {
+    let Some((smtp, app, verify)) = signed_up("link_once_per_second", "jo@example.com").await
+    else {
         return;
     };
-    let app = spawn_with(mailing(&smtp)).await;
-    app.signup("jo@example.com").await;
-    let (_, verify) = link_in(
-        &smtp.message_to("jo@example.com", "Confirm").await,
-        "/email/verify",
-    );
     assert_eq!(verify_with(&app, &verify).await.status(), 200);
     let tokens = app.login("jo@example.com").await;
     let access = tokens["access_token"].as_str().unwrap();
@@ -1210,12 +1199,9 @@ async fn a_link_works_once_even_twice_in_one_second_and_a_reset_ends_pending_cha
 
 #[tokio::test]
 async fn a_password_change_ends_the_pending_reset_and_change_links() {
-    let Some(smtp) = Smtp::start("password_change_links").await else {
+    let Some((smtp, app, _)) = signed_up("password_change_links", "pat@example.com").await else {
         return;
     };
-    let app = spawn_with(mailing(&smtp)).await;
-    app.signup("pat@example.com").await;
-    smtp.message_to("pat@example.com", "Confirm").await;
     let access = app.login("pat@example.com").await["access_token"]
         .as_str()
         .unwrap()
