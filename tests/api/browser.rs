@@ -51,14 +51,6 @@ fn binaries(test: &str) -> Option<(PathBuf, PathBuf)> {
     None
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A headless chromium under its own chromedriver, both ended when dropped.
 struct Chrome {
     driver: Child,

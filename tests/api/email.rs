@@ -40,14 +40,6 @@ fn aiosmtpd(test: &str) -> Option<()> {
     None
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Smtp {
     /// Starts a server, or `None` (SKIPPED) without aiosmtpd outside CI.
     pub async fn start(test: &str) -> Option<Self> {
@@ -830,40 +822,24 @@ async fn a_person_verifies_the_address_and_resets_the_password_on_the_hosted_pag
     assert_eq!(status, 200);
     assert!(html.contains("Choose a new password"));
     let new = "a brand new correct horse";
-    let (status, html) = visit
-        .post(
-            "/password/reset",
-            &[
-                ("token", &token),
-                ("new_password", new),
-                ("confirm_password", "other"),
-            ],
-        )
-        .await;
+    let reset_form = |password: &'static str, confirm: &'static str| {
+        let (visit, token) = (&visit, token.clone());
+        async move {
+            let fields = [
+                ("token", token.as_str()),
+                ("new_password", password),
+                ("confirm_password", confirm),
+            ];
+            visit.post("/password/reset", &fields).await
+        }
+    };
+    let (status, html) = reset_form(new, "other").await;
     assert_eq!(status, 200);
     assert!(html.contains("The two passwords differ"));
-    let (status, html) = visit
-        .post(
-            "/password/reset",
-            &[
-                ("token", &token),
-                ("new_password", "password"),
-                ("confirm_password", "password"),
-            ],
-        )
-        .await;
+    let (status, html) = reset_form("password", "password").await;
     assert_eq!(status, 200);
     assert!(html.contains("Choose another password"), "{html}");
-    let (status, html) = visit
-        .post(
-            "/password/reset",
-            &[
-                ("token", &token),
-                ("new_password", new),
-                ("confirm_password", new),
-            ],
-        )
-        .await;
+    let (status, html) = reset_form(new, new).await;
     assert_eq!(status, 200);
     assert!(html.contains("Password changed"), "{html}");
     let r = app
@@ -873,16 +849,7 @@ async fn a_person_verifies_the_address_and_resets_the_password_on_the_hosted_pag
         )
         .await;
     assert_eq!(r.status(), 200);
-    let (status, _) = visit
-        .post(
-            "/password/reset",
-            &[
-                ("token", &token),
-                ("new_password", new),
-                ("confirm_password", new),
-            ],
-        )
-        .await;
+    let (status, _) = reset_form(new, new).await;
     assert_eq!(status, 400);
 }
 

@@ -557,3 +557,12 @@ pub async fn join(
     assert_eq!(r.status(), 201, "accept the invitation of {email}");
     r.json().await.unwrap()
 }
+
+/// A loopback port free a moment ago, for a component process a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

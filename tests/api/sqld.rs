@@ -57,14 +57,6 @@ pub fn available(test: &str) -> Option<PathBuf> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Sqld {
     /// Starts sqld without authentication in a fresh temp folder.
     pub async fn start(bin: &Path) -> Sqld {
@@ -114,7 +106,7 @@ impl Sqld {
         log: Option<PathBuf>,
     ) -> Sqld {
         for _ in 0..5 {
-            let port = free_port();
+            let port = crate::helpers::free_port();
             let mut s = Sqld {
                 child: Self::spawn(bin, &db_path, port, jwt_key.as_deref(), log.as_deref()),
                 url: format!("http://127.0.0.1:{port}"),
